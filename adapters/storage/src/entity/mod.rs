@@ -1,0 +1,10 @@
+//! SeaORM entities, one module per table. Rows are plain columns; converting to and from kernel
+//! types happens in `convert.rs` so that the schema can change without touching the kernel.
+
+pub mod api_key;
+pub mod device;
+pub mod driver;
+pub mod operator;
+pub mod site;
+pub mod space;
+pub mod vehicle;

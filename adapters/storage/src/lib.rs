@@ -1,0 +1,628 @@
+//! Storage adapter: implements the kernel's [`Store`] port with SeaORM, on SQLite (the embedded
+//! default: one file, WAL, `synchronous=FULL` so an acknowledged write survives a crash) or
+//! PostgreSQL. Every operator-scoped query carries `operator_id` in its `WHERE` clause.
+
+mod convert;
+mod entity;
+pub mod migration;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_kernel::StoreError;
+use berth_kernel::auth::{ApiKey, SecretHash};
+use berth_kernel::device::Device;
+use berth_kernel::driver::{Driver, Email, Vehicle};
+use berth_kernel::ids::{ApiKeyId, DeviceId, DriverId, OperatorId, SiteId, SpaceId, VehicleId};
+use berth_kernel::operator::Operator;
+use berth_kernel::page::{Page, PageRequest};
+use berth_kernel::ports::{
+    ApiKeyStore, DeviceFilter, DeviceStore, DriverStore, OperatorStore, SiteFilter, SiteStore, SpaceFilter, SpaceStore,
+    Store, StoreResult, VehicleStore,
+};
+use berth_kernel::site::Site;
+use berth_kernel::space::Space;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, SqlErr,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use uuid::Uuid;
+
+use crate::convert::*;
+use crate::entity::{api_key, device, driver, operator, site, space, vehicle};
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH?mode=rwc` or `postgres://user@host:port/db`.
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("unsupported database url '{0}': use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] DbErr),
+    #[error("migration failed: {0}")]
+    Migrate(#[source] DbErr),
+}
+
+#[derive(Clone)]
+pub struct SqlStore {
+    db: DatabaseConnection,
+}
+
+impl SqlStore {
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, ConnectError> {
+        let is_sqlite = settings.url.starts_with("sqlite:");
+        let is_postgres = settings.url.starts_with("postgres://") || settings.url.starts_with("postgresql://");
+        if !is_sqlite && !is_postgres {
+            return Err(ConnectError::UnsupportedUrl(redact_url(&settings.url)));
+        }
+        let mut options = ConnectOptions::new(settings.url.clone());
+        options
+            .max_connections(settings.max_connections)
+            .min_connections(1)
+            .connect_timeout(settings.connect_timeout)
+            .acquire_timeout(settings.connect_timeout)
+            .sqlx_logging(false);
+        if is_sqlite {
+            options.map_sqlx_sqlite_opts(|sqlite| {
+                sqlite
+                    .create_if_missing(true)
+                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    // FULL: a committed transaction is on disk before we answer the client.
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        }
+        let db = Database::connect(options).await.map_err(ConnectError::Connect)?;
+        Ok(Self { db })
+    }
+
+    /// Applies pending migrations; safe to call on every start.
+    pub async fn migrate(&self) -> Result<(), ConnectError> {
+        migration::Migrator::up(&self.db, None).await.map_err(ConnectError::Migrate)
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => "sqlite",
+            DbBackend::Postgres => "postgres",
+            DbBackend::MySql => "mysql",
+        }
+    }
+
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.db.close().await.map_err(backend)
+    }
+}
+
+/// The URL with any password replaced, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn backend(error: DbErr) -> StoreError {
+    match error.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(message)) => StoreError::Conflict(message),
+        Some(SqlErr::ForeignKeyConstraintViolation(message)) => StoreError::MissingReference(message),
+        _ => StoreError::Backend(error.to_string()),
+    }
+}
+
+/// Maps a uniqueness violation to a message a user can act on; other errors pass through.
+fn conflict_as(message: impl Into<String>) -> impl FnOnce(DbErr) -> StoreError {
+    let message = message.into();
+    move |error| match backend(error) {
+        StoreError::Conflict(_) => StoreError::Conflict(message),
+        other => other,
+    }
+}
+
+async fn fetch_page<E, T>(
+    db: &DatabaseConnection,
+    select: Select<E>,
+    id_column: E::Column,
+    page: PageRequest,
+    convert: impl Fn(E::Model) -> Result<T, StoreError>,
+    id_of: impl Fn(&T) -> Uuid,
+) -> StoreResult<Page<T>>
+where
+    E: EntityTrait,
+{
+    let mut select = select.order_by_asc(id_column).limit(u64::from(page.limit) + 1);
+    if let Some(after) = page.after {
+        select = select.filter(id_column.gt(after));
+    }
+    let rows = select.all(db).await.map_err(backend)?;
+    let items = rows.into_iter().map(convert).collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_overfetch(items, page.limit, id_of))
+}
+
+#[async_trait]
+impl OperatorStore for SqlStore {
+    async fn insert_operator(&self, operator: &Operator) -> StoreResult<()> {
+        let row = operator::Model {
+            id: operator.id.as_uuid(),
+            name: operator.name.clone(),
+            slug: operator.slug.clone(),
+            created_at: operator.created_at,
+        };
+        operator::Entity::insert(row.into_active_model())
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(conflict_as(format!("an operator with slug '{}' already exists", operator.slug)))?;
+        Ok(())
+    }
+
+    async fn get_operator(&self, id: OperatorId) -> StoreResult<Option<Operator>> {
+        let row = operator::Entity::find_by_id(id.as_uuid()).one(&self.db).await.map_err(backend)?;
+        Ok(row.map(operator_from_row))
+    }
+
+    async fn find_operator_by_slug(&self, slug: &str) -> StoreResult<Option<Operator>> {
+        let row =
+            operator::Entity::find().filter(operator::Column::Slug.eq(slug)).one(&self.db).await.map_err(backend)?;
+        Ok(row.map(operator_from_row))
+    }
+
+    async fn list_operators(&self, page: PageRequest) -> StoreResult<Page<Operator>> {
+        fetch_page(
+            &self.db,
+            operator::Entity::find(),
+            operator::Column::Id,
+            page,
+            |row| Ok(operator_from_row(row)),
+            |op| op.id.as_uuid(),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for SqlStore {
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        let row = api_key::Model {
+            id: key.id.as_uuid(),
+            operator_id: key.operator_id.map(|id| id.as_uuid()),
+            kind: key.kind.as_str().to_owned(),
+            role: key.role.map(|role| role.as_str().to_owned()),
+            name: key.name.clone(),
+            display_prefix: key.display_prefix.clone(),
+            secret_hash: hash_to_hex(&key.secret_hash),
+            created_at: key.created_at,
+            revoked_at: key.revoked_at,
+        };
+        api_key::Entity::insert(row.into_active_model()).exec_without_returning(&self.db).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn find_api_key_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>> {
+        let row = api_key::Entity::find()
+            .filter(api_key::Column::SecretHash.eq(hash_to_hex(hash)))
+            .one(&self.db)
+            .await
+            .map_err(backend)?;
+        row.map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, operator: Option<OperatorId>, page: PageRequest) -> StoreResult<Page<ApiKey>> {
+        let select = match operator {
+            Some(operator_id) => api_key::Entity::find().filter(api_key::Column::OperatorId.eq(operator_id.as_uuid())),
+            None => api_key::Entity::find().filter(api_key::Column::OperatorId.is_null()),
+        };
+        fetch_page(&self.db, select, api_key::Column::Id, page, api_key_from_row, |key| key.id.as_uuid()).await
+    }
+
+    async fn get_api_key(&self, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        let row = api_key::Entity::find_by_id(id.as_uuid()).one(&self.db).await.map_err(backend)?;
+        row.map(api_key_from_row).transpose()
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<()> {
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::RevokedAt, Expr::value(at))
+            .filter(api_key::Column::Id.eq(id.as_uuid()))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+fn site_select(operator: OperatorId) -> Select<site::Entity> {
+    site::Entity::find().filter(site::Column::OperatorId.eq(operator.as_uuid()))
+}
+
+#[async_trait]
+impl SiteStore for SqlStore {
+    async fn insert_site(&self, site: &Site) -> StoreResult<()> {
+        site::Entity::insert(site_to_row(site).into_active_model())
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<Option<Site>> {
+        let row =
+            site_select(operator).filter(site::Column::Id.eq(id.as_uuid())).one(&self.db).await.map_err(backend)?;
+        row.map(site_from_row).transpose()
+    }
+
+    async fn list_sites(
+        &self,
+        operator: OperatorId,
+        filter: &SiteFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Site>> {
+        let mut select = site_select(operator);
+        if let Some(kind) = filter.kind {
+            select = select.filter(site::Column::Kind.eq(kind.as_str()));
+        }
+        fetch_page(&self.db, select, site::Column::Id, page, site_from_row, |site| site.id.as_uuid()).await
+    }
+
+    async fn update_site(&self, site: &Site) -> StoreResult<()> {
+        let mut row = site_to_row(site).into_active_model();
+        // Identity columns are never rewritten by an update.
+        row.operator_id = ActiveValue::Unchanged(site.operator_id.as_uuid());
+        row.created_at = ActiveValue::NotSet;
+        site::Entity::update_many()
+            .set(row)
+            .filter(site::Column::Id.eq(site.id.as_uuid()))
+            .filter(site::Column::OperatorId.eq(site.operator_id.as_uuid()))
+            .exec(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<bool> {
+        let result = site::Entity::delete_many()
+            .filter(site::Column::Id.eq(id.as_uuid()))
+            .filter(site::Column::OperatorId.eq(operator.as_uuid()))
+            .exec(&self.db)
+            .await
+            .map_err(conflict_as("site still has spaces"))?;
+        Ok(result.rows_affected > 0)
+    }
+
+    async fn count_spaces_in_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<u64> {
+        space_select(operator).filter(space::Column::SiteId.eq(id.as_uuid())).count(&self.db).await.map_err(backend)
+    }
+}
+
+fn space_select(operator: OperatorId) -> Select<space::Entity> {
+    space::Entity::find().filter(space::Column::OperatorId.eq(operator.as_uuid()))
+}
+
+/// Rows per INSERT: keeps bind parameters under SQLite's and PostgreSQL's limits.
+const INSERT_CHUNK_ROWS: usize = 500;
+
+#[async_trait]
+impl SpaceStore for SqlStore {
+    async fn insert_spaces(&self, spaces: &[Space]) -> StoreResult<()> {
+        let Some(first) = spaces.first() else {
+            return Ok(());
+        };
+        let txn = self.db.begin().await.map_err(backend)?;
+        for chunk in spaces.chunks(INSERT_CHUNK_ROWS) {
+            let rows = chunk.iter().map(|space| space_to_row(space).into_active_model());
+            if let Err(error) = space::Entity::insert_many(rows).exec_without_returning(&txn).await {
+                let error = backend(error);
+                drop(txn);
+                if let StoreError::Conflict(_) = error {
+                    return Err(self.describe_code_conflict(first.operator_id, first.site_id, spaces).await);
+                }
+                return Err(error);
+            }
+        }
+        txn.commit().await.map_err(backend)
+    }
+
+    async fn get_space(&self, operator: OperatorId, id: SpaceId) -> StoreResult<Option<Space>> {
+        let row =
+            space_select(operator).filter(space::Column::Id.eq(id.as_uuid())).one(&self.db).await.map_err(backend)?;
+        row.map(space_from_row).transpose()
+    }
+
+    async fn list_spaces(
+        &self,
+        operator: OperatorId,
+        filter: &SpaceFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Space>> {
+        let mut select = space_select(operator);
+        if let Some(site_id) = filter.site_id {
+            select = select.filter(space::Column::SiteId.eq(site_id.as_uuid()));
+        }
+        if let Some(status) = filter.status {
+            select = select.filter(space::Column::Status.eq(status.as_str()));
+        }
+        if let Some(vehicle_type) = filter.vehicle_type {
+            select = select.filter(space::Column::VehicleType.eq(vehicle_type.as_str()));
+        }
+        if let Some(ev_charger) = filter.ev_charger {
+            select = select.filter(space::Column::EvCharger.eq(ev_charger));
+        }
+        if let Some(accessible) = filter.accessible {
+            select = select.filter(space::Column::Accessible.eq(accessible));
+        }
+        fetch_page(&self.db, select, space::Column::Id, page, space_from_row, |space| space.id.as_uuid()).await
+    }
+
+    async fn update_space(&self, space: &Space) -> StoreResult<()> {
+        let mut row = space_to_row(space).into_active_model();
+        row.operator_id = ActiveValue::Unchanged(space.operator_id.as_uuid());
+        row.site_id = ActiveValue::NotSet;
+        row.created_at = ActiveValue::NotSet;
+        space::Entity::update_many()
+            .set(row)
+            .filter(space::Column::Id.eq(space.id.as_uuid()))
+            .filter(space::Column::OperatorId.eq(space.operator_id.as_uuid()))
+            .exec(&self.db)
+            .await
+            .map_err(conflict_as(format!("space code '{}' already exists in this site", space.details.code)))?;
+        Ok(())
+    }
+
+    async fn delete_space(&self, operator: OperatorId, id: SpaceId) -> StoreResult<bool> {
+        let txn = self.db.begin().await.map_err(backend)?;
+        // Explicit rather than relying on ON DELETE SET NULL, which SQLite only honours with
+        // foreign keys enabled on that connection.
+        device::Entity::update_many()
+            .col_expr(device::Column::SpaceId, Expr::value(Option::<Uuid>::None))
+            .filter(device::Column::OperatorId.eq(operator.as_uuid()))
+            .filter(device::Column::SpaceId.eq(id.as_uuid()))
+            .exec(&txn)
+            .await
+            .map_err(backend)?;
+        let result = space::Entity::delete_many()
+            .filter(space::Column::Id.eq(id.as_uuid()))
+            .filter(space::Column::OperatorId.eq(operator.as_uuid()))
+            .exec(&txn)
+            .await
+            .map_err(backend)?;
+        txn.commit().await.map_err(backend)?;
+        Ok(result.rows_affected > 0)
+    }
+}
+
+impl SqlStore {
+    /// After a uniqueness failure in a batch, finds which code collided so the error can name it.
+    async fn describe_code_conflict(&self, operator: OperatorId, site_id: SiteId, spaces: &[Space]) -> StoreError {
+        let codes: Vec<&str> = spaces.iter().map(|space| space.details.code.as_str()).collect();
+        for chunk in codes.chunks(INSERT_CHUNK_ROWS) {
+            let existing = space_select(operator)
+                .filter(space::Column::SiteId.eq(site_id.as_uuid()))
+                .filter(space::Column::Code.is_in(chunk.iter().copied()))
+                .one(&self.db)
+                .await;
+            match existing {
+                Ok(Some(row)) => {
+                    return StoreError::Conflict(format!("space code '{}' already exists in this site", row.code));
+                }
+                Ok(None) => continue,
+                Err(error) => return backend(error),
+            }
+        }
+        StoreError::Conflict("a space code in this request already exists in this site".into())
+    }
+}
+
+fn device_select(operator: OperatorId) -> Select<device::Entity> {
+    device::Entity::find().filter(device::Column::OperatorId.eq(operator.as_uuid()))
+}
+
+#[async_trait]
+impl DeviceStore for SqlStore {
+    async fn insert_device(&self, device: &Device) -> StoreResult<()> {
+        let message = match device.space_id {
+            Some(space_id) => format!(
+                "a device with external_id '{}' already exists, or space {space_id} already has a device",
+                device.details.external_id
+            ),
+            None => format!("a device with external_id '{}' already exists", device.details.external_id),
+        };
+        device::Entity::insert(device_to_row(device).into_active_model())
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(conflict_as(message))?;
+        Ok(())
+    }
+
+    async fn get_device(&self, operator: OperatorId, id: DeviceId) -> StoreResult<Option<Device>> {
+        let row =
+            device_select(operator).filter(device::Column::Id.eq(id.as_uuid())).one(&self.db).await.map_err(backend)?;
+        Ok(row.map(device_from_row))
+    }
+
+    async fn list_devices(
+        &self,
+        operator: OperatorId,
+        filter: &DeviceFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Device>> {
+        let mut select = device_select(operator);
+        if let Some(space_id) = filter.space_id {
+            select = select.filter(device::Column::SpaceId.eq(space_id.as_uuid()));
+        }
+        if let Some(vendor) = &filter.vendor {
+            select = select.filter(device::Column::Vendor.eq(vendor.to_ascii_lowercase()));
+        }
+        match filter.bound {
+            Some(true) => select = select.filter(device::Column::SpaceId.is_not_null()),
+            Some(false) => select = select.filter(device::Column::SpaceId.is_null()),
+            None => {}
+        }
+        fetch_page(
+            &self.db,
+            select,
+            device::Column::Id,
+            page,
+            |row| Ok(device_from_row(row)),
+            |device| device.id.as_uuid(),
+        )
+        .await
+    }
+
+    async fn update_device(&self, device: &Device) -> StoreResult<()> {
+        let mut row = device_to_row(device).into_active_model();
+        row.operator_id = ActiveValue::Unchanged(device.operator_id.as_uuid());
+        row.created_at = ActiveValue::NotSet;
+        let message = match device.space_id {
+            Some(space_id) => format!("space {space_id} already has a device bound"),
+            None => "device conflicts with another device".to_owned(),
+        };
+        device::Entity::update_many()
+            .set(row)
+            .filter(device::Column::Id.eq(device.id.as_uuid()))
+            .filter(device::Column::OperatorId.eq(device.operator_id.as_uuid()))
+            .exec(&self.db)
+            .await
+            .map_err(conflict_as(message))?;
+        Ok(())
+    }
+
+    async fn delete_device(&self, operator: OperatorId, id: DeviceId) -> StoreResult<bool> {
+        let result = device::Entity::delete_many()
+            .filter(device::Column::Id.eq(id.as_uuid()))
+            .filter(device::Column::OperatorId.eq(operator.as_uuid()))
+            .exec(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(result.rows_affected > 0)
+    }
+}
+
+#[async_trait]
+impl DriverStore for SqlStore {
+    async fn insert_driver(&self, driver: &Driver, password_hash: Option<&str>) -> StoreResult<()> {
+        let row = driver::Model {
+            id: driver.id.as_uuid(),
+            email: driver.email.as_ref().map(|email| email.as_str().to_owned()),
+            password_hash: password_hash.map(str::to_owned),
+            display_name: driver.display_name.clone(),
+            external_subject: driver.external_subject.clone(),
+            created_at: driver.created_at,
+        };
+        driver::Entity::insert(row.into_active_model())
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(conflict_as("an account with this e-mail or identity already exists"))?;
+        Ok(())
+    }
+
+    async fn get_driver(&self, id: DriverId) -> StoreResult<Option<Driver>> {
+        let row = driver::Entity::find_by_id(id.as_uuid()).one(&self.db).await.map_err(backend)?;
+        row.as_ref().map(driver_from_row).transpose()
+    }
+
+    async fn find_driver_by_email(&self, email: &Email) -> StoreResult<Option<(Driver, Option<String>)>> {
+        let row = driver::Entity::find()
+            .filter(driver::Column::Email.eq(email.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(backend)?;
+        row.map(|row| Ok((driver_from_row(&row)?, row.password_hash))).transpose()
+    }
+
+    async fn find_driver_by_external_subject(&self, subject: &str) -> StoreResult<Option<Driver>> {
+        let row = driver::Entity::find()
+            .filter(driver::Column::ExternalSubject.eq(subject))
+            .one(&self.db)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(driver_from_row).transpose()
+    }
+}
+
+#[async_trait]
+impl VehicleStore for SqlStore {
+    async fn insert_vehicle(&self, vehicle: &Vehicle) -> StoreResult<()> {
+        let row = vehicle::Model {
+            id: vehicle.id.as_uuid(),
+            driver_id: vehicle.driver_id.as_uuid(),
+            plate: vehicle.plate.as_str().to_owned(),
+            vehicle_type: vehicle.vehicle_type.as_str().to_owned(),
+            label: vehicle.label.clone(),
+            created_at: vehicle.created_at,
+        };
+        vehicle::Entity::insert(row.into_active_model())
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(backend)
+            .and_then(|n_inserted| {
+                if n_inserted == 0 {
+                    Err(StoreError::Conflict("you already registered a vehicle with this plate".into()))
+                } else {
+                    Ok(())
+                }
+            })
+    }
+
+    async fn list_vehicles(&self, driver: DriverId, page: PageRequest) -> StoreResult<Page<Vehicle>> {
+        let select = vehicle::Entity::find().filter(vehicle::Column::DriverId.eq(driver.as_uuid()));
+        fetch_page(&self.db, select, vehicle::Column::Id, page, vehicle_from_row, |vehicle| vehicle.id.as_uuid()).await
+    }
+
+    async fn get_vehicle(&self, driver: DriverId, id: VehicleId) -> StoreResult<Option<Vehicle>> {
+        let row = vehicle::Entity::find()
+            .filter(vehicle::Column::Id.eq(id.as_uuid()))
+            .filter(vehicle::Column::DriverId.eq(driver.as_uuid()))
+            .one(&self.db)
+            .await
+            .map_err(backend)?;
+        row.map(vehicle_from_row).transpose()
+    }
+
+    async fn delete_vehicle(&self, driver: DriverId, id: VehicleId) -> StoreResult<bool> {
+        let result = vehicle::Entity::delete_many()
+            .filter(vehicle::Column::Id.eq(id.as_uuid()))
+            .filter(vehicle::Column::DriverId.eq(driver.as_uuid()))
+            .exec(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(result.rows_affected > 0)
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.db.ping().await.map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(redact_url("postgres://bob:secret@db:5432/x"), "postgres://bob:***@db:5432/x");
+        assert_eq!(redact_url("postgres://bob@db/x"), "postgres://bob@db/x");
+        assert_eq!(redact_url("sqlite://data/berth.db"), "sqlite://data/berth.db");
+    }
+}

@@ -1,0 +1,395 @@
+//! Schema migrations. Each migration is append-only: never edit one that has shipped, add another.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Spine)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Operators {
+    Table,
+    Id,
+    Name,
+    Slug,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ApiKeys {
+    Table,
+    Id,
+    OperatorId,
+    Kind,
+    Role,
+    Name,
+    DisplayPrefix,
+    SecretHash,
+    CreatedAt,
+    RevokedAt,
+}
+
+#[derive(DeriveIden)]
+enum Sites {
+    Table,
+    Id,
+    OperatorId,
+    Kind,
+    Name,
+    Description,
+    Lat,
+    Lon,
+    Address,
+    Timezone,
+    Currency,
+    OpeningHours,
+    MaxStayMinutes,
+    AllowedVehicleTypes,
+    MaxHeightCm,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Spaces {
+    Table,
+    Id,
+    OperatorId,
+    SiteId,
+    Code,
+    Lat,
+    Lon,
+    Category,
+    VehicleType,
+    EvCharger,
+    Accessible,
+    Status,
+    StatusSince,
+    Confidence,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Devices {
+    Table,
+    Id,
+    OperatorId,
+    ExternalId,
+    Vendor,
+    Model,
+    Name,
+    SpaceId,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Drivers {
+    Table,
+    Id,
+    Email,
+    PasswordHash,
+    DisplayName,
+    ExternalSubject,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Vehicles {
+    Table,
+    Id,
+    DriverId,
+    Plate,
+    VehicleType,
+    Label,
+    CreatedAt,
+}
+
+struct M0001Spine;
+
+impl MigrationName for M0001Spine {
+    fn name(&self) -> &str {
+        "m0001_spine"
+    }
+}
+
+fn id_pk<T: IntoIden>(column: T) -> ColumnDef {
+    ColumnDef::new(column).uuid().not_null().primary_key().to_owned()
+}
+
+fn timestamp<T: IntoIden>(column: T) -> ColumnDef {
+    ColumnDef::new(column).timestamp_with_time_zone().not_null().to_owned()
+}
+
+fn text<T: IntoIden>(column: T) -> ColumnDef {
+    ColumnDef::new(column).text().not_null().to_owned()
+}
+
+fn text_null<T: IntoIden>(column: T) -> ColumnDef {
+    ColumnDef::new(column).text().null().to_owned()
+}
+
+fn fk(
+    from_table: impl IntoIden + 'static,
+    from_column: impl IntoIden + 'static,
+    to_table: impl IntoIden + 'static,
+    to_column: impl IntoIden + 'static,
+    on_delete: ForeignKeyAction,
+) -> ForeignKeyCreateStatement {
+    ForeignKey::create().from(from_table, from_column).to(to_table, to_column).on_delete(on_delete).to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Spine {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Operators::Table)
+                    .col(id_pk(Operators::Id))
+                    .col(text(Operators::Name))
+                    .col(text(Operators::Slug).unique_key().to_owned())
+                    .col(timestamp(Operators::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(ApiKeys::Table)
+                    .col(id_pk(ApiKeys::Id))
+                    .col(ColumnDef::new(ApiKeys::OperatorId).uuid().null())
+                    .col(text(ApiKeys::Kind))
+                    .col(text_null(ApiKeys::Role))
+                    .col(text(ApiKeys::Name))
+                    .col(text(ApiKeys::DisplayPrefix))
+                    .col(text(ApiKeys::SecretHash).unique_key().to_owned())
+                    .col(timestamp(ApiKeys::CreatedAt))
+                    .col(ColumnDef::new(ApiKeys::RevokedAt).timestamp_with_time_zone().null())
+                    .foreign_key(&mut fk(
+                        ApiKeys::Table,
+                        ApiKeys::OperatorId,
+                        Operators::Table,
+                        Operators::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("api_keys_operator")
+                    .table(ApiKeys::Table)
+                    .col(ApiKeys::OperatorId)
+                    .col(ApiKeys::Id)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Sites::Table)
+                    .col(id_pk(Sites::Id))
+                    .col(ColumnDef::new(Sites::OperatorId).uuid().not_null())
+                    .col(text(Sites::Kind))
+                    .col(text(Sites::Name))
+                    .col(text_null(Sites::Description))
+                    .col(ColumnDef::new(Sites::Lat).double().not_null())
+                    .col(ColumnDef::new(Sites::Lon).double().not_null())
+                    .col(text(Sites::Address))
+                    .col(text(Sites::Timezone))
+                    .col(text(Sites::Currency))
+                    .col(text(Sites::OpeningHours))
+                    .col(ColumnDef::new(Sites::MaxStayMinutes).integer().null())
+                    .col(text(Sites::AllowedVehicleTypes))
+                    .col(ColumnDef::new(Sites::MaxHeightCm).integer().null())
+                    .col(timestamp(Sites::CreatedAt))
+                    .col(timestamp(Sites::UpdatedAt))
+                    .foreign_key(&mut fk(
+                        Sites::Table,
+                        Sites::OperatorId,
+                        Operators::Table,
+                        Operators::Id,
+                        ForeignKeyAction::Restrict,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("sites_operator")
+                    .table(Sites::Table)
+                    .col(Sites::OperatorId)
+                    .col(Sites::Id)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Spaces::Table)
+                    .col(id_pk(Spaces::Id))
+                    .col(ColumnDef::new(Spaces::OperatorId).uuid().not_null())
+                    .col(ColumnDef::new(Spaces::SiteId).uuid().not_null())
+                    .col(text(Spaces::Code))
+                    .col(ColumnDef::new(Spaces::Lat).double().null())
+                    .col(ColumnDef::new(Spaces::Lon).double().null())
+                    .col(text(Spaces::Category))
+                    .col(text(Spaces::VehicleType))
+                    .col(ColumnDef::new(Spaces::EvCharger).boolean().not_null())
+                    .col(ColumnDef::new(Spaces::Accessible).boolean().not_null())
+                    .col(text(Spaces::Status))
+                    .col(timestamp(Spaces::StatusSince))
+                    .col(ColumnDef::new(Spaces::Confidence).double().not_null())
+                    .col(timestamp(Spaces::CreatedAt))
+                    .col(timestamp(Spaces::UpdatedAt))
+                    .foreign_key(&mut fk(
+                        Spaces::Table,
+                        Spaces::OperatorId,
+                        Operators::Table,
+                        Operators::Id,
+                        ForeignKeyAction::Restrict,
+                    ))
+                    .foreign_key(&mut fk(
+                        Spaces::Table,
+                        Spaces::SiteId,
+                        Sites::Table,
+                        Sites::Id,
+                        ForeignKeyAction::Restrict,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("spaces_site_code")
+                    .table(Spaces::Table)
+                    .col(Spaces::SiteId)
+                    .col(Spaces::Code)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create().name("spaces_site").table(Spaces::Table).col(Spaces::SiteId).col(Spaces::Id).to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("spaces_operator")
+                    .table(Spaces::Table)
+                    .col(Spaces::OperatorId)
+                    .col(Spaces::Id)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Devices::Table)
+                    .col(id_pk(Devices::Id))
+                    .col(ColumnDef::new(Devices::OperatorId).uuid().not_null())
+                    .col(text(Devices::ExternalId))
+                    .col(text(Devices::Vendor))
+                    .col(text(Devices::Model))
+                    .col(text_null(Devices::Name))
+                    .col(ColumnDef::new(Devices::SpaceId).uuid().null())
+                    .col(timestamp(Devices::CreatedAt))
+                    .col(timestamp(Devices::UpdatedAt))
+                    .foreign_key(&mut fk(
+                        Devices::Table,
+                        Devices::OperatorId,
+                        Operators::Table,
+                        Operators::Id,
+                        ForeignKeyAction::Restrict,
+                    ))
+                    .foreign_key(&mut fk(
+                        Devices::Table,
+                        Devices::SpaceId,
+                        Spaces::Table,
+                        Spaces::Id,
+                        ForeignKeyAction::SetNull,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("devices_operator_external")
+                    .table(Devices::Table)
+                    .col(Devices::OperatorId)
+                    .col(Devices::ExternalId)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create().name("devices_space").table(Devices::Table).col(Devices::SpaceId).unique().to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Drivers::Table)
+                    .col(id_pk(Drivers::Id))
+                    .col(text_null(Drivers::Email).unique_key().to_owned())
+                    .col(text_null(Drivers::PasswordHash))
+                    .col(text_null(Drivers::DisplayName))
+                    .col(text_null(Drivers::ExternalSubject).unique_key().to_owned())
+                    .col(timestamp(Drivers::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Vehicles::Table)
+                    .col(id_pk(Vehicles::Id))
+                    .col(ColumnDef::new(Vehicles::DriverId).uuid().not_null())
+                    .col(text(Vehicles::Plate))
+                    .col(text(Vehicles::VehicleType))
+                    .col(text_null(Vehicles::Label))
+                    .col(timestamp(Vehicles::CreatedAt))
+                    .foreign_key(&mut fk(
+                        Vehicles::Table,
+                        Vehicles::DriverId,
+                        Drivers::Table,
+                        Drivers::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("vehicles_driver_plate")
+                    .table(Vehicles::Table)
+                    .col(Vehicles::DriverId)
+                    .col(Vehicles::Plate)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,22 @@
+//! berth kernel: the parking domain (operators, sites, spaces, devices, drivers, vehicles), the
+//! services that enforce authorisation and tenancy, and the ports adapters implement.
+//!
+//! Deliberately absent: HTTP, SQL, MQTT and any vendor. Those live in `openapi/` and `adapters/`.
+
+pub mod auth;
+pub mod device;
+pub mod driver;
+pub mod error;
+pub mod geo;
+pub mod ids;
+pub mod operator;
+pub mod page;
+pub mod ports;
+pub mod service;
+pub mod site;
+pub mod space;
+mod validate;
+pub mod vehicle_type;
+
+pub use error::{KernelError, KernelResult, StoreError, ValidationError};
+pub use service::Kernel;

@@ -1,0 +1,132 @@
+//! Ports: the traits adapters implement. One [`Store`] made of sub-traits, so a service asks for
+//! exactly what it uses while the binary wires a single storage adapter.
+//!
+//! Tenancy is in the signatures: every operator-scoped method takes the caller's [`OperatorId`]
+//! and must return `None` (or do nothing) for rows of any other operator.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::auth::{ApiKey, SecretHash};
+use crate::device::Device;
+use crate::driver::{Driver, Email, Vehicle};
+use crate::error::StoreError;
+use crate::ids::{ApiKeyId, DeviceId, DriverId, OperatorId, SiteId, SpaceId, VehicleId};
+use crate::operator::Operator;
+use crate::page::{Page, PageRequest};
+use crate::site::{Site, SiteKind};
+use crate::space::{Space, SpaceStatus};
+use crate::vehicle_type::VehicleType;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait OperatorStore: Send + Sync {
+    async fn insert_operator(&self, operator: &Operator) -> StoreResult<()>;
+    async fn get_operator(&self, id: OperatorId) -> StoreResult<Option<Operator>>;
+    async fn find_operator_by_slug(&self, slug: &str) -> StoreResult<Option<Operator>>;
+    async fn list_operators(&self, page: PageRequest) -> StoreResult<Page<Operator>>;
+}
+
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// Finds a key (revoked or not) by the hash of its token.
+    async fn find_api_key_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<ApiKey>>;
+    /// `operator` `None` lists platform-admin keys.
+    async fn list_api_keys(&self, operator: Option<OperatorId>, page: PageRequest) -> StoreResult<Page<ApiKey>>;
+    async fn get_api_key(&self, id: ApiKeyId) -> StoreResult<Option<ApiKey>>;
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<()>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SiteFilter {
+    pub kind: Option<SiteKind>,
+}
+
+#[async_trait]
+pub trait SiteStore: Send + Sync {
+    async fn insert_site(&self, site: &Site) -> StoreResult<()>;
+    async fn get_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<Option<Site>>;
+    async fn list_sites(&self, operator: OperatorId, filter: &SiteFilter, page: PageRequest)
+    -> StoreResult<Page<Site>>;
+    /// Replaces details and `updated_at` of a site of `site.operator_id`.
+    async fn update_site(&self, site: &Site) -> StoreResult<()>;
+    /// Returns whether a row was deleted.
+    async fn delete_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<bool>;
+    async fn count_spaces_in_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<u64>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SpaceFilter {
+    pub site_id: Option<SiteId>,
+    pub status: Option<SpaceStatus>,
+    pub vehicle_type: Option<VehicleType>,
+    pub ev_charger: Option<bool>,
+    pub accessible: Option<bool>,
+}
+
+#[async_trait]
+pub trait SpaceStore: Send + Sync {
+    /// Inserts all spaces in one transaction: all or none. A duplicate code within a site is
+    /// [`StoreError::Conflict`] naming the code.
+    async fn insert_spaces(&self, spaces: &[Space]) -> StoreResult<()>;
+    async fn get_space(&self, operator: OperatorId, id: SpaceId) -> StoreResult<Option<Space>>;
+    async fn list_spaces(
+        &self,
+        operator: OperatorId,
+        filter: &SpaceFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Space>>;
+    async fn update_space(&self, space: &Space) -> StoreResult<()>;
+    /// Deletes the space and unbinds any device from it.
+    async fn delete_space(&self, operator: OperatorId, id: SpaceId) -> StoreResult<bool>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub space_id: Option<SpaceId>,
+    pub vendor: Option<String>,
+    pub bound: Option<bool>,
+}
+
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    async fn insert_device(&self, device: &Device) -> StoreResult<()>;
+    async fn get_device(&self, operator: OperatorId, id: DeviceId) -> StoreResult<Option<Device>>;
+    async fn list_devices(
+        &self,
+        operator: OperatorId,
+        filter: &DeviceFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Device>>;
+    async fn update_device(&self, device: &Device) -> StoreResult<()>;
+    async fn delete_device(&self, operator: OperatorId, id: DeviceId) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait DriverStore: Send + Sync {
+    /// `password_hash` is the argon2 PHC string, or `None` for externally authenticated drivers.
+    async fn insert_driver(&self, driver: &Driver, password_hash: Option<&str>) -> StoreResult<()>;
+    async fn get_driver(&self, id: DriverId) -> StoreResult<Option<Driver>>;
+    /// The driver and their password hash.
+    async fn find_driver_by_email(&self, email: &Email) -> StoreResult<Option<(Driver, Option<String>)>>;
+    async fn find_driver_by_external_subject(&self, subject: &str) -> StoreResult<Option<Driver>>;
+}
+
+#[async_trait]
+pub trait VehicleStore: Send + Sync {
+    async fn insert_vehicle(&self, vehicle: &Vehicle) -> StoreResult<()>;
+    async fn list_vehicles(&self, driver: DriverId, page: PageRequest) -> StoreResult<Page<Vehicle>>;
+    async fn get_vehicle(&self, driver: DriverId, id: VehicleId) -> StoreResult<Option<Vehicle>>;
+    async fn delete_vehicle(&self, driver: DriverId, id: VehicleId) -> StoreResult<bool>;
+}
+
+/// Everything the kernel persists.
+#[async_trait]
+pub trait Store:
+    OperatorStore + ApiKeyStore + SiteStore + SpaceStore + DeviceStore + DriverStore + VehicleStore
+{
+    /// Cheap round trip to the database, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,95 @@
+//! `/v1/operators`: tenants, managed by platform admins.
+
+use berth_kernel::ids::OperatorId;
+use berth_kernel::operator::OperatorInput;
+use berth_kernel::service::ApiKeyInput;
+use poem::web::Data;
+use poem_openapi::OpenApi;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use uuid::Uuid;
+
+use super::{ApiTags, Created, page_request};
+use crate::dto::{ApiKeyCreate, ApiKeyCreated, ApiKeyPage, OperatorCreate, OperatorPage, OperatorView};
+use crate::problem::ApiResult;
+use crate::state::{AppState, BerthAuth};
+
+pub struct OperatorsApi;
+
+#[OpenApi(tag = "ApiTags::Operators")]
+impl OperatorsApi {
+    /// Create an operator (platform admin).
+    #[oai(path = "/v1/operators", method = "post", operation_id = "createOperator")]
+    async fn create(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        body: Json<OperatorCreate>,
+    ) -> ApiResult<Created<OperatorView>> {
+        let input = OperatorInput { name: body.0.name, slug: body.0.slug };
+        let operator = state.kernel.create_operator(&auth.0, input).await?;
+        Ok(Created::Created(Json(operator.into())))
+    }
+
+    /// List operators (platform admin).
+    #[oai(path = "/v1/operators", method = "get", operation_id = "listOperators")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        after: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<OperatorPage>> {
+        let page = state.kernel.list_operators(&auth.0, page_request(after.0, limit.0)?).await?;
+        Ok(Json(page.into()))
+    }
+
+    /// Get an operator (platform admin, or the operator's own keys).
+    #[oai(path = "/v1/operators/:operator_id", method = "get", operation_id = "getOperator")]
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        operator_id: Path<Uuid>,
+    ) -> ApiResult<Json<OperatorView>> {
+        let operator = state.kernel.get_operator(&auth.0, OperatorId::from_uuid(operator_id.0)).await?;
+        Ok(Json(operator.into()))
+    }
+
+    /// Create a key for an operator (platform admin). The token is shown once.
+    #[oai(path = "/v1/operators/:operator_id/keys", method = "post", operation_id = "createOperatorKey")]
+    async fn create_key(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        operator_id: Path<Uuid>,
+        body: Json<ApiKeyCreate>,
+    ) -> ApiResult<Created<ApiKeyCreated>> {
+        let input = ApiKeyInput { name: body.0.name, kind: body.0.kind.into(), role: body.0.role.map(Into::into) };
+        let (key, token) =
+            state.kernel.create_api_key(&auth.0, Some(OperatorId::from_uuid(operator_id.0)), input).await?;
+        Ok(Created::Created(Json(ApiKeyCreated { key: key.into(), token: token.0 })))
+    }
+
+    /// List an operator's keys (platform admin).
+    #[oai(path = "/v1/operators/:operator_id/keys", method = "get", operation_id = "listOperatorKeys")]
+    async fn list_keys(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        operator_id: Path<Uuid>,
+        after: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<ApiKeyPage>> {
+        let page_request = page_request(after.0, limit.0)?;
+        if !matches!(auth.0, berth_kernel::auth::Principal::PlatformAdmin { .. }) {
+            return Err(berth_kernel::KernelError::Forbidden(
+                "this endpoint needs a platform admin key; operators use /v1/keys".into(),
+            )
+            .into());
+        }
+        let page =
+            state.kernel.list_api_keys(&auth.0, Some(OperatorId::from_uuid(operator_id.0)), page_request).await?;
+        Ok(Json(page.into()))
+    }
+}

@@ -1,0 +1,14 @@
+//! berth HTTP API: poem + poem-openapi. The only crate that knows poem. Handlers translate wire
+//! types to kernel calls; errors leave as `application/problem+json`.
+
+pub mod api;
+mod csv_import;
+pub mod dto;
+pub mod metrics;
+pub mod problem;
+pub mod server;
+pub mod state;
+pub mod tokens;
+
+pub use server::{Listener, app, bind, spec_json};
+pub use state::AppState;

@@ -1,0 +1,150 @@
+//! Assembles the HTTP application: the OpenAPI service, docs, health, metrics and the
+//! cross-cutting middleware (body limit, problem+json errors, request metrics, tracing).
+
+use poem::http::StatusCode;
+use poem::middleware::Tracing;
+use poem::web::Data;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
+use poem_openapi::OpenApiService;
+
+use crate::api::devices::DevicesApi;
+use crate::api::drivers::DriversApi;
+use crate::api::keys::KeysApi;
+use crate::api::operators::OperatorsApi;
+use crate::api::sites::SitesApi;
+use crate::api::spaces::SpacesApi;
+use crate::metrics::{RequestMetrics, prometheus_handle};
+use crate::problem::{Problem, error_to_problem};
+use crate::state::AppState;
+
+type Apis = (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi);
+
+fn api_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi),
+        "berth",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "berth smart-parking platform API. Authenticate with `Authorization: Bearer <token>`: an API key \
+         (platform admin, operator, integration) or a driver token. Errors are `application/problem+json`.",
+    )
+}
+
+/// The OpenAPI document, as committed at `openapi/openapi.json`.
+pub fn spec_json() -> String {
+    api_service().spec()
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint<Output = Response> {
+    let service = api_service();
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    Route::new()
+        .nest("/", service)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .at("/healthz", get(healthz))
+        .at("/readyz", get(readyz))
+        .at("/metrics", get(metrics))
+        .around(move |ep, req| limit_body(ep, req, max_body_bytes))
+        .data(state)
+        .catch_all_error(error_to_problem)
+        .with(RequestMetrics)
+        .with(Tracing)
+        .map_to_response()
+}
+
+/// Rejects bodies over the limit: by `Content-Length` up front, and by counting for chunked
+/// bodies, so an oversized request is a 413 and never buffered whole.
+async fn limit_body<E: Endpoint>(
+    ep: std::sync::Arc<E>,
+    mut req: Request,
+    max_body_bytes: usize,
+) -> poem::Result<Response> {
+    let too_large =
+        || poem::Error::from_string(format!("the limit is {max_body_bytes} bytes"), StatusCode::PAYLOAD_TOO_LARGE);
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max_body_bytes as u64 => return Err(too_large()),
+        Some(_) => {}
+        None => {
+            let body = req.take_body();
+            if !body.is_empty() {
+                let bytes = body.into_bytes_limit(max_body_bytes).await.map_err(|_| too_large())?;
+                req.set_body(bytes);
+            }
+        }
+    }
+    ep.call(req).await.map(IntoResponse::into_response)
+}
+
+/// A bound TCP listener, ready to serve.
+pub struct Listener {
+    acceptor: poem::listener::TcpAcceptor,
+    local_addr: std::net::SocketAddr,
+}
+
+/// Binds `addr` now (port 0 picks a free port), so bind errors surface before serving.
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Listener> {
+    use poem::listener::{Acceptor, Listener as _};
+    let acceptor = poem::listener::TcpListener::bind(addr).into_acceptor().await?;
+    let local_addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|addr| addr.as_socket_addr().copied())
+        .ok_or_else(|| std::io::Error::other("listener has no socket address"))?;
+    Ok(Listener { acceptor, local_addr })
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up
+    /// to `grace` to finish.
+    pub async fn serve(
+        self,
+        state: AppState,
+        max_body_bytes: usize,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+        grace: std::time::Duration,
+    ) -> std::io::Result<()> {
+        poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app(state, max_body_bytes), shutdown, Some(grace))
+            .await
+    }
+}
+
+#[handler]
+fn healthz() -> &'static str {
+    "ok"
+}
+
+#[handler]
+async fn readyz(state: Data<&AppState>) -> Response {
+    match state.store().ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(error) => {
+            tracing::warn!(error = %error, "readiness check failed");
+            let problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the database is unreachable");
+            poem::web::Json(serde_json::json!({
+                "type": problem.problem_type, "title": problem.title, "status": problem.status, "detail": problem.detail,
+            }))
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+            .with_content_type("application/problem+json")
+            .into_response()
+        }
+    }
+}
+
+#[handler]
+fn metrics() -> Response {
+    prometheus_handle().render().with_content_type("text/plain; version=0.0.4").into_response()
+}

@@ -1,0 +1,209 @@
+//! Typed configuration: defaults → `berth.toml` → `BERTH__SECTION__KEY` environment variables.
+//! Unknown keys are errors that name the key and where it came from.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A secret value: never printed by `Debug`, serialised (for `berth config`) as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite database, the generated token secret and demo credentials live.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body (10,000 spaces in JSON are about 2.5 MB).
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:pass@host:5432/db` or `sqlite://path`. Unset: SQLite at `<data_dir>/berth.db`.
+    pub url: Option<Secret>,
+    pub max_connections: u32,
+    pub connect_timeout_secs: u64,
+    /// Apply pending migrations when `serve` or `demo` starts.
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bootstrap platform-admin key. Prefer `berth admin create-key` in production.
+    pub admin_key: Option<Secret>,
+    /// Signs driver tokens (HS256), at least 32 characters. Unset: generated once into
+    /// `<data_dir>/token-secret`.
+    pub token_secret: Option<Secret>,
+    /// Lifetime of driver tokens.
+    pub token_ttl_secs: u64,
+    /// Accept driver tokens from an external OpenID Connect issuer.
+    pub oidc: Option<OidcConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// URL or file path of the issuer's JWK set.
+    pub jwks: String,
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `berth=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 16 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 16, connect_timeout_secs: 10, auto_migrate: true }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { admin_key: None, token_secret: None, token_ttl_secs: 24 * 3600, oidc: None }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), format: LogFormat::Text }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if it exists, or is given explicitly), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+        Self::figment(file).extract()
+    }
+
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::new();
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("berth.toml")),
+        }
+        figment.merge(Env::prefixed("BERTH__").split("__"))
+    }
+
+    /// The database URL to use: the configured one, or the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("berth.db").display()),
+        }
+    }
+
+    /// The effective configuration as TOML, with secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("invariant: the config tree serialises to TOML")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let error = Figment::new()
+            .merge(Toml::string("[http]\nlisten = \"127.0.0.1:9\"\nlisen = 1\n"))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(error.to_string().contains("lisen"), "{error}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut config = Config::default();
+        config.auth.admin_key = Some(Secret::new("berth_adm_supersecret"));
+        let text = config.to_redacted_toml();
+        assert!(!text.contains("supersecret"));
+        assert!(text.contains("<redacted>"));
+        assert_eq!(format!("{:?}", config.auth.admin_key), "Some(<redacted>)");
+    }
+}

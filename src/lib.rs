@@ -1,0 +1,171 @@
+//! The `berth` binary's library half: configuration, wiring of adapters into the kernel, and
+//! the server lifecycle. `main.rs` only parses the command line; tests start servers through
+//! [`start`] exactly as `berth serve` does.
+
+pub mod config;
+pub mod demo;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_kernel::Kernel;
+use berth_openapi::AppState;
+use berth_openapi::tokens::{JwksSource, OidcSettings, TokenService};
+use berth_storage::{DatabaseSettings, SqlStore};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+
+/// Opens the database named by the configuration, applying migrations if configured.
+pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
+    let url = config.database_url();
+    if config.database.url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    }
+    let settings = DatabaseSettings {
+        url,
+        max_connections: config.database.max_connections,
+        connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
+    };
+    let store = SqlStore::connect(&settings).await?;
+    if config.database.auto_migrate {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+/// The secret that signs driver tokens: configured, or generated once into the data dir so that
+/// tokens survive restarts.
+fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.auth.token_secret {
+        anyhow::ensure!(secret.expose().len() >= 32, "auth.token_secret must be at least 32 characters");
+        return Ok(secret.expose().as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("token-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && existing.trim().len() >= 32
+    {
+        return Ok(existing.trim().as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let generated: String = {
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    };
+    write_private_file(&path, &generated)?;
+    Ok(generated.into_bytes())
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private_file(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Builds the application state from configuration and an open store.
+pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<AppState> {
+    let oidc = config.auth.oidc.as_ref().map(|oidc| OidcSettings {
+        jwks: JwksSource::parse(&oidc.jwks),
+        issuer: oidc.issuer.clone(),
+        audience: oidc.audience.clone(),
+    });
+    let tokens =
+        TokenService::new(&token_secret(config)?, Duration::from_secs(config.auth.token_ttl_secs), oidc).await?;
+    Ok(AppState {
+        kernel: Kernel::new(Arc::new(store)),
+        tokens,
+        admin_key: config.auth.admin_key.as_ref().map(|key| Arc::from(key.expose())),
+    })
+}
+
+/// A server running in the background.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), then returns.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (after `shutdown` resolved).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let RunningServer { task, shutdown, .. } = self;
+        // Keep the sender alive so the server is not told to stop early.
+        let _keep = shutdown;
+        task.await??;
+        Ok(())
+    }
+}
+
+/// Binds the listener and serves the API until `shutdown` resolves or [`RunningServer::stop`].
+pub async fn start(
+    config: &Config,
+    store: SqlStore,
+    shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningServer> {
+    let state = build_state(config, store.clone()).await?;
+    let listener = berth_openapi::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (setting http.listen)", config.http.listen))?;
+    let addr = listener.local_addr();
+    let served_state = state.clone();
+    let max_body_bytes = config.http.max_body_bytes;
+    let (stop_sender, stop_receiver) = oneshot::channel::<()>();
+    let grace = Duration::from_secs(config.http.shutdown_grace_secs);
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            tokio::select! {
+                _ = shutdown_signal => {}
+                _ = stop_receiver => {}
+            }
+            tracing::info!("shutting down: finishing in-flight requests");
+        };
+        let result = listener.serve(served_state, max_body_bytes, stop, grace).await;
+        if let Err(error) = store.close().await {
+            tracing::warn!(error = %error, "closing the database failed");
+        }
+        result
+    });
+    Ok(RunningServer { addr, state, shutdown: Some(stop_sender), task })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("invariant: installing a SIGTERM handler succeeds on unix");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

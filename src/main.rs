@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use berth::config::{Config, LogFormat};
 use berth_kernel::Kernel;
 use clap::{Parser, Subcommand};
@@ -63,7 +62,15 @@ fn init_tracing(config: &Config) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("berth: invalid configuration: {error}");
+            }
+            std::process::exit(2);
+        }
+    };
     match cli.command {
         Command::Openapi => {
             println!("{}", berth_openapi::spec_json());

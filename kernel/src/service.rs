@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::auth::{self, Access, ApiKey, ApiKeyKind, IssuedToken, OperatorRole, Principal, SecretHash};
 use crate::device::{Device, DeviceInput};
@@ -86,7 +86,13 @@ impl Kernel {
             (Principal::Operator { .. }, ApiKeyKind::PlatformAdmin) => {
                 return Err(KernelError::Forbidden("operators cannot create platform admin keys".into()));
             }
-            (Principal::Operator { .. }, _) => Some(operator_scope(caller, Access::Write)?),
+            (Principal::Operator { .. }, _) => {
+                let own = operator_scope(caller, Access::Write)?;
+                if operator.is_some_and(|requested| requested != own) {
+                    return Err(KernelError::not_found("operator"));
+                }
+                Some(own)
+            }
             _ => return Err(KernelError::Forbidden("this credential cannot manage API keys".into())),
         };
         let role = match input.kind {
@@ -105,7 +111,7 @@ impl Kernel {
             name,
             display_prefix: auth::display_prefix(&token.0),
             secret_hash: SecretHash::of(&token.0),
-            created_at: Utc::now(),
+            created_at: now(),
             revoked_at: None,
         };
         self.store.insert_api_key(&key).await?;
@@ -137,7 +143,7 @@ impl Kernel {
             return Err(KernelError::not_found("API key"));
         }
         if key.revoked_at.is_none() {
-            self.store.revoke_api_key(id, Utc::now()).await?;
+            self.store.revoke_api_key(id, now()).await?;
         }
         Ok(self.store.get_api_key(id).await?.ok_or_else(|| KernelError::not_found("API key"))?)
     }
@@ -150,7 +156,7 @@ impl Kernel {
         if self.store.find_operator_by_slug(&slug).await?.is_some() {
             return Err(KernelError::Conflict(format!("an operator with slug '{slug}' already exists")));
         }
-        let operator = Operator { id: OperatorId::new(), name, slug, created_at: Utc::now() };
+        let operator = Operator { id: OperatorId::new(), name, slug, created_at: now() };
         self.store.insert_operator(&operator).await?;
         Ok(operator)
     }
@@ -176,7 +182,7 @@ impl Kernel {
     pub async fn create_site(&self, caller: &Principal, input: SiteInput) -> KernelResult<Site> {
         let operator_id = operator_scope(caller, Access::Write)?;
         let details = input.validate()?;
-        let now = Utc::now();
+        let now = now();
         let site = Site { id: SiteId::new(), operator_id, details, created_at: now, updated_at: now };
         self.store.insert_site(&site).await?;
         Ok(site)
@@ -201,7 +207,7 @@ impl Kernel {
         let operator_id = operator_scope(caller, Access::Write)?;
         let mut site = self.store.get_site(operator_id, id).await?.ok_or_else(|| KernelError::not_found("site"))?;
         site.details = site.details.apply(patch)?;
-        site.updated_at = Utc::now();
+        site.updated_at = now();
         self.store.update_site(&site).await?;
         Ok(site)
     }
@@ -241,7 +247,7 @@ impl Kernel {
             .into());
         }
         let site = self.store.get_site(operator_id, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
-        let now = Utc::now();
+        let now = now();
         let mut seen_codes = std::collections::HashMap::with_capacity(inputs.len());
         let mut spaces = Vec::with_capacity(inputs.len());
         for (idx, input) in inputs.iter().enumerate() {
@@ -307,7 +313,7 @@ impl Kernel {
             )
             .into());
         }
-        let now = Utc::now();
+        let now = now();
         if let Some(status) = patch.status {
             // An operator's declaration is certain by definition.
             space.state = SpaceState { status, status_since: now, confidence: 1.0 };
@@ -333,7 +339,7 @@ impl Kernel {
         if let Some(space_id) = input.space_id {
             self.require_space(operator_id, space_id).await?;
         }
-        let now = Utc::now();
+        let now = now();
         let device = Device {
             id: DeviceId::new(),
             operator_id,
@@ -375,7 +381,7 @@ impl Kernel {
             self.require_space(operator_id, space_id).await?;
         }
         device.space_id = space_id;
-        device.updated_at = Utc::now();
+        device.updated_at = now();
         self.store.update_device(&device).await?;
         Ok(device)
     }
@@ -392,7 +398,7 @@ impl Kernel {
         self.store
             .get_space(operator_id, space_id)
             .await?
-            .ok_or_else(|| KernelError::Validation(ValidationError::new("space_id", format!("no space {space_id}"))))?;
+            .ok_or_else(|| KernelError::Validation(ValidationError::new("space_id", "no such space")))?;
         Ok(())
     }
 
@@ -418,7 +424,7 @@ impl Kernel {
             email: Some(email),
             display_name,
             external_subject: None,
-            created_at: Utc::now(),
+            created_at: now(),
         };
         self.store.insert_driver(&driver, Some(&password_hash)).await?;
         Ok(driver)
@@ -464,7 +470,7 @@ impl Kernel {
             email,
             display_name: None,
             external_subject: Some(external_subject.clone()),
-            created_at: Utc::now(),
+            created_at: now(),
         };
         match self.store.insert_driver(&driver, None).await {
             Ok(()) => Ok(driver),
@@ -499,7 +505,7 @@ impl Kernel {
             plate,
             vehicle_type: vehicle_type.unwrap_or(VehicleType::Car),
             label,
-            created_at: Utc::now(),
+            created_at: now(),
         };
         self.store.insert_vehicle(&vehicle).await?;
         Ok(vehicle)
@@ -536,6 +542,12 @@ impl Kernel {
         )
         .await
     }
+}
+
+/// The current time at the precision every supported database stores (microseconds), so a
+/// value returned from a write equals the value read back later.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
 }
 
 /// The operator whose data the caller may touch with this access.

@@ -180,10 +180,14 @@ impl From<GeoPoint> for GeoPointDto {
 
 #[derive(Debug, Clone, Default, Object)]
 pub struct AddressDto {
+    #[oai(skip_serializing_if_is_none)]
     pub street: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub locality: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub postal_code: Option<String>,
     /// ISO 3166-1 alpha-2 (`PT`).
+    #[oai(skip_serializing_if_is_none)]
     pub country: Option<String>,
 }
 

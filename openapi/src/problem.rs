@@ -130,17 +130,37 @@ pub async fn error_to_problem(error: poem::Error) -> Response {
         }
         _ => message,
     };
+    let mut detail = detail;
+    if let Some(operation) = error.data::<poem_openapi::OperationId>() {
+        detail = name_path_parameters(&detail, operation.0);
+    }
+    if detail.contains("valid enumeration value")
+        && let Some(values) = schema_in_error(&detail.replace("failed to parse \"", "occurred while parsing \""))
+            .and_then(|schema| schema.get("enum"))
+            .and_then(|values| values.as_array())
+    {
+        let values: Vec<&str> = values.iter().filter_map(|value| value.as_str()).collect();
+        detail = format!("{detail}; expected one of: {}", values.join(", "));
+    }
+    let hint = error.data::<FieldHint>().map(|hint| hint.0.clone());
+    let (detail, field) = match (field_from_parse_error(&detail), hint) {
+        (Some(field), _) => (detail, Some(field)),
+        (None, Some(field)) => (format!("{field}: {detail}"), Some(field)),
+        (None, None) => (detail, None),
+    };
     let mut problem = Problem::new(status, detail);
-    if let Some(field) = field_from_parse_error(&problem.detail) {
+    if let Some(field) = field {
         problem = problem.with_field(field);
     }
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": problem.problem_type,
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
-        "field": problem.field,
     });
+    if let Some(field) = problem.field {
+        body["field"] = serde_json::Value::String(field);
+    }
     let mut response = poem::web::Json(body).with_status(status).into_response();
     response
         .headers_mut()
@@ -153,9 +173,131 @@ pub async fn error_to_problem(error: poem::Error) -> Response {
     response
 }
 
+/// The JSON path of the value a payload parse error complained about.
+#[derive(Debug, Clone)]
+pub struct FieldHint(pub String);
+
+/// poem-openapi reports type errors as `found <json value>` without the field; find where in
+/// the request body that value sits (first match, depth-first) to name the field.
+pub fn locate_json_type_error(message: &str, body: &[u8]) -> Option<String> {
+    let Some(found) = message.split("found ").nth(1) else {
+        return locate_json_value_error(message, body);
+    };
+    let found = found.split(". (occurred while").next()?.trim_end_matches('.');
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    fn walk(value: &serde_json::Value, found: &str, path: &str) -> Option<String> {
+        match value {
+            serde_json::Value::Object(map) => map.iter().find_map(|(key, child)| {
+                let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                if serde_json::to_string(child).ok().as_deref() == Some(found) {
+                    return Some(child_path);
+                }
+                walk(child, found, &child_path)
+            }),
+            serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(idx, child)| {
+                let child_path = format!("{path}[{idx}]");
+                if serde_json::to_string(child).ok().as_deref() == Some(found) && !path.is_empty() {
+                    return Some(child_path);
+                }
+                walk(child, found, &child_path)
+            }),
+            _ => None,
+        }
+    }
+    walk(&value, found, "").or_else(|| if found == "null" { missing_required_field(message, &value) } else { None })
+}
+
+fn own_spec() -> &'static serde_json::Value {
+    static SPEC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    SPEC.get_or_init(|| serde_json::from_str(&crate::server::spec_json()).unwrap_or_default())
+}
+
+/// poem reports path parameters by position (`param0`); use the names from the spec.
+fn name_path_parameters(message: &str, operation_id: &str) -> String {
+    let Some(paths) = own_spec().get("paths").and_then(|paths| paths.as_object()) else {
+        return message.to_owned();
+    };
+    let operation = paths
+        .values()
+        .filter_map(|item| item.as_object())
+        .flat_map(|item| item.values())
+        .find(|operation| operation.get("operationId").and_then(|id| id.as_str()) == Some(operation_id));
+    let Some(parameters) = operation.and_then(|operation| operation.get("parameters")).and_then(|p| p.as_array())
+    else {
+        return message.to_owned();
+    };
+    let path_names = parameters.iter().filter(|parameter| parameter["in"] == "path").filter_map(|p| p["name"].as_str());
+    let mut message = message.to_owned();
+    for (idx, name) in path_names.enumerate() {
+        message = message.replace(&format!("`param{idx}`"), &format!("`{name}`"));
+    }
+    message
+}
+
+/// The schema (from our own OpenAPI document) of the innermost named type in a parse error.
+fn schema_in_error(message: &str) -> Option<&'static serde_json::Value> {
+    let schemas = own_spec().get("components")?.get("schemas")?;
+    message
+        .split("occurred while parsing \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .find_map(|name| schemas.get(name))
+}
+
+/// Applies `check` to the body object, or to each object of a body array, naming the field.
+fn find_in_body(
+    body: &serde_json::Value,
+    check: impl Fn(&serde_json::Map<String, serde_json::Value>) -> Option<String>,
+) -> Option<String> {
+    match body {
+        serde_json::Value::Object(object) => check(object),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(idx, item)| item.as_object().and_then(&check).map(|name| format!("[{idx}].{name}"))),
+        _ => None,
+    }
+}
+
+/// For errors without a `found` value (`invalid integer`): the first top-level field whose
+/// value does not fit its schema type.
+pub fn locate_json_value_error(message: &str, body: &[u8]) -> Option<String> {
+    let schema = schema_in_error(message)?;
+    let properties = schema.get("properties")?.as_object()?;
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    find_in_body(&value, |object| {
+        properties.iter().find_map(|(name, property)| {
+            let value = object.get(name).filter(|value| !value.is_null())?;
+            let fits = match property.get("type").and_then(|ty| ty.as_str()) {
+                Some("integer") => match property.get("format").and_then(|format| format.as_str()) {
+                    Some(format) if format.starts_with("uint") => {
+                        value.as_u64().is_some_and(|n| n <= u64::from(u32::MAX))
+                    }
+                    _ => value.as_i64().is_some(),
+                },
+                Some("number") => value.is_number(),
+                Some("string") => value.is_string(),
+                Some("boolean") => value.is_boolean(),
+                Some("array") => value.is_array(),
+                _ => true,
+            };
+            (!fits).then(|| name.clone())
+        })
+    })
+}
+
+/// For `found null` with no null in the body: a required field is absent. Name the first one
+/// missing, using the schema (from our own OpenAPI document) of the type being parsed.
+fn missing_required_field(message: &str, body: &serde_json::Value) -> Option<String> {
+    let required = schema_in_error(message)?.get("required")?.as_array()?;
+    find_in_body(body, |object| {
+        required.iter().filter_map(|name| name.as_str()).find(|name| !object.contains_key(*name)).map(str::to_owned)
+    })
+}
+
 /// poem-openapi names the offending field as ``field `name` `` or `` parameter `name` ``.
 fn field_from_parse_error(message: &str) -> Option<String> {
-    for marker in ["field `", "parameter `"] {
+    for marker in ["field `", "parameter `", "path `"] {
         if let Some(start) = message.find(marker) {
             let rest = &message[start + marker.len()..];
             return rest.find('`').map(|end| rest[..end].to_owned());
@@ -167,6 +309,17 @@ fn field_from_parse_error(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locates_type_errors_in_the_body() {
+        let message = "parse request payload error: Expected input type \"integer(uint32)\", found \"ten\". \
+                       (occurred while parsing \"SiteCreate\")";
+        let body = br#"{"name": "x", "location": {"lat": 1}, "max_stay_minutes": "ten"}"#;
+        assert_eq!(locate_json_type_error(message, body).as_deref(), Some("max_stay_minutes"));
+        let body = br#"[{"code": "a"}, {"code": {"x": 1}}]"#;
+        let message = "Expected input type \"string\", found {\"x\":1}. (occurred while parsing \"SpaceCreate\")";
+        assert_eq!(locate_json_type_error(message, body).as_deref(), Some("[1].code"));
+    }
 
     #[test]
     fn extracts_field_names_from_parse_errors() {

@@ -38,6 +38,8 @@ pub fn spec_json() -> String {
 
 /// The whole HTTP application.
 pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint<Output = Response> {
+    // Install the recorder before the first request is counted.
+    prometheus_handle();
     let service = api_service();
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
@@ -70,18 +72,24 @@ async fn limit_body<E: Endpoint>(
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    match declared {
-        Some(length) if length > max_body_bytes as u64 => return Err(too_large()),
-        Some(_) => {}
-        None => {
-            let body = req.take_body();
-            if !body.is_empty() {
-                let bytes = body.into_bytes_limit(max_body_bytes).await.map_err(|_| too_large())?;
-                req.set_body(bytes);
-            }
-        }
+    if declared.is_some_and(|length| length > max_body_bytes as u64) {
+        return Err(too_large());
     }
-    ep.call(req).await.map(IntoResponse::into_response)
+    // Buffer the (bounded) body: it is needed whole for parsing anyway, and kept for
+    // explaining JSON type errors below.
+    let body = req.take_body().into_bytes_limit(max_body_bytes).await.map_err(|_| too_large())?;
+    let is_json = req.content_type().is_some_and(|content_type| content_type.contains("json"));
+    req.set_body(body.clone());
+    let result = ep.call(req).await.map(IntoResponse::into_response);
+    match result {
+        Err(mut error) if is_json && error.status() == StatusCode::BAD_REQUEST => {
+            if let Some(field) = crate::problem::locate_json_type_error(&error.to_string(), &body) {
+                error.set_data(crate::problem::FieldHint(field));
+            }
+            Err(error)
+        }
+        other => other,
+    }
 }
 
 /// A bound TCP listener, ready to serve.

@@ -1,1 +1,16 @@
-fn main() {}
+//! End-to-end tests of the HTTP API: one binary, one module per feature. Every test runs against
+//! a real server on a real database (SQLite always, PostgreSQL when `BERTH_TEST_POSTGRES_URL` is set).
+
+mod helpers;
+
+mod bad_input;
+mod cli;
+mod devices;
+mod drivers;
+mod health;
+mod keys;
+mod persistence;
+mod sites;
+mod spaces;
+mod spec;
+mod tenancy;

@@ -25,9 +25,9 @@ use berth_kernel::space::Space;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, SqlErr,
-    TransactionTrait,
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    SqlErr, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use uuid::Uuid;
@@ -283,7 +283,7 @@ impl SiteStore for SqlStore {
     }
 
     async fn update_site(&self, site: &Site) -> StoreResult<()> {
-        let mut row = site_to_row(site).into_active_model();
+        let mut row = site_to_row(site).into_active_model().reset_all();
         // Identity columns are never rewritten by an update.
         row.operator_id = ActiveValue::Unchanged(site.operator_id.as_uuid());
         row.created_at = ActiveValue::NotSet;
@@ -372,7 +372,7 @@ impl SpaceStore for SqlStore {
     }
 
     async fn update_space(&self, space: &Space) -> StoreResult<()> {
-        let mut row = space_to_row(space).into_active_model();
+        let mut row = space_to_row(space).into_active_model().reset_all();
         row.operator_id = ActiveValue::Unchanged(space.operator_id.as_uuid());
         row.site_id = ActiveValue::NotSet;
         row.created_at = ActiveValue::NotSet;
@@ -487,7 +487,7 @@ impl DeviceStore for SqlStore {
     }
 
     async fn update_device(&self, device: &Device) -> StoreResult<()> {
-        let mut row = device_to_row(device).into_active_model();
+        let mut row = device_to_row(device).into_active_model().reset_all();
         row.operator_id = ActiveValue::Unchanged(device.operator_id.as_uuid());
         row.created_at = ActiveValue::NotSet;
         let message = match device.space_id {

@@ -65,6 +65,7 @@ impl OperatorsApi {
         operator_id: Path<Uuid>,
         body: Json<ApiKeyCreate>,
     ) -> ApiResult<Created<ApiKeyCreated>> {
+        require_platform_admin(&auth)?;
         let input = ApiKeyInput { name: body.0.name, kind: body.0.kind.into(), role: body.0.role.map(Into::into) };
         let (key, token) =
             state.kernel.create_api_key(&auth.0, Some(OperatorId::from_uuid(operator_id.0)), input).await?;
@@ -82,14 +83,20 @@ impl OperatorsApi {
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<ApiKeyPage>> {
         let page_request = page_request(after.0, limit.0)?;
-        if !matches!(auth.0, berth_kernel::auth::Principal::PlatformAdmin { .. }) {
-            return Err(berth_kernel::KernelError::Forbidden(
-                "this endpoint needs a platform admin key; operators use /v1/keys".into(),
-            )
-            .into());
-        }
+        require_platform_admin(&auth)?;
         let page =
             state.kernel.list_api_keys(&auth.0, Some(OperatorId::from_uuid(operator_id.0)), page_request).await?;
         Ok(Json(page.into()))
+    }
+}
+
+/// Keys under `/v1/operators/{id}` are managed by platform admins; operators use `/v1/keys`.
+fn require_platform_admin(auth: &BerthAuth) -> ApiResult<()> {
+    match auth.0 {
+        berth_kernel::auth::Principal::PlatformAdmin { .. } => Ok(()),
+        _ => Err(berth_kernel::KernelError::Forbidden(
+            "this endpoint needs a platform admin key; operators manage keys under /v1/keys".into(),
+        )
+        .into()),
     }
 }

@@ -157,8 +157,8 @@ impl Default for LogConfig {
 
 impl Config {
     /// Loads defaults, then `file` (if it exists, or is given explicitly), then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
-        Self::figment(file).extract()
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        Self::figment(file).extract().map_err(Box::new)
     }
 
     pub fn figment(file: Option<&Path>) -> Figment {

@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(errors) => {
-            for error in errors {
+            for error in *errors {
                 eprintln!("berth: invalid configuration: {error}");
             }
             std::process::exit(2);

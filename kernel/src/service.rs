@@ -145,7 +145,7 @@ impl Kernel {
         if key.revoked_at.is_none() {
             self.store.revoke_api_key(id, now()).await?;
         }
-        Ok(self.store.get_api_key(id).await?.ok_or_else(|| KernelError::not_found("API key"))?)
+        self.store.get_api_key(id).await?.ok_or_else(|| KernelError::not_found("API key"))
     }
 
     // ----- operators (platform admin) -------------------------------------------------------

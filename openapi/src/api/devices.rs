@@ -40,6 +40,7 @@ impl DevicesApi {
 
     /// List devices.
     #[oai(path = "/v1/devices", method = "get", operation_id = "listDevices")]
+    #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
         state: Data<&AppState>,

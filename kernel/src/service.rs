@@ -419,13 +419,8 @@ impl Kernel {
         }
         let password = password.to_owned();
         let password_hash = run_blocking(move || auth::hash_password(&password)).await;
-        let driver = Driver {
-            id: DriverId::new(),
-            email: Some(email),
-            display_name,
-            external_subject: None,
-            created_at: now(),
-        };
+        let driver =
+            Driver { id: DriverId::new(), email: Some(email), display_name, external_subject: None, created_at: now() };
         self.store.insert_driver(&driver, Some(&password_hash)).await?;
         Ok(driver)
     }

@@ -16,6 +16,21 @@ const LOCAL_AUDIENCE: &str = "berth-driver";
 /// us hammer the identity provider.
 const JWKS_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(60);
 
+/// A message a client can act on, without echoing token contents.
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "token expired".to_owned(),
+        ErrorKind::ImmatureSignature => "token not valid yet".to_owned(),
+        ErrorKind::InvalidSignature => "bad token signature".to_owned(),
+        ErrorKind::InvalidIssuer => "token issuer not accepted".to_owned(),
+        ErrorKind::InvalidAudience => "token audience not accepted".to_owned(),
+        ErrorKind::InvalidAlgorithm => "token algorithm not accepted".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("token lacks the '{claim}' claim"),
+        _ => "malformed token".to_owned(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("invalid token: {0}")]
@@ -152,13 +167,13 @@ impl TokenService {
     }
 
     pub async fn verify(&self, token: &str) -> Result<TokenSubject, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(describe(&e)))?;
         if header.alg == Algorithm::HS256 {
             let mut validation = Validation::new(Algorithm::HS256);
             validation.set_issuer(&[LOCAL_ISSUER]);
             validation.set_audience(&[LOCAL_AUDIENCE]);
             let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-                .map_err(|e| TokenError::Invalid(e.to_string()))?;
+                .map_err(|e| TokenError::Invalid(describe(&e)))?;
             let driver_id = DriverId::parse(&data.claims.sub).map_err(|_| TokenError::Invalid("bad subject".into()))?;
             return Ok(TokenSubject::Driver(driver_id));
         }
@@ -194,7 +209,7 @@ impl OidcVerifier {
         validation.set_issuer(&[self.settings.issuer.as_str()]);
         validation.set_audience(&[self.settings.audience.as_str()]);
         let data = jsonwebtoken::decode::<ExternalClaims>(token, &key, &validation)
-            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+            .map_err(|e| TokenError::Invalid(describe(&e)))?;
         let email = data.claims.email.filter(|_| data.claims.email_verified.unwrap_or(false));
         Ok(TokenSubject::External { issuer: self.settings.issuer.clone(), subject: data.claims.sub, email })
     }

@@ -59,3 +59,98 @@ fn openapi_command_prints_the_spec() {
     assert!(ok);
     assert_eq!(stdout.trim_end(), berth_openapi::spec_json().trim_end());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_admin_create_key() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let dir = data_dir.path().to_str().unwrap();
+    let (ok, stdout, stderr) = berth(&["migrate"], &[("BERTH__DATA_DIR", dir)]);
+    assert!(ok && stdout.contains("migrations applied (sqlite)"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = berth(&["admin", "create-key", "--name", "ops team"], &[("BERTH__DATA_DIR", dir)]);
+    assert!(ok, "{stderr}");
+    let token =
+        stdout.split_whitespace().find(|word| word.starts_with("berth_adm_")).expect("token printed").to_owned();
+
+    let (mut child, base) = crate::persistence::spawn_binary(data_dir.path());
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{base}/v1/operators"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "Acme", "slug": "acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Runs `berth demo` until it prints its banner; returns the child and the banner lines.
+fn start_demo(data_dir: &std::path::Path) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("BERTH__DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn berth demo");
+    let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        let done = line.contains("stop with Ctrl-C");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    (child, lines)
+}
+
+fn banner_value(lines: &[String], label: &str) -> String {
+    let line = lines
+        .iter()
+        .find(|line| line.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no '{label}' in {lines:?}"));
+    line.trim_start()[label.len()..].trim().to_owned()
+}
+
+/// The demo seeds once, prints URLs and keys, and prints the same keys after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_is_idempotent_across_restarts() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let (mut first, lines) = start_demo(data_dir.path());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (mut second, again) = start_demo(data_dir.path());
+
+    let key = banner_value(&again, "operator admin key");
+    assert_eq!(key, banner_value(&lines, "operator admin key"), "restart printed different keys");
+    let api = banner_value(&again, "API");
+    assert!(banner_value(&again, "Swagger UI").ends_with("/docs"));
+    let base = api.trim_end_matches("/v1");
+
+    let client = reqwest::Client::new();
+    let get = |path: String| client.get(format!("{base}{path}")).bearer_auth(&key).send();
+    let sites: serde_json::Value = get("/v1/sites".into()).await.unwrap().json().await.unwrap();
+    let sites = sites["items"].as_array().unwrap();
+    assert_eq!(sites.len(), 2, "a restart must not seed again");
+    let kinds: Vec<&str> = sites.iter().map(|site| site["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["off_street", "on_street"]);
+    let spaces: serde_json::Value = get("/v1/spaces?limit=1000".into()).await.unwrap().json().await.unwrap();
+    let n_spaces = spaces["items"].as_array().unwrap().len();
+    assert!((200..=1000).contains(&n_spaces), "{n_spaces} demo spaces");
+
+    let driver_login = banner_value(&again, "driver login");
+    let (email, password) = driver_login.split_once(" / ").unwrap();
+    let login = client
+        .post(format!("{base}/v1/drivers/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

@@ -65,13 +65,47 @@ fn external_token(claims: serde_json::Value, kid: &str) -> String {
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 
-/// Tokens from an external OIDC issuer (configured with a local JWK set file) sign drivers in;
-/// the first token creates the driver, later ones find the same driver.
+const JWKS_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oidc/jwks.json");
+
+/// A minimal identity provider endpoint on loopback that serves the JWK set over HTTP.
+async fn serve_jwks() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = std::fs::read_to_string(JWKS_FILE).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/.well-known/jwks.json")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn external_oidc_tokens() {
+async fn external_oidc_tokens_with_jwks_file() {
+    external_oidc_tokens(JWKS_FILE.to_owned()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_oidc_tokens_with_jwks_url() {
+    external_oidc_tokens(serve_jwks().await).await;
+}
+
+/// Tokens from an external OIDC issuer (a local key set) sign drivers in; the first token
+/// creates the driver, later ones find the same driver; bad tokens say why they were refused.
+async fn external_oidc_tokens(jwks: String) {
     let app = TestApp::spawn_with(Backend::Sqlite, |config| {
         config.auth.oidc = Some(berth::config::OidcConfig {
-            jwks: concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oidc/jwks.json").to_owned(),
+            jwks,
             issuer: "https://id.example.com/".to_owned(),
             audience: "berth-api".to_owned(),
         });
@@ -88,14 +122,23 @@ async fn external_oidc_tokens() {
     let again = app.get("/v1/drivers/me", &good).await.expect(200);
     assert_eq!(again["id"], me["id"], "the same subject is the same driver");
 
-    for (label, token) in [
-        ("wrong issuer", external_token(claims("https://evil.example.com/", "berth-api", now + 600), "test-key-1")),
-        ("wrong audience", external_token(claims("https://id.example.com/", "other", now + 600), "test-key-1")),
-        ("expired", external_token(claims("https://id.example.com/", "berth-api", now - 3600), "test-key-1")),
-        ("unknown key", external_token(claims("https://id.example.com/", "berth-api", now + 600), "other-key")),
+    for (expected, token) in [
+        (
+            "token issuer not accepted",
+            external_token(claims("https://evil.example.com/", "berth-api", now + 600), "test-key-1"),
+        ),
+        (
+            "token audience not accepted",
+            external_token(claims("https://id.example.com/", "other", now + 600), "test-key-1"),
+        ),
+        ("token expired", external_token(claims("https://id.example.com/", "berth-api", now - 3600), "test-key-1")),
+        (
+            "unknown key id 'other-key'",
+            external_token(claims("https://id.example.com/", "berth-api", now + 600), "other-key"),
+        ),
     ] {
-        let resp = app.get("/v1/drivers/me", &token).await;
-        assert_eq!(resp.status, 401, "{label}: {}", resp.text);
+        let problem = app.get("/v1/drivers/me", &token).await.problem(401);
+        assert_eq!(problem["detail"], format!("invalid token: {expected}"));
     }
     // An external driver cannot touch operator data.
     app.get("/v1/sites", &good).await.problem(403);

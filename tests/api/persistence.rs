@@ -40,7 +40,7 @@ async fn survives_restart_postgres() {
 }
 
 /// Starts `berth serve` as a child process and returns it with its base URL.
-fn spawn_binary(data_dir: &std::path::Path) -> (Child, String) {
+pub fn spawn_binary(data_dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .arg("serve")
         .env("BERTH__DATA_DIR", data_dir)
@@ -107,6 +107,57 @@ async fn acknowledged_writes_survive_kill_9() {
     for id in &created_ids {
         assert!(listed_ids.contains(&id.as_str()), "operator {id} was acknowledged but lost");
     }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// SIGTERM stops accepting but lets an in-flight request finish: the server has begun reading
+/// the body (it answered `100 Continue`) when the signal arrives, the rest of the body follows,
+/// and the request still completes and persists. Then the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn_binary(data_dir.path());
+    let client = reqwest::Client::new();
+    let create = |slug: &str| {
+        client.post(format!("{base}/v1/operators")).bearer_auth(ADMIN_KEY).json(&json!({"name": slug, "slug": slug}))
+    };
+    assert_eq!(create("before").send().await.unwrap().status(), 201);
+
+    let body = json!({"name": "In flight", "slug": "in-flight"}).to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/operators HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let n = stream.read(&mut buffer).await.unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 100"), "server did not start reading the body");
+    stream.write_all(head.as_bytes()).await.unwrap();
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+
+    stream.write_all(tail.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "in-flight request was not completed: {response}");
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(exit.success(), "berth exited with {exit}");
+
+    // New connections are refused once stopped; after a restart both operators are there.
+    assert!(create("after").send().await.is_err());
+    let (mut child, base) = spawn_binary(data_dir.path());
+    let listed: serde_json::Value =
+        client.get(format!("{base}/v1/operators")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let slugs: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|op| op["slug"].as_str().unwrap()).collect();
+    assert_eq!(slugs, ["before", "in-flight"]);
     child.kill().unwrap();
     child.wait().unwrap();
 }

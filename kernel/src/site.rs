@@ -402,7 +402,8 @@ mod tests {
 
     #[test]
     fn names_the_failing_field() {
-        let cases: Vec<(Box<dyn Fn(&mut SiteInput)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut SiteInput)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|s| s.timezone = "Mars/Olympus".into()), "timezone"),
             (Box::new(|s| s.currency = "eur".into()), "currency"),
             (Box::new(|s| s.currency = "XYZ".into()), "currency"),

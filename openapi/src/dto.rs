@@ -154,11 +154,23 @@ impl From<ApiKey> for ApiKeyView {
 
 page_type!(ApiKeyPage of ApiKeyView);
 
+impl From<ApiKeyCreate> for berth_kernel::service::ApiKeyInput {
+    fn from(create: ApiKeyCreate) -> Self {
+        Self { name: create.name, kind: create.kind.into(), role: create.role.map(Into::into) }
+    }
+}
+
 #[derive(Debug, Object)]
 pub struct ApiKeyCreated {
     pub key: ApiKeyView,
     /// The secret token. Shown only in this response: store it now.
     pub token: String,
+}
+
+impl From<(ApiKey, berth_kernel::auth::IssuedToken)> for ApiKeyCreated {
+    fn from((key, token): (ApiKey, berth_kernel::auth::IssuedToken)) -> Self {
+        Self { key: key.into(), token: token.0 }
+    }
 }
 
 // ----- sites ----------------------------------------------------------------------------------

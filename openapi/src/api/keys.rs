@@ -2,7 +2,6 @@
 //! admins manage platform keys here (and operators' keys under `/v1/operators/{id}/keys`).
 
 use berth_kernel::ids::ApiKeyId;
-use berth_kernel::service::ApiKeyInput;
 use poem::web::Data;
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
@@ -26,9 +25,8 @@ impl KeysApi {
         auth: BerthAuth,
         body: Json<ApiKeyCreate>,
     ) -> ApiResult<Created<ApiKeyCreated>> {
-        let input = ApiKeyInput { name: body.0.name, kind: body.0.kind.into(), role: body.0.role.map(Into::into) };
-        let (key, token) = state.kernel.create_api_key(&auth.0, None, input).await?;
-        Ok(Created::Created(Json(ApiKeyCreated { key: key.into(), token: token.0 })))
+        let created = state.kernel.create_api_key(&auth.0, None, body.0.into()).await?;
+        Ok(Created::Created(Json(created.into())))
     }
 
     /// List the caller's operator's keys (or platform keys, for a platform admin).

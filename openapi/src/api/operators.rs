@@ -2,7 +2,6 @@
 
 use berth_kernel::ids::OperatorId;
 use berth_kernel::operator::OperatorInput;
-use berth_kernel::service::ApiKeyInput;
 use poem::web::Data;
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
@@ -66,10 +65,9 @@ impl OperatorsApi {
         body: Json<ApiKeyCreate>,
     ) -> ApiResult<Created<ApiKeyCreated>> {
         require_platform_admin(&auth)?;
-        let input = ApiKeyInput { name: body.0.name, kind: body.0.kind.into(), role: body.0.role.map(Into::into) };
-        let (key, token) =
-            state.kernel.create_api_key(&auth.0, Some(OperatorId::from_uuid(operator_id.0)), input).await?;
-        Ok(Created::Created(Json(ApiKeyCreated { key: key.into(), token: token.0 })))
+        let operator_id = Some(OperatorId::from_uuid(operator_id.0));
+        let created = state.kernel.create_api_key(&auth.0, operator_id, body.0.into()).await?;
+        Ok(Created::Created(Json(created.into())))
     }
 
     /// List an operator's keys (platform admin).

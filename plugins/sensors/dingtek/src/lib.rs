@@ -15,6 +15,8 @@ pub enum Model {
     Do202,
 }
 
+berth_plugin_sdk::export_sensor_decoder!(crate::decode);
+
 pub fn decode(uplink: &Uplink) -> Result<Decoded, DecodeError> {
     let model = match uplink.model {
         "do200" => Model::Do200,

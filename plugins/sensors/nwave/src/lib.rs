@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 pub const MODELS: &[&str] = &["nps310sm", "nps405", "ncc405"];
 
+berth_plugin_sdk::export_sensor_decoder!(crate::decode);
+
 pub fn decode(uplink: &Uplink) -> Result<Decoded, DecodeError> {
     match uplink.model {
         "nps310sm" => decode_nps310sm(uplink.f_port, uplink.bytes),
@@ -109,6 +111,7 @@ pub fn decode_nps405(f_port: u8, payload: &[u8]) -> Result<Decoded, DecodeError>
             Ok(Decoded { reading: Reading::new(Occupancy::from_bool(occupied), MessageKind::Change), object })
         }
         2 => {
+            bytes.require(3)?;
             let status = bytes.u8(0)?;
             let occupied = status & 1 == 1;
             let temperature = f64::from(bytes.i8(2)?) / 2.0 + 10.0;

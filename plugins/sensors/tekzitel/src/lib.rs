@@ -7,6 +7,8 @@ use serde_json::{Map, Value, json};
 
 pub const MODELS: &[&str] = &["tekzipark"];
 
+berth_plugin_sdk::export_sensor_decoder!(crate::decode);
+
 pub fn decode(uplink: &Uplink) -> Result<Decoded, DecodeError> {
     if !MODELS.contains(&uplink.model) {
         return Err(DecodeError::unknown_model(uplink.model));

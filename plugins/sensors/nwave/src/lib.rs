@@ -43,6 +43,14 @@ fn startup_fields(bytes: &Bytes) -> Result<Value, DecodeError> {
     Ok(object)
 }
 
+/// Port 3 of the parking sensors: the shared startup fields plus occupancy in b4.
+fn parking_sensor_startup(bytes: &Bytes) -> Result<Decoded, DecodeError> {
+    let occupied = bytes.bit(4, 0)?;
+    let mut object = startup_fields(bytes)?;
+    object["occupied"] = json!(occupied);
+    Ok(Decoded { reading: Reading::new(Occupancy::from_bool(occupied), MessageKind::Startup), object })
+}
+
 /// Battery voltage coding of the G4 range: 2500 mV + 4 mV per step.
 fn battery_mv(step: u8) -> u32 {
     2500 + 4 * u32::from(step)
@@ -71,12 +79,7 @@ pub fn decode_nps310sm(f_port: u8, payload: &[u8]) -> Result<Decoded, DecodeErro
                 object: json!({"type": label, "occupied": occupied}),
             })
         }
-        3 => {
-            let occupied = bytes.bit(4, 0)?;
-            let mut object = startup_fields(&bytes)?;
-            object["occupied"] = json!(occupied);
-            Ok(Decoded { reading: Reading::new(Occupancy::from_bool(occupied), MessageKind::Startup), object })
-        }
+        3 => parking_sensor_startup(&bytes),
         6 => Ok(debug(payload)),
         _ => Err(DecodeError::unknown_port()),
     }
@@ -138,12 +141,7 @@ pub fn decode_nps405(f_port: u8, payload: &[u8]) -> Result<Decoded, DecodeError>
                 }),
             })
         }
-        3 => {
-            let occupied = bytes.bit(4, 0)?;
-            let mut object = startup_fields(&bytes)?;
-            object["occupied"] = json!(occupied);
-            Ok(Decoded { reading: Reading::new(Occupancy::from_bool(occupied), MessageKind::Startup), object })
-        }
+        3 => parking_sensor_startup(&bytes),
         6 => Ok(debug(payload)),
         10 => {
             let status = bytes.u8(0)?;

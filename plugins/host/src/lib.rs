@@ -6,6 +6,7 @@
 //! Deliberately absent: any knowledge of HTTP, storage or devices. The host takes bytes and
 //! returns readings.
 
+pub mod manifest;
 mod sensor;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Config, Engine, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use manifest::{Manifest, ManifestError, World};
 pub use sensor::{Decoded, MessageKind, Occupancy, Reading, SensorPlugin, Uplink};
 
 /// Where the build put the bundled plugins (`berth_sensor_<vendor>.wasm`).

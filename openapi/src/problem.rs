@@ -43,6 +43,22 @@ impl Problem {
         self.field = Some(field.into());
         self
     }
+
+    /// The problem as an `application/problem+json` response, for endpoints outside the
+    /// OpenAPI operations (where [`ApiError`] does this).
+    pub fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = serde_json::json!({
+            "type": self.problem_type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        });
+        if let Some(field) = self.field {
+            body["field"] = serde_json::Value::String(field);
+        }
+        poem::web::Json(body).with_status(status).with_content_type("application/problem+json").into_response()
+    }
 }
 
 /// Every error an operation can answer with. Listed in each operation of the spec.
@@ -152,19 +168,7 @@ pub async fn error_to_problem(error: poem::Error) -> Response {
     if let Some(field) = field {
         problem = problem.with_field(field);
     }
-    let mut body = serde_json::json!({
-        "type": problem.problem_type,
-        "title": problem.title,
-        "status": problem.status,
-        "detail": problem.detail,
-    });
-    if let Some(field) = problem.field {
-        body["field"] = serde_json::Value::String(field);
-    }
-    let mut response = poem::web::Json(body).with_status(status).into_response();
-    response
-        .headers_mut()
-        .insert(poem::http::header::CONTENT_TYPE, poem::http::HeaderValue::from_static("application/problem+json"));
+    let mut response = problem.into_response();
     if status == StatusCode::UNAUTHORIZED {
         response
             .headers_mut()

@@ -141,13 +141,7 @@ async fn readyz(state: Data<&AppState>) -> Response {
         Ok(()) => "ready".into_response(),
         Err(error) => {
             tracing::warn!(error = %error, "readiness check failed");
-            let problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the database is unreachable");
-            poem::web::Json(serde_json::json!({
-                "type": problem.problem_type, "title": problem.title, "status": problem.status, "detail": problem.detail,
-            }))
-            .with_status(StatusCode::SERVICE_UNAVAILABLE)
-            .with_content_type("application/problem+json")
-            .into_response()
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the database is unreachable").into_response()
         }
     }
 }

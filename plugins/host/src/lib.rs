@@ -182,11 +182,7 @@ impl log::Host for PluginState {
         if self.n_log_lines > MAX_LOG_LINES_PER_CALL {
             return;
         }
-        let mut end = message.len().min(MAX_LOG_LINE_BYTES);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let message = &message[..end];
+        let message = truncate(message, MAX_LOG_LINE_BYTES);
         let plugin = &*self.plugin_id;
         match level {
             log::Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -195,6 +191,19 @@ impl log::Host for PluginState {
             log::Level::Error => tracing::error!(plugin, "{message}"),
         }
     }
+}
+
+/// Cuts `text` to at most `max_bytes` (on a character boundary), marking the cut with `…`.
+pub(crate) fn truncate(mut text: String, max_bytes: usize) -> String {
+    if text.len() > max_bytes {
+        let mut end = max_bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 impl config::Host for PluginState {

@@ -9,7 +9,7 @@ use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::exports::berth::plugin::decoder as wit;
-use crate::{EPOCH_TICK, Limits, PluginError, PluginHost, PluginState, SensorDecoder, SensorDecoderPre};
+use crate::{EPOCH_TICK, Limits, PluginError, PluginHost, PluginState, SensorDecoder, SensorDecoderPre, truncate};
 
 pub use wit::{MessageKind, Occupancy, Reading};
 
@@ -207,15 +207,3 @@ impl SensorPlugin {
 
 /// Temperatures a parking sensor can report; anything else is a sensor fault.
 const PLAUSIBLE_CELSIUS: std::ops::RangeInclusive<f64> = -60.0..=90.0;
-
-fn truncate(mut text: String, max_bytes: usize) -> String {
-    if text.len() > max_bytes {
-        let mut end = max_bytes;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
-}

@@ -12,6 +12,13 @@ pub struct Uplink<'a> {
     pub bytes: &'a [u8],
 }
 
+impl Uplink<'_> {
+    /// Fails with "unknown device model" unless this plugin claims the uplink's model.
+    pub fn require_model(&self, models: &[&str]) -> Result<(), DecodeError> {
+        if models.contains(&self.model) { Ok(()) } else { Err(DecodeError::unknown_model(self.model)) }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Occupancy {
     Occupied,

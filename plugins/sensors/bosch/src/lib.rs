@@ -11,9 +11,7 @@ pub const MODELS: &[&str] = &["tps110"];
 berth_plugin_sdk::export_sensor_decoder!(crate::decode);
 
 pub fn decode(uplink: &Uplink) -> Result<Decoded, DecodeError> {
-    if !MODELS.contains(&uplink.model) {
-        return Err(DecodeError::unknown_model(uplink.model));
-    }
+    uplink.require_model(MODELS)?;
     decode_tps110(uplink.f_port, uplink.bytes)
 }
 

@@ -10,9 +10,7 @@ pub const MODELS: &[&str] = &["tbms100"];
 berth_plugin_sdk::export_sensor_decoder!(crate::decode);
 
 pub fn decode(uplink: &Uplink) -> Result<Decoded, DecodeError> {
-    if !MODELS.contains(&uplink.model) {
-        return Err(DecodeError::unknown_model(uplink.model));
-    }
+    uplink.require_model(MODELS)?;
     decode_tbms100(uplink.f_port, uplink.bytes)
 }
 

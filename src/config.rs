@@ -50,6 +50,48 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub plugins: PluginsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Run the plugin host at all.
+    pub enabled: bool,
+    /// Installed plugins (uploads land here; it is watched). Unset: `<data_dir>/plugins`.
+    pub dir: Option<PathBuf>,
+    /// Load the plugins shipped with berth.
+    pub bundled: bool,
+    /// Reload a plugin when its files change.
+    pub watch: bool,
+    /// Cache compiled plugins on disk. Unset: `<data_dir>/plugin-cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Disable the compile cache.
+    pub cache: bool,
+    /// Pre-reserve instance memory (faster instantiation); falls back when refused.
+    pub pooling: bool,
+    /// Largest component accepted from a directory or an upload.
+    pub max_component_bytes: usize,
+    /// Values plugins may read, per plugin id: `[plugins.config.<id>] key = "value"`. A plugin
+    /// sees only the keys its manifest declares. Secrets never go here: they come from
+    /// `BERTH_PLUGIN_<ID>_<KEY>` environment variables.
+    pub config: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            bundled: true,
+            watch: true,
+            cache_dir: None,
+            cache: true,
+            pooling: true,
+            max_component_bytes: 8 * 1024 * 1024,
+            config: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +165,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod plugin_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use anyhow::Context;
 use berth_kernel::Kernel;
 use berth_openapi::AppState;
 use berth_openapi::tokens::{JwksSource, OidcSettings, TokenService};
+use berth_plugin_host::{HostOptions, PluginHost, Registry, RegistryOptions};
 use berth_storage::{DatabaseSettings, SqlStore};
 use tokio::sync::oneshot;
 
@@ -76,6 +78,39 @@ pub fn write_private_file(path: &std::path::Path, contents: &str) -> anyhow::Res
     Ok(())
 }
 
+/// Starts the plugin host and loads the bundled and installed plugins. Compiling is CPU work, so
+/// it runs on the blocking pool.
+pub async fn open_plugins(config: &Config) -> anyhow::Result<Option<Registry>> {
+    let settings = &config.plugins;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let cache_dir = settings.cache.then(|| settings.cache_dir.clone().unwrap_or(config.data_dir.join("plugin-cache")));
+    let options = RegistryOptions {
+        bundled_dir: settings.bundled.then(|| std::path::PathBuf::from(berth_plugin_host::BUNDLED_PLUGINS_DIR)),
+        plugins_dir: settings.dir.clone().unwrap_or(config.data_dir.join("plugins")),
+        watch: settings.watch,
+        config: settings.config.clone(),
+        max_component_bytes: settings.max_component_bytes,
+        secret_env: RegistryOptions::secrets_from_process_env(),
+    };
+    let pooling = settings.pooling;
+    let registry = tokio::task::spawn_blocking(move || {
+        let host = PluginHost::with_options(&HostOptions { pooling, cache_dir })?;
+        Registry::open(host, options).map_err(anyhow::Error::msg)
+    })
+    .await
+    .context("the plugin loader panicked")?
+    .context("cannot start the plugin host (settings under [plugins])")?;
+    for plugin in registry.list_info() {
+        match &plugin.reload_error {
+            None => tracing::info!(plugin = %plugin.id, version = ?plugin.version, "plugin ready"),
+            Some(error) => tracing::warn!(plugin = %plugin.id, %error, "plugin not loaded"),
+        }
+    }
+    Ok(Some(registry))
+}
+
 /// Builds the application state from configuration and an open store.
 pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<AppState> {
     let oidc = config.auth.oidc.as_ref().map(|oidc| OidcSettings {
@@ -85,11 +120,11 @@ pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<App
     });
     let tokens =
         TokenService::new(&token_secret(config)?, Duration::from_secs(config.auth.token_ttl_secs), oidc).await?;
-    Ok(AppState {
-        kernel: Kernel::new(Arc::new(store)),
-        tokens,
-        admin_key: config.auth.admin_key.as_ref().map(|key| Arc::from(key.expose())),
-    })
+    let mut kernel = Kernel::new(Arc::new(store));
+    if let Some(registry) = open_plugins(config).await? {
+        kernel = kernel.with_plugins(Arc::new(registry));
+    }
+    Ok(AppState { kernel, tokens, admin_key: config.auth.admin_key.as_ref().map(|key| Arc::from(key.expose())) })
 }
 
 /// A server running in the background.

@@ -37,6 +37,60 @@ enum Command {
     },
     /// Print the effective configuration (TOML) with secrets redacted.
     Config,
+    /// The plugin author's kit: scaffold, test and try plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Write a new plugin crate that builds with `cargo build --release --target wasm32-wasip2`.
+    New {
+        #[command(subcommand)]
+        kind: NewPlugin,
+    },
+    /// Run a plugin's example files against its component: pass/fail with a diff, decode time,
+    /// peak memory. Exits 1 when an example fails.
+    Test {
+        /// The plugin directory (holding plugin.toml) or its plugin.toml.
+        path: PathBuf,
+        /// The component to test instead of the manifest's `component`.
+        #[arg(long)]
+        component: Option<PathBuf>,
+    },
+    /// Decode one payload and print the reading and the vendor object as JSON.
+    Run {
+        /// The plugin directory (holding plugin.toml) or its plugin.toml.
+        path: PathBuf,
+        #[arg(long)]
+        component: Option<PathBuf>,
+        /// LoRaWAN f-port.
+        #[arg(long)]
+        port: u8,
+        /// Payload as hex.
+        #[arg(long)]
+        hex: String,
+        /// Device model; default: the manifest's first.
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NewPlugin {
+    /// A sensor decoder.
+    Sensor {
+        /// Plugin id and device model, e.g. `acme-p1`.
+        name: String,
+        /// Where to create the crate directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of the berth plugin SDK (plugins/sdk); default: the one beside berth's sources.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +161,36 @@ async fn main() -> anyhow::Result<()> {
             server.wait().await
         }
         Command::Demo { listen } => run_demo(config, listen).await,
+        Command::Plugin { command } => run_plugin_command(command),
+    }
+}
+
+fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {
+    use berth::plugin_cli;
+    match command {
+        PluginCommand::New { kind: NewPlugin::Sensor { name, dir, sdk } } => {
+            let sdk = sdk.or_else(plugin_cli::default_sdk_path).ok_or_else(|| {
+                anyhow::anyhow!("cannot find the berth plugin SDK; pass --sdk PATH (berth's plugins/sdk)")
+            })?;
+            let created = plugin_cli::new_sensor(&name, &dir, &sdk)?;
+            println!("created {}", created.display());
+            println!("  build:  cd {} && cargo build --release --target wasm32-wasip2", created.display());
+            println!("  test:   berth plugin test {}", created.display());
+            Ok(())
+        }
+        PluginCommand::Test { path, component } => {
+            let report = plugin_cli::test(&path, component.as_deref())?;
+            print!("{}", report.text);
+            if report.failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        PluginCommand::Run { path, component, port, hex, model } => {
+            let decoded = plugin_cli::run(&path, component.as_deref(), model.as_deref(), port, &hex)?;
+            println!("{}", serde_json::to_string_pretty(&decoded)?);
+            Ok(())
+        }
     }
 }
 
@@ -137,6 +221,10 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
     println!("  Swagger UI    {base}/docs");
     println!("  OpenAPI       {base}/openapi.json");
     println!("  Metrics       {base}/metrics");
+    let plugins = server.state.kernel.plugins().list().await;
+    let names: Vec<String> =
+        plugins.iter().map(|p| format!("{} {}", p.id, p.version.as_deref().unwrap_or("(failed)"))).collect();
+    println!("  Plugins       {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") });
     println!();
     println!("  operator id           {}", credentials.operator_id);
     println!("  off-street site       {}", credentials.off_street_site_id);

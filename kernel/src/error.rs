@@ -59,6 +59,9 @@ pub enum KernelError {
     Unauthenticated(String),
     #[error(transparent)]
     Store(StoreError),
+    /// A dependency other than storage cannot serve now; the message says which.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for KernelError {

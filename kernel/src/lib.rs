@@ -11,6 +11,7 @@ pub mod geo;
 pub mod ids;
 pub mod operator;
 pub mod page;
+pub mod plugin;
 pub mod ports;
 pub mod service;
 pub mod site;

@@ -14,6 +14,7 @@ use crate::error::{KernelError, KernelResult, ValidationError};
 use crate::ids::{ApiKeyId, DeviceId, DriverId, OperatorId, SiteId, SpaceId, VehicleId};
 use crate::operator::{Operator, OperatorInput};
 use crate::page::{MAX_PAGE_SIZE, Page, PageRequest};
+use crate::plugin::{NoPlugins, PluginInfo, PluginPortError, Plugins};
 use crate::ports::{DeviceFilter, SiteFilter, SpaceFilter, Store};
 use crate::site::{Site, SiteInput, SitePatch};
 use crate::space::{MAX_SPACES_PER_BATCH, Space, SpaceInput, SpacePatch, SpaceState};
@@ -23,6 +24,7 @@ use crate::vehicle_type::VehicleType;
 #[derive(Clone)]
 pub struct Kernel {
     store: Arc<dyn Store>,
+    plugins: Arc<dyn Plugins>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -34,8 +36,18 @@ pub struct ApiKeyInput {
 }
 
 impl Kernel {
+    /// A kernel without plugins; see [`Kernel::with_plugins`].
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self { store, plugins: Arc::new(NoPlugins) }
+    }
+
+    pub fn with_plugins(mut self, plugins: Arc<dyn Plugins>) -> Self {
+        self.plugins = plugins;
+        self
+    }
+
+    pub fn plugins(&self) -> &Arc<dyn Plugins> {
+        &self.plugins
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -524,6 +536,34 @@ impl Kernel {
         Ok(())
     }
 
+    // ----- plugins (platform admin) ---------------------------------------------------------
+
+    pub async fn list_plugins(&self, caller: &Principal) -> KernelResult<Vec<PluginInfo>> {
+        require_platform_admin(caller)?;
+        Ok(self.plugins.list().await)
+    }
+
+    pub async fn get_plugin(&self, caller: &Principal, id: &str) -> KernelResult<PluginInfo> {
+        require_platform_admin(caller)?;
+        self.plugins.get(id).await.ok_or_else(|| KernelError::not_found("plugin"))
+    }
+
+    /// Installs or upgrades a plugin; `true` when it is new.
+    pub async fn install_plugin(
+        &self,
+        caller: &Principal,
+        manifest: String,
+        component: Vec<u8>,
+    ) -> KernelResult<(PluginInfo, bool)> {
+        require_platform_admin(caller)?;
+        self.plugins.install(manifest, component).await.map_err(plugin_error)
+    }
+
+    pub async fn reload_plugin(&self, caller: &Principal, id: &str) -> KernelResult<PluginInfo> {
+        require_platform_admin(caller)?;
+        self.plugins.reload(id).await.map_err(plugin_error)
+    }
+
     // ----- platform bootstrap ---------------------------------------------------------------
 
     /// Creates a platform-admin key without a caller: used by `berth admin create-key` and the
@@ -578,6 +618,16 @@ fn require_platform_admin(caller: &Principal) -> KernelResult<()> {
     match caller {
         Principal::PlatformAdmin { .. } => Ok(()),
         _ => Err(KernelError::Forbidden("this endpoint needs a platform admin key".into())),
+    }
+}
+
+fn plugin_error(error: PluginPortError) -> KernelError {
+    match error {
+        PluginPortError::NotFound(_) => KernelError::not_found("plugin"),
+        PluginPortError::InvalidManifest(message) => ValidationError::new("manifest", message).into(),
+        PluginPortError::InvalidComponent(message) => ValidationError::new("component", message).into(),
+        PluginPortError::Conflict(message) => KernelError::Conflict(message),
+        other => KernelError::Unavailable(other.to_string()),
     }
 }
 

@@ -11,15 +11,15 @@ use berth_kernel::site::{self, OpeningHours, OpeningHoursInput, Site, SiteKind};
 use berth_kernel::space::{Space, SpaceCategory, SpaceStatus};
 use berth_kernel::vehicle_type::VehicleType;
 use chrono::{DateTime, Utc};
+use poem_openapi::Object;
 use poem_openapi::types::MaybeUndefined;
-use poem_openapi::{Enum, Object};
 use uuid::Uuid;
 
 /// Declares a wire enum mirroring a kernel enum, with conversions both ways.
 macro_rules! mirror_enum {
     ($(#[$meta:meta])* $wire:ident <=> $kernel:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, ::poem_openapi::Enum)]
         #[oai(rename_all = "snake_case")]
         pub enum $wire { $($variant),+ }
 

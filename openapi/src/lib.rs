@@ -5,9 +5,11 @@
 // so its size is paid once per request either way.
 #![allow(clippy::result_large_err)]
 
+// `dto` first: its `mirror_enum!` is used by the API modules.
+#[macro_use]
+pub mod dto;
 pub mod api;
 mod csv_import;
-pub mod dto;
 pub mod metrics;
 pub mod problem;
 pub mod server;

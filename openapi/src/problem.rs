@@ -122,6 +122,9 @@ impl From<KernelError> for ApiError {
                     "the database is unavailable; retry later",
                 )))
             }
+            KernelError::Unavailable(message) => {
+                ApiError::Unavailable(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, message)))
+            }
         }
     }
 }

@@ -11,17 +11,18 @@ use crate::api::devices::DevicesApi;
 use crate::api::drivers::DriversApi;
 use crate::api::keys::KeysApi;
 use crate::api::operators::OperatorsApi;
+use crate::api::plugins::PluginsApi;
 use crate::api::sites::SitesApi;
 use crate::api::spaces::SpacesApi;
 use crate::metrics::{RequestMetrics, prometheus_handle};
 use crate::problem::{Problem, error_to_problem};
 use crate::state::AppState;
 
-type Apis = (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi);
+type Apis = (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi);
 
 fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi),
+        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi),
         "berth",
         env!("CARGO_PKG_VERSION"),
     )

@@ -1,20 +1,26 @@
-//! Builds the bundled plugins (`plugins/sensors/*`) as `wasm32-wasip2` components, so a normal
-//! `cargo build`/`cargo test` produces them. Uses its own target dir; installs the target with
+//! Builds the plugins as `wasm32-wasip2` components, so a normal `cargo build`/`cargo test`
+//! produces them: the bundled sensor plugins (each assembled into a plugin directory with its
+//! `plugin.toml`) and the test-only plugins. Uses its own target dir; installs the target with
 //! rustup when it is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Crate and output names of every component the build produces: the bundled sensor plugins and
-/// the hostile test plugin.
-const PLUGINS: &[(&str, &str)] = &[
-    ("berth-sensor-bosch", "berth_sensor_bosch"),
-    ("berth-sensor-nwave", "berth_sensor_nwave"),
-    ("berth-sensor-tekzitel", "berth_sensor_tekzitel"),
-    ("berth-sensor-dingtek", "berth_sensor_dingtek"),
-    ("berth-sensor-browan", "berth_sensor_browan"),
-    ("berth-sensor-elsys", "berth_sensor_elsys"),
+/// Bundled plugins: crate, source directory (holding `plugin.toml`), component name.
+const BUNDLED: &[(&str, &str, &str)] = &[
+    ("berth-sensor-bosch", "plugins/sensors/bosch", "berth_sensor_bosch"),
+    ("berth-sensor-nwave", "plugins/sensors/nwave", "berth_sensor_nwave"),
+    ("berth-sensor-tekzitel", "plugins/sensors/tekzitel", "berth_sensor_tekzitel"),
+    ("berth-sensor-dingtek", "plugins/sensors/dingtek", "berth_sensor_dingtek"),
+    ("berth-sensor-browan", "plugins/sensors/browan", "berth_sensor_browan"),
+    ("berth-sensor-elsys", "plugins/sensors/elsys", "berth_sensor_elsys"),
+];
+
+/// Test-only plugins: crate and component name.
+const TESTING: &[(&str, &str)] = &[
     ("berth-plugin-hostile", "berth_plugin_hostile"),
+    ("berth-plugin-test-payment", "berth_plugin_test_payment"),
+    ("berth-plugin-test-chat", "berth_plugin_test_chat"),
 ];
 
 fn main() {
@@ -31,7 +37,7 @@ fn main() {
         .current_dir(&workspace)
         .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir);
-    for (package, _) in PLUGINS {
+    for package in BUNDLED.iter().map(|(package, _, _)| package).chain(TESTING.iter().map(|(package, _)| package)) {
         command.args(["-p", package]);
     }
     // The outer build's flags are for the host target (a linker choice, for instance).
@@ -40,20 +46,44 @@ fn main() {
     }
     command.env("CARGO_PROFILE_RELEASE_STRIP", "true").env("CARGO_PROFILE_RELEASE_LTO", "true");
     let status = command.status().expect("run cargo for the wasm32-wasip2 plugins");
-    assert!(status.success(), "building the bundled plugins for wasm32-wasip2 failed");
+    assert!(status.success(), "building the plugins for wasm32-wasip2 failed");
 
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("plugins");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    for (_, output) in PLUGINS {
-        let file = format!("{output}.wasm");
-        copy_if_changed(&target_dir.join("wasm32-wasip2/release").join(&file), &out_dir.join(&file));
+    let built = target_dir.join("wasm32-wasip2/release");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let bundled_dir = out_dir.join("plugins");
+    for (_, source, component) in BUNDLED {
+        let manifest = std::fs::read_to_string(workspace.join(source).join("plugin.toml")).unwrap();
+        let id = manifest_id(&manifest);
+        let dir = bundled_dir.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        copy_if_changed(&built.join(format!("{component}.wasm")), &dir.join("plugin.wasm"));
+        write_if_changed(&dir.join("plugin.toml"), manifest.as_bytes());
     }
-    println!("cargo:rustc-env=BERTH_BUNDLED_PLUGINS_DIR={}", out_dir.display());
+    let testing_dir = out_dir.join("test-plugins");
+    std::fs::create_dir_all(&testing_dir).unwrap();
+    for (_, component) in TESTING {
+        let file = format!("{component}.wasm");
+        copy_if_changed(&built.join(&file), &testing_dir.join(&file));
+    }
+    println!("cargo:rustc-env=BERTH_BUNDLED_PLUGINS_DIR={}", bundled_dir.display());
+    println!("cargo:rustc-env=BERTH_TEST_PLUGINS_DIR={}", testing_dir.display());
+}
+
+/// The `id = "..."` line of a manifest (the host parses manifests properly at load time).
+fn manifest_id(manifest: &str) -> &str {
+    manifest
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("id = \"").and_then(|rest| rest.strip_suffix('"')))
+        .expect("every bundled plugin.toml has an id line")
 }
 
 fn copy_if_changed(from: &Path, to: &Path) {
     let bytes = std::fs::read(from).unwrap_or_else(|e| panic!("missing plugin {}: {e}", from.display()));
-    if std::fs::read(to).ok().as_deref() != Some(&bytes[..]) {
+    write_if_changed(to, &bytes);
+}
+
+fn write_if_changed(to: &Path, bytes: &[u8]) {
+    if std::fs::read(to).ok().as_deref() != Some(bytes) {
         std::fs::write(to, bytes).unwrap();
     }
 }

@@ -95,6 +95,9 @@ impl TestApp {
         config.http.shutdown_grace_secs = 5;
         config.database.max_connections = 8;
         config.auth.admin_key = Some(Secret::new(ADMIN_KEY));
+        // Bundled plugins load from one cache shared by every test; no file watcher per server.
+        config.plugins.cache_dir = Some(std::env::temp_dir().join("berth-test-plugin-cache"));
+        config.plugins.watch = false;
         let mut postgres_db = None;
         if backend == Backend::Postgres {
             let admin_url = postgres_url().expect("postgres backend needs BERTH_TEST_POSTGRES_URL");
@@ -113,6 +116,11 @@ impl TestApp {
             _data_dir: data_dir,
             postgres_db,
         }
+    }
+
+    /// The running server's kernel, for what the API does not expose (yet).
+    pub fn kernel(&self) -> &berth_kernel::Kernel {
+        &self.server.as_ref().expect("server running").state.kernel
     }
 
     /// Stops the server (graceful) and starts a new one on the same database and data dir.

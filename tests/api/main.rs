@@ -10,6 +10,7 @@ mod drivers;
 mod health;
 mod keys;
 mod persistence;
+mod plugins;
 mod sites;
 mod spaces;
 mod spec;

@@ -27,7 +27,8 @@ enum Scope {
 
 fn scope_of(operation_id: &str) -> Scope {
     match operation_id {
-        "createOperator" | "listOperators" | "createOperatorKey" | "listOperatorKeys" => Scope::PlatformAdmin,
+        "createOperator" | "listOperators" | "createOperatorKey" | "listOperatorKeys" | "listPlugins" | "getPlugin"
+        | "installPlugin" | "reloadPlugin" => Scope::PlatformAdmin,
         "getOperator" | "revokeKey" | "getSite" | "updateSite" | "deleteSite" | "createSpace" | "createSpacesBulk"
         | "importSpacesCsv" | "listSiteSpaces" | "getSpace" | "updateSpace" | "deleteSpace" | "getDevice"
         | "bindDevice" | "deleteDevice" => Scope::OperatorResource,
@@ -62,6 +63,10 @@ fn body_for(operation_id: &str, victim: &Victim) -> Option<(Value, &'static str)
         "createSpace" => json_body(json!({"code": "EVIL"})),
         "createSpacesBulk" => json_body(json!([{"code": "EVIL"}])),
         "importSpacesCsv" => Some((Value::String("code\nEVIL\n".into()), "text/csv")),
+        "installPlugin" => {
+            let body = crate::plugins::multipart_body("id = \"evil\"", b"\0asm");
+            Some((Value::String(String::from_utf8(body).unwrap()), crate::plugins::MULTIPART))
+        }
         "updateSpace" => json_body(json!({"code": "hacked", "status": "closed"})),
         "registerDevice" => json_body(
             json!({"external_id": "EVIL0000EVIL0000", "vendor": "x", "model": "y", "space_id": victim.space_id}),
@@ -81,7 +86,8 @@ fn fill_path(template: &str, victim: &Victim, operation_id: &str) -> String {
         .replace("{space_id}", &victim.space_id)
         .replace("{device_id}", &victim.device_id)
         .replace("{key_id}", &victim.key_id)
-        .replace("{vehicle_id}", &victim.vehicle_id);
+        .replace("{vehicle_id}", &victim.vehicle_id)
+        .replace("{plugin_id}", "nwave");
     match operation_id {
         // Filters naming the victim's resources must not reveal them either.
         "listSpaces" => format!("{path}?site_id={}", victim.site_id),

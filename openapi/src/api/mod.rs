@@ -5,6 +5,7 @@ pub mod devices;
 pub mod drivers;
 pub mod keys;
 pub mod operators;
+pub mod plugins;
 pub mod sites;
 pub mod spaces;
 
@@ -30,6 +31,8 @@ pub enum ApiTags {
     Devices,
     /// Driver accounts and vehicles.
     Drivers,
+    /// WebAssembly plugins: sensor decoders, payment providers, chat channels (platform admin).
+    Plugins,
 }
 
 /// `201 Created` with the new resource.

@@ -12,7 +12,7 @@ use crate::Limits;
 pub const SUPPORTED_WORLDS: &[&str] = &["sensor-decoder", "payment-provider", "chat-channel"];
 pub const CONTRACT_VERSION: (u64, u64) = (0, 1);
 
-const MAX_MEMORY_MIB: u64 = 512;
+pub(crate) const MAX_MEMORY_MIB: u64 = 512;
 const MAX_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +33,20 @@ pub struct Manifest {
     pub http_hosts: Vec<String>,
     pub config_keys: Vec<String>,
     pub secrets: Vec<String>,
-    /// For sensor decoders: the device models it decodes, and its examples file.
+    /// The component file, relative to the manifest (default `plugin.wasm`).
+    pub component: String,
+    /// For sensor decoders: the device models it decodes, and its example files.
     pub models: Vec<String>,
-    pub examples: Option<String>,
+    pub examples: Vec<ExampleFile>,
+}
+
+/// A file of decoding examples (The Things Network codec example shape) and the device model
+/// they are for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExampleFile {
+    /// Relative to the manifest.
+    pub file: String,
+    pub model: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +58,7 @@ struct RawManifest {
     vendor: String,
     #[serde(default)]
     description: String,
+    component: Option<String>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -61,6 +73,8 @@ struct RawLimits {
     timeout_ms: Option<u64>,
     max_output_kib: Option<u64>,
     max_consecutive_faults: Option<u32>,
+    http_timeout_ms: Option<u64>,
+    max_response_kib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,7 +92,22 @@ struct RawCapabilities {
 #[serde(deny_unknown_fields)]
 struct RawSensor {
     models: Vec<String>,
-    examples: Option<String>,
+    examples: Option<RawExamples>,
+}
+
+/// `examples = "examples.json"` (for the first model), or a list of `{ file, model }` tables.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawExamples {
+    One(String),
+    Many(Vec<RawExampleFile>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExampleFile {
+    file: String,
+    model: String,
 }
 
 /// A manifest problem, worded for the plugin author.
@@ -155,12 +184,30 @@ impl Manifest {
                 if sensor.models.is_empty() {
                     return fail("sensor.models must list at least one device model");
                 }
-                (sensor.models, sensor.examples)
+                let examples = match sensor.examples {
+                    None => Vec::new(),
+                    Some(RawExamples::One(file)) => vec![ExampleFile { file, model: sensor.models[0].clone() }],
+                    Some(RawExamples::Many(files)) => files
+                        .into_iter()
+                        .map(|example| {
+                            if sensor.models.contains(&example.model) {
+                                Ok(ExampleFile { file: example.file, model: example.model })
+                            } else {
+                                fail(format!("sensor.examples: model '{}' is not in sensor.models", example.model))
+                            }
+                        })
+                        .collect::<Result<_, _>>()?,
+                };
+                (sensor.models, examples)
             }
             (true, None) => return fail("a sensor-decoder plugin needs a [sensor] table with its device models"),
             (false, Some(_)) => return fail(format!("[sensor] is only for sensor-decoder plugins, not {world_name}")),
-            (false, None) => (Vec::new(), None),
+            (false, None) => (Vec::new(), Vec::new()),
         };
+        let component = raw.component.unwrap_or_else(|| "plugin.wasm".to_owned());
+        if component.is_empty() || component.ends_with('/') {
+            return fail(format!("component '{component}' must name a .wasm file"));
+        }
         Ok(Manifest {
             id: raw.id,
             version: raw.version,
@@ -171,6 +218,7 @@ impl Manifest {
             http_hosts: raw.capabilities.http_hosts,
             config_keys: raw.capabilities.config_keys,
             secrets: raw.capabilities.secrets,
+            component,
             models,
             examples,
         })
@@ -193,6 +241,16 @@ fn validate_limits(raw: &RawLimits, world: &World) -> Result<Limits, ManifestErr
     if !(1..=4096).contains(&max_output_kib) {
         return fail(format!("limits.max_output_kib must be between 1 and 4096 (got {max_output_kib})"));
     }
+    let http_timeout_ms = raw.http_timeout_ms.unwrap_or(timeout_ms.min(defaults.http_timeout.as_millis() as u64));
+    if !(1..=timeout_ms).contains(&http_timeout_ms) {
+        return fail(format!(
+            "limits.http_timeout_ms must be between 1 and limits.timeout_ms ({timeout_ms}) (got {http_timeout_ms})"
+        ));
+    }
+    let max_response_kib = raw.max_response_kib.unwrap_or((defaults.max_http_response_bytes / 1024) as u64);
+    if !(1..=16 * 1024).contains(&max_response_kib) {
+        return fail(format!("limits.max_response_kib must be between 1 and 16384 (got {max_response_kib})"));
+    }
     let max_consecutive_faults = raw.max_consecutive_faults.unwrap_or(defaults.max_consecutive_faults);
     if !(1..=1000).contains(&max_consecutive_faults) {
         return fail(format!(
@@ -204,6 +262,8 @@ fn validate_limits(raw: &RawLimits, world: &World) -> Result<Limits, ManifestErr
         call_timeout: Duration::from_millis(timeout_ms),
         max_output_bytes: (max_output_kib * 1024) as usize,
         max_consecutive_faults,
+        http_timeout: Duration::from_millis(http_timeout_ms),
+        max_http_response_bytes: (max_response_kib * 1024) as usize,
     })
 }
 

@@ -2,14 +2,13 @@
 //! stores that are reused across calls and discarded after any fault.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use wasmtime::Store;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::Component;
 
-use crate::exports::berth::plugin::decoder as wit;
-use crate::{EPOCH_TICK, Limits, PluginError, PluginHost, PluginState, SensorDecoder, SensorDecoderPre, truncate};
+use crate::bindings::sensor::exports::berth::plugin::decoder as wit;
+use crate::bindings::sensor::{SensorDecoder, SensorDecoderPre};
+use crate::runner::{self, Health, Runner, SelfHost};
+use crate::{Limits, PluginError, PluginHost, truncate};
 
 pub use wit::{MessageKind, Occupancy, Reading};
 
@@ -30,21 +29,9 @@ pub struct Decoded {
     pub object: serde_json::Value,
 }
 
-struct Instance {
-    store: Store<PluginState>,
-    bindings: SensorDecoder,
-}
-
 /// A loaded sensor-decoder plugin. Cheap to share; calls may run concurrently.
 pub struct SensorPlugin {
-    id: Arc<str>,
-    limits: Limits,
-    config: Arc<BTreeMap<String, String>>,
-    pre: SensorDecoderPre<PluginState>,
-    idle: Mutex<Vec<Instance>>,
-    consecutive_faults: AtomicU32,
-    total_faults: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    runner: Runner<SensorDecoder>,
 }
 
 impl SensorPlugin {
@@ -56,8 +43,7 @@ impl SensorPlugin {
         limits: Limits,
         config: BTreeMap<String, String>,
     ) -> Result<Self, PluginError> {
-        let component = Component::new(host.engine(), wasm).map_err(|e| PluginError::Load(format!("{e:#}")))?;
-        Self::from_component(host, id, &component, limits, config)
+        Self::from_component(host, id, &runner::component(host, wasm)?, limits, config)
     }
 
     pub fn from_component(
@@ -67,111 +53,54 @@ impl SensorPlugin {
         limits: Limits,
         config: BTreeMap<String, String>,
     ) -> Result<Self, PluginError> {
-        let mut linker: Linker<PluginState> = Linker::new(host.engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Load(format!("{e:#}")))?;
-        SensorDecoder::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |state| state)
-            .map_err(|e| PluginError::Load(format!("{e:#}")))?;
-        let instance_pre = linker.instantiate_pre(component).map_err(|e| PluginError::Load(format!("{e:#}")))?;
+        let linker = runner::linker(host, |linker| SensorDecoder::add_to_linker::<_, SelfHost>(linker, runner::state))?;
+        let instance_pre = runner::instantiate_pre(&linker, component, "sensor-decoder")?;
         let pre = SensorDecoderPre::new(instance_pre)
             .map_err(|e| PluginError::Load(format!("not a sensor-decoder component: {e:#}")))?;
-        Ok(Self {
-            id: Arc::from(id),
-            limits,
-            config: Arc::new(config),
-            pre,
-            idle: Mutex::new(Vec::new()),
-            consecutive_faults: AtomicU32::new(0),
-            total_faults: AtomicU64::new(0),
-            last_error: Mutex::new(None),
-        })
+        let instantiate = Box::new(move |store: &mut wasmtime::Store<_>| pre.instantiate(store));
+        Ok(Self { runner: Runner::new(host, id, limits, config, None, instantiate) })
     }
 
     pub fn id(&self) -> &str {
-        &self.id
+        self.runner.id()
     }
 
     pub fn is_quarantined(&self) -> bool {
-        self.consecutive_faults.load(Ordering::Relaxed) >= self.limits.max_consecutive_faults
+        self.runner.is_quarantined()
+    }
+
+    pub fn health(&self) -> Health {
+        self.runner.health()
     }
 
     pub fn total_faults(&self) -> u64 {
-        self.total_faults.load(Ordering::Relaxed)
+        self.runner.health().faults_total
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().expect("invariant: last_error lock is never poisoned").clone()
-    }
-
-    fn instantiate(&self) -> Result<Instance, PluginError> {
-        let mut store =
-            Store::new(self.pre.engine(), PluginState::new(self.id.clone(), self.config.clone(), &self.limits));
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
-        Ok(Instance { store, bindings })
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.call_timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+        self.runner.health().last_error
     }
 
     /// Decodes one uplink. A fault fails this call only; the instance that faulted is dropped.
     pub fn decode(&self, uplink: &Uplink) -> Result<Decoded, PluginError> {
-        if self.is_quarantined() {
-            return Err(PluginError::Quarantined(self.consecutive_faults.load(Ordering::Relaxed)));
-        }
-        let result = self.call(uplink);
-        match &result {
-            Err(error) if error.is_fault() => {
-                self.consecutive_faults.fetch_add(1, Ordering::Relaxed);
-                self.total_faults.fetch_add(1, Ordering::Relaxed);
-                *self.last_error.lock().expect("invariant: last_error lock is never poisoned") =
-                    Some(error.to_string());
-            }
-            _ => self.consecutive_faults.store(0, Ordering::Relaxed),
-        }
-        result
-    }
-
-    fn call(&self, uplink: &Uplink) -> Result<Decoded, PluginError> {
-        let pooled = self.idle.lock().expect("invariant: pool lock is never poisoned").pop();
-        let mut instance = match pooled {
-            Some(instance) => instance,
-            None => self.instantiate()?,
-        };
-        instance.store.data_mut().reset_call_budget();
-        instance.store.set_epoch_deadline(self.deadline_ticks());
-        let input = wit::Uplink {
-            device_id: uplink.device_id.clone(),
-            model: uplink.model.clone(),
-            f_port: uplink.f_port,
-            payload: uplink.payload.clone(),
-            received_at_ms: uplink.received_at_ms,
-        };
-        let outcome = instance.bindings.berth_plugin_decoder().call_decode(&mut instance.store, &input);
-        let answer = match outcome {
-            Ok(answer) => answer,
-            // The instance's state is unknown after a trap: drop it.
-            Err(error) => return Err(self.classify(error)),
-        };
-        let result = match answer {
-            Ok(decoded) => self.validate(decoded),
-            Err(message) => Err(PluginError::Decode(truncate(message, 1024))),
-        };
-        if !matches!(&result, Err(error) if error.is_fault()) {
-            self.idle.lock().expect("invariant: pool lock is never poisoned").push(instance);
-        }
-        result
+        self.runner.call(|bindings, store| {
+            let input = wit::Uplink {
+                device_id: uplink.device_id.clone(),
+                model: uplink.model.clone(),
+                f_port: uplink.f_port,
+                payload: uplink.payload.clone(),
+                received_at_ms: uplink.received_at_ms,
+            };
+            let answer = bindings.berth_plugin_decoder().call_decode(store, &input)?;
+            Ok(match answer {
+                Ok(decoded) => self.validate(decoded),
+                Err(message) => Err(PluginError::Decode(truncate(message, 1024))),
+            })
+        })
     }
 
     fn validate(&self, decoded: wit::Decoded) -> Result<Decoded, PluginError> {
-        if decoded.object_json.len() > self.limits.max_output_bytes {
-            return Err(PluginError::Malformed(format!(
-                "decoded object is {} bytes; the limit is {}",
-                decoded.object_json.len(),
-                self.limits.max_output_bytes
-            )));
-        }
+        self.runner.check_output_size("decoded object", decoded.object_json.len())?;
         let object: serde_json::Value = serde_json::from_str(&decoded.object_json)
             .map_err(|e| PluginError::Malformed(format!("object-json is not JSON: {e}")))?;
         if !object.is_object() {
@@ -189,19 +118,6 @@ impl SensorPlugin {
             }
         }
         Ok(Decoded { reading, object })
-    }
-
-    fn classify(&self, error: wasmtime::Error) -> PluginError {
-        if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-            return PluginError::Timeout(self.limits.call_timeout.as_millis() as u64);
-        }
-        let message = format!("{error:#}");
-        if message.contains("forcing trap when growing memory")
-            || message.contains("memory") && message.contains("limit")
-        {
-            return PluginError::MemoryLimit(self.limits.memory_bytes);
-        }
-        PluginError::Trap(truncate(message, 1024))
     }
 }
 

@@ -57,46 +57,140 @@ pub fn corpus_path(file: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("sensor corpus file {file} not found beside the checkout; set BERTH_SENSOR_CORPUS"))
 }
 
+/// What an example expects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expected {
+    /// This decoded object (JS number semantics).
+    Object(Value),
+    /// A decode error with exactly these messages.
+    Errors(Vec<Value>),
+}
+
+/// One decoding example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub description: String,
+    pub f_port: u8,
+    pub bytes: Vec<u8>,
+    pub expected: Expected,
+}
+
+/// Parses a file of examples in either shape:
+/// - The Things Network codec examples: `{"description", "input": {"fPort", "bytes": [..]},
+///   "output": {"data": {..}} | {"errors": [..]}}`, as a list, under `examples`, or under
+///   `uplinkDecoder.examples`;
+/// - the corpus shape: `{"description", "fPort", "bytes_hex", "expected" | "expected_errors"}`.
+pub fn parse_examples(json: &str) -> Result<Vec<Example>, String> {
+    let document: Value = serde_json::from_str(json).map_err(|e| format!("examples are not JSON: {e}"))?;
+    let list = match &document {
+        Value::Array(list) => list,
+        Value::Object(_) => document["examples"]
+            .as_array()
+            .or_else(|| document["uplinkDecoder"]["examples"].as_array())
+            .ok_or("no examples: expected a list, `examples` or `uplinkDecoder.examples`")?,
+        _ => return Err("no examples: expected a list or an object".into()),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(index, example)| parse_example(example).map_err(|e| format!("example {}: {e}", index + 1)))
+        .collect()
+}
+
+fn parse_example(example: &Value) -> Result<Example, String> {
+    let description = example["description"].as_str().unwrap_or_default().to_owned();
+    let input = if example["input"].is_object() { &example["input"] } else { example };
+    let f_port = input["fPort"].as_u64().filter(|port| *port <= 255).ok_or("fPort missing or not 0-255")? as u8;
+    let bytes = match (input["bytes"].as_array(), input["bytes_hex"].as_str()) {
+        (Some(list), _) => list
+            .iter()
+            .map(|byte| byte.as_u64().filter(|b| *b <= 255).map(|b| b as u8).ok_or("bytes must be 0-255"))
+            .collect::<Result<Vec<u8>, _>>()?,
+        (None, Some(hex)) => parse_hex(hex)?,
+        (None, None) => return Err("no bytes or bytes_hex".into()),
+    };
+    let expected = if example["output"].is_object() {
+        match example["output"]["errors"].as_array().filter(|errors| !errors.is_empty()) {
+            Some(errors) => Expected::Errors(errors.clone()),
+            None => Expected::Object(example["output"]["data"].clone()),
+        }
+    } else {
+        match example.get("expected_errors").and_then(Value::as_array) {
+            Some(errors) => Expected::Errors(errors.clone()),
+            None => Expected::Object(example["expected"].clone()),
+        }
+    };
+    Ok(Example { description, f_port, bytes, expected })
+}
+
+/// Checks one example against a decoding; `None` when it matches.
+pub fn check_example(example: &Example, decoded: Result<&Value, &DecodeError>) -> Option<Mismatch> {
+    let (ok, expected, actual) = match (decoded, &example.expected) {
+        (Ok(object), Expected::Object(expected)) => {
+            (js_equal(object, expected), expected.to_string(), object.to_string())
+        }
+        (Err(error), Expected::Errors(errors)) => {
+            let expected = Value::Array(errors.clone());
+            let actual = Value::Array(vec![Value::String(error.0.clone())]);
+            (expected == actual, expected.to_string(), actual.to_string())
+        }
+        (Ok(object), Expected::Errors(errors)) => {
+            (false, format!("errors {}", Value::Array(errors.clone())), object.to_string())
+        }
+        (Err(error), Expected::Object(expected)) => (false, expected.to_string(), format!("error: {error}")),
+    };
+    (!ok).then(|| Mismatch {
+        description: example.description.clone(),
+        f_port: example.f_port,
+        bytes_hex: example.bytes.iter().map(|byte| format!("{byte:02x}")).collect(),
+        expected,
+        actual,
+    })
+}
+
+/// Where two JSON values differ, as `path: expected X, actual Y` lines (JS number semantics).
+pub fn json_diff(expected: &Value, actual: &Value) -> Vec<String> {
+    fn walk(expected: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
+        match (expected, actual) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (key, x) in a {
+                    let child = format!("{path}.{key}");
+                    match b.get(key) {
+                        Some(y) => walk(x, y, &child, out),
+                        None => out.push(format!("{child}: expected {x}, missing")),
+                    }
+                }
+                for (key, y) in b.iter().filter(|(key, _)| !a.contains_key(*key)) {
+                    out.push(format!("{path}.{key}: unexpected {y}"));
+                }
+            }
+            (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+                for (index, (x, y)) in a.iter().zip(b).enumerate() {
+                    walk(x, y, &format!("{path}[{index}]"), out);
+                }
+            }
+            _ if js_equal(expected, actual) => {}
+            _ => out.push(format!("{path}: expected {expected}, actual {actual}")),
+        }
+    }
+    let mut out = Vec::new();
+    walk(expected, actual, "$", &mut out);
+    out
+}
+
 /// Runs every example of a corpus file through `decode(f_port, bytes)`; returns the number of
 /// examples and the mismatches.
 pub fn check_examples(
     corpus_json: &str,
     decode: impl Fn(u8, &[u8]) -> Result<Decoded, DecodeError>,
 ) -> Result<(usize, Vec<Mismatch>), String> {
-    let corpus: Value = serde_json::from_str(corpus_json).map_err(|e| format!("corpus is not JSON: {e}"))?;
-    let examples = corpus["examples"].as_array().ok_or("corpus has no examples array")?;
-    let mut mismatches = Vec::new();
-    for example in examples {
-        let f_port = example["fPort"].as_u64().ok_or("example without fPort")? as u8;
-        let bytes_hex = example["bytes_hex"].as_str().ok_or("example without bytes_hex")?;
-        let bytes = parse_hex(bytes_hex)?;
-        let expected_errors = example.get("expected_errors").and_then(Value::as_array);
-        let (ok, expected, actual) = match (decode(f_port, &bytes), expected_errors) {
-            (Ok(decoded), None) => (
-                js_equal(&decoded.object, &example["expected"]),
-                example["expected"].to_string(),
-                decoded.object.to_string(),
-            ),
-            (Err(error), Some(errors)) => {
-                let expected = Value::Array(errors.clone());
-                let actual = Value::Array(vec![Value::String(error.0)]);
-                (expected == actual, expected.to_string(), actual.to_string())
-            }
-            (Ok(decoded), Some(errors)) => {
-                (false, format!("errors {}", Value::Array(errors.clone())), decoded.object.to_string())
-            }
-            (Err(error), None) => (false, example["expected"].to_string(), format!("error: {error}")),
-        };
-        if !ok {
-            mismatches.push(Mismatch {
-                description: example["description"].as_str().unwrap_or_default().to_owned(),
-                f_port,
-                bytes_hex: bytes_hex.to_owned(),
-                expected,
-                actual,
-            });
-        }
-    }
+    let examples = parse_examples(corpus_json)?;
+    let mismatches = examples
+        .iter()
+        .filter_map(|example| {
+            let decoded = decode(example.f_port, &example.bytes);
+            check_example(example, decoded.as_ref().map(|decoded| &decoded.object))
+        })
+        .collect();
     Ok((examples.len(), mismatches))
 }
 
@@ -141,6 +235,23 @@ mod tests {
         assert_eq!(n, 4);
         let failed: Vec<&str> = mismatches.iter().map(|m| m.description.as_str()).collect();
         assert_eq!(failed, ["wrong", "missed error"]);
+    }
+
+    #[test]
+    fn both_example_shapes_parse_and_diffs_name_paths() {
+        let ttn = r#"{"uplinkDecoder": {"examples": [
+            {"description": "busy", "input": {"fPort": 1, "bytes": [1, 255]}, "output": {"data": {"occupied": true}}},
+            {"description": "bad", "input": {"fPort": 9, "bytes": []}, "output": {"errors": ["unknown FPort"]}}
+        ]}}"#;
+        let examples = parse_examples(ttn).unwrap();
+        assert_eq!(examples[0].bytes, [1, 255]);
+        assert_eq!(examples[0].expected, Expected::Object(json!({"occupied": true})));
+        assert_eq!(examples[1].expected, Expected::Errors(vec![json!("unknown FPort")]));
+        assert!(parse_examples(r#"[{"input": {"fPort": 1, "bytes": [256]}}]"#).unwrap_err().contains("example 1"));
+        assert_eq!(
+            json_diff(&json!({"a": 1, "b": {"c": [1, 2]}, "d": 0}), &json!({"a": 1.0, "b": {"c": [1, 3]}, "e": 1})),
+            ["$.b.c[1]: expected 2, actual 3", "$.d: expected 0, missing", "$.e: unexpected 1"]
+        );
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub fn decode(uplink: &Uplink) -> Result<Decoded, DecodeError> {
         "huge-output" => Ok(Decoded { reading: Reading::other(), object: json!({"blob": "x".repeat(1024 * 1024)}) }),
         "not-an-object" => Ok(Decoded { reading: Reading::other(), object: json!([1, 2, 3]) }),
         "nan-temperature" => Ok(Decoded { reading: Reading::other().with_temperature_c(f64::NAN), object: json!({}) }),
+        "slow" => {
+            // Busy for 10 ms per unit of the first byte: an in-flight call for reload tests.
+            busy_wait_ms(u64::from(uplink.bytes.first().copied().unwrap_or(0)) * 10);
+            Ok(Decoded { reading: Reading::other(), object: json!({"plugin": "hostile", "slow": true}) })
+        }
         "well-behaved" => {
             let occupied = uplink.bytes.first().is_some_and(|byte| byte & 1 == 1);
             Ok(Decoded {
@@ -34,4 +39,18 @@ pub fn decode(uplink: &Uplink) -> Result<Decoded, DecodeError> {
         }
         other => Err(DecodeError::unknown_model(other)),
     }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn busy_wait_ms(ms: u64) {
+    use berth_plugin_sdk::bindings::berth::plugin::clock::now_ms;
+    let until = now_ms() + ms;
+    while now_ms() < until {
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn busy_wait_ms(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
 }

@@ -1,0 +1,83 @@
+//! Payment-provider plugins: authorize, capture, cancel, refund and verify a webhook, each a
+//! guarded call with outbound HTTP limited to the manifest's hosts.
+
+use std::collections::BTreeMap;
+
+use wasmtime::component::Component;
+
+use crate::bindings::payment::exports::berth::plugin::payment as wit;
+use crate::bindings::payment::{PaymentProvider, PaymentProviderPre};
+use crate::http::HttpPolicy;
+use crate::runner::{self, Health, Runner, SelfHost};
+use crate::{Limits, PluginError, PluginHost};
+
+pub use wit::{AuthorizeRequest, Money, PaymentError, PaymentEvent, PaymentState, PaymentStatus, Webhook};
+
+/// A loaded payment-provider plugin.
+pub struct PaymentPlugin {
+    runner: Runner<PaymentProvider>,
+}
+
+/// The plugin's own answer: a payment state or the provider's error.
+pub type PaymentResult<T> = Result<Result<T, PaymentError>, PluginError>;
+
+impl PaymentPlugin {
+    pub fn load(
+        host: &PluginHost,
+        id: &str,
+        wasm: &[u8],
+        limits: Limits,
+        config: BTreeMap<String, String>,
+        http: HttpPolicy,
+    ) -> Result<Self, PluginError> {
+        Self::from_component(host, id, &runner::component(host, wasm)?, limits, config, http)
+    }
+
+    pub fn from_component(
+        host: &PluginHost,
+        id: &str,
+        component: &Component,
+        limits: Limits,
+        config: BTreeMap<String, String>,
+        http: HttpPolicy,
+    ) -> Result<Self, PluginError> {
+        let linker =
+            runner::linker(host, |linker| PaymentProvider::add_to_linker::<_, SelfHost>(linker, runner::state))?;
+        let instance_pre = runner::instantiate_pre(&linker, component, "payment-provider")?;
+        let pre = PaymentProviderPre::new(instance_pre)
+            .map_err(|e| PluginError::Load(format!("not a payment-provider component: {e:#}")))?;
+        let instantiate = Box::new(move |store: &mut wasmtime::Store<_>| pre.instantiate(store));
+        Ok(Self { runner: Runner::new(host, id, limits, config, Some(http), instantiate) })
+    }
+
+    pub fn health(&self) -> Health {
+        self.runner.health()
+    }
+
+    pub fn authorize(&self, request: &AuthorizeRequest) -> PaymentResult<PaymentState> {
+        self.runner.call(|bindings, store| Ok(Ok(bindings.berth_plugin_payment().call_authorize(store, request)?)))
+    }
+
+    pub fn capture(&self, provider_ref: &str, amount: &Money, idempotency_key: &str) -> PaymentResult<PaymentState> {
+        self.runner.call(|bindings, store| {
+            Ok(Ok(bindings.berth_plugin_payment().call_capture(store, provider_ref, amount, idempotency_key)?))
+        })
+    }
+
+    pub fn cancel(&self, provider_ref: &str, idempotency_key: &str) -> PaymentResult<PaymentState> {
+        self.runner.call(|bindings, store| {
+            Ok(Ok(bindings.berth_plugin_payment().call_cancel(store, provider_ref, idempotency_key)?))
+        })
+    }
+
+    pub fn refund(&self, provider_ref: &str, amount: &Money, idempotency_key: &str) -> PaymentResult<PaymentState> {
+        self.runner.call(|bindings, store| {
+            Ok(Ok(bindings.berth_plugin_payment().call_refund(store, provider_ref, amount, idempotency_key)?))
+        })
+    }
+
+    pub fn verify_webhook(&self, webhook: &Webhook) -> PaymentResult<PaymentEvent> {
+        self.runner
+            .call(|bindings, store| Ok(Ok(bindings.berth_plugin_payment().call_verify_webhook(store, webhook)?)))
+    }
+}

@@ -87,7 +87,7 @@ pub async fn open_plugins(config: &Config) -> anyhow::Result<Option<Registry>> {
     }
     let cache_dir = settings.cache.then(|| settings.cache_dir.clone().unwrap_or(config.data_dir.join("plugin-cache")));
     let options = RegistryOptions {
-        bundled_dir: settings.bundled.then(|| std::path::PathBuf::from(berth_plugin_host::BUNDLED_PLUGINS_DIR)),
+        bundled: if settings.bundled { berth_plugin_host::BUNDLED } else { &[] },
         plugins_dir: settings.dir.clone().unwrap_or(config.data_dir.join("plugins")),
         watch: settings.watch,
         config: settings.config.clone(),

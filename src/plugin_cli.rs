@@ -131,8 +131,9 @@ pub fn test(path: &Path, component: Option<&Path>) -> anyhow::Result<TestReport>
             let started = Instant::now();
             let outcome = plugin.decode(&uplink);
             timings.push(started.elapsed());
+            let object = outcome.as_ref().map(|decoded| decoded.object()).ok();
             let decoded = match &outcome {
-                Ok(decoded) => Ok(&decoded.object),
+                Ok(_) => Ok(object.as_ref().expect("invariant: set for Ok")),
                 Err(PluginError::Decode(message)) => Err(berth_plugin_sdk::DecodeError(message.clone())),
                 Err(fault) => Err(berth_plugin_sdk::DecodeError(format!("FAULT: {fault}"))),
             };
@@ -147,7 +148,7 @@ pub fn test(path: &Path, component: Option<&Path>) -> anyhow::Result<TestReport>
             );
             match (&example.expected, &outcome) {
                 (Expected::Object(expected), Ok(decoded)) => {
-                    for line in corpus::json_diff(expected, &decoded.object) {
+                    for line in corpus::json_diff(expected, &decoded.object()) {
                         let _ = writeln!(details, "      {line}");
                     }
                 }
@@ -215,6 +216,6 @@ pub fn run(
             "battery_mv": reading.battery_mv,
             "temperature_c": reading.temperature_c,
         },
-        "object": decoded.object,
+        "object": decoded.object(),
     }))
 }

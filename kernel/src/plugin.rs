@@ -95,7 +95,15 @@ pub struct SensorReading {
     pub kind: ReadingKind,
     pub battery_mv: Option<u32>,
     pub temperature_c: Option<f64>,
-    pub object: serde_json::Value,
+    /// The vendor's full object as JSON text (a well-formed JSON object); parse it with
+    /// [`SensorReading::object`] when needed.
+    pub object_json: String,
+}
+
+impl SensorReading {
+    pub fn object(&self) -> serde_json::Value {
+        serde_json::from_str(&self.object_json).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

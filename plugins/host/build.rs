@@ -51,6 +51,7 @@ fn main() {
     let built = target_dir.join("wasm32-wasip2/release");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let bundled_dir = out_dir.join("plugins");
+    let mut embedded = String::from("/// The bundled plugins.\npub static BUNDLED: &[BundledPlugin] = &[\n");
     for (_, source, component) in BUNDLED {
         let manifest = std::fs::read_to_string(workspace.join(source).join("plugin.toml")).unwrap();
         let id = manifest_id(&manifest);
@@ -58,7 +59,14 @@ fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         copy_if_changed(&built.join(format!("{component}.wasm")), &dir.join("plugin.wasm"));
         write_if_changed(&dir.join("plugin.toml"), manifest.as_bytes());
+        embedded.push_str(&format!(
+            "    BundledPlugin {{ manifest: include_str!({:?}), component: include_bytes!({:?}) }},\n",
+            dir.join("plugin.toml"),
+            dir.join("plugin.wasm")
+        ));
     }
+    embedded.push_str("];\n");
+    write_if_changed(&out_dir.join("bundled.rs"), embedded.as_bytes());
     let testing_dir = out_dir.join("test-plugins");
     std::fs::create_dir_all(&testing_dir).unwrap();
     for (_, component) in TESTING {

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use berth_plugin_host::{BUNDLED_PLUGINS_DIR, CacheOutcome, HostOptions, Limits, PluginHost, SensorPlugin, Uplink};
+use berth_plugin_host::{
+    BUNDLED_PLUGINS_DIR, CacheOutcome, HostOptions, Limits, PluginHost, SensorPlugin, TEST_PLUGINS_DIR, Uplink,
+};
 
 const PLUGINS: &[(&str, &str, u8, &str)] = &[
     ("bosch", "tps110", 2, "01ff"),
@@ -79,6 +81,26 @@ fn main() {
             rss_loaded.saturating_sub(rss_before)
         );
     }
+    // The floor: the boundary alone, with a decoder that returns a one-field object.
+    let wasm = std::fs::read(Path::new(TEST_PLUGINS_DIR).join("berth_plugin_hostile.wasm")).unwrap();
+    let plugin = SensorPlugin::load(&host, "floor", &wasm, Limits::default(), BTreeMap::new()).unwrap();
+    let uplink = Uplink {
+        device_id: "bench".into(),
+        model: "well-behaved".into(),
+        f_port: 1,
+        payload: vec![1],
+        received_at_ms: 0,
+    };
+    plugin.decode(&uplink).unwrap();
+    let n_calls = 200_000;
+    let started = Instant::now();
+    for _ in 0..n_calls {
+        std::hint::black_box(plugin.decode(std::hint::black_box(&uplink)).unwrap());
+    }
+    println!(
+        "boundary floor (one-field object): {:.0} ns per call",
+        started.elapsed().as_nanos() as f64 / f64::from(n_calls)
+    );
     decode_costs.sort_by(f64::total_cmp);
     println!(
         "decode cost: best {:.0} ns, median {:.0} ns per message",

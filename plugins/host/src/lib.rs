@@ -40,6 +40,17 @@ pub use sensor::{Decoded, MessageKind, Occupancy, Reading, SensorPlugin, Uplink}
 /// Where the build put the bundled plugins: one directory per plugin with `plugin.toml` and
 /// `plugin.wasm`.
 pub const BUNDLED_PLUGINS_DIR: &str = env!("BERTH_BUNDLED_PLUGINS_DIR");
+/// A plugin shipped inside the binary.
+#[derive(Debug)]
+pub struct BundledPlugin {
+    pub manifest: &'static str,
+    pub component: &'static [u8],
+}
+
+// `pub static BUNDLED: &[BundledPlugin]`, written by the build script: the bundled plugins,
+// embedded so the binary needs no files beside it.
+include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+
 /// Test-only components (`<name>.wasm`): the hostile decoder and minimal payment and chat plugins.
 pub const TEST_PLUGINS_DIR: &str = env!("BERTH_TEST_PLUGINS_DIR");
 

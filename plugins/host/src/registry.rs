@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::http::HttpPolicy;
 use crate::manifest::{Manifest, World};
 use crate::{
-    CacheOutcome, ChatPlugin, Health, MessageKind, Occupancy, PaymentPlugin, PluginError, PluginHost, SensorPlugin,
-    Uplink,
+    BundledPlugin, CacheOutcome, ChatPlugin, Health, MessageKind, Occupancy, PaymentPlugin, PluginError, PluginHost,
+    SensorPlugin, Uplink,
 };
 
 pub const MANIFEST_FILE: &str = "plugin.toml";
@@ -33,8 +33,8 @@ pub const MANIFEST_FILE: &str = "plugin.toml";
 /// How the registry is set up.
 #[derive(Clone)]
 pub struct RegistryOptions {
-    /// Plugins shipped with berth (read-only).
-    pub bundled_dir: Option<PathBuf>,
+    /// Plugins shipped with berth ([`crate::BUNDLED`], embedded in the binary); empty for none.
+    pub bundled: &'static [BundledPlugin],
     /// Installed plugins: uploads are written here, and it is watched for changes. A plugin
     /// here replaces a bundled plugin of the same id.
     pub plugins_dir: PathBuf,
@@ -52,7 +52,7 @@ impl std::fmt::Debug for RegistryOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Secrets never reach a log line.
         f.debug_struct("RegistryOptions")
-            .field("bundled_dir", &self.bundled_dir)
+            .field("bundled", &self.bundled.len())
             .field("plugins_dir", &self.plugins_dir)
             .field("watch", &self.watch)
             .field("max_component_bytes", &self.max_component_bytes)
@@ -97,11 +97,18 @@ struct Version {
     cache: CacheOutcome,
 }
 
+/// Where a plugin's files are.
+#[derive(Clone)]
+enum Origin {
+    Dir(PathBuf),
+    Embedded(&'static BundledPlugin),
+}
+
 #[derive(Clone)]
 struct Entry {
     id: String,
     source: PluginSource,
-    dir: PathBuf,
+    origin: Origin,
     version: Option<Version>,
     reload_error: Option<String>,
 }
@@ -146,13 +153,11 @@ impl Registry {
             .map_err(|e| format!("cannot create plugins directory {}: {e}", options.plugins_dir.display()))?;
         let watch = options.watch;
         let inner = Arc::new(Inner { host, options, state: RwLock::new(State::default()), files: Mutex::new(()) });
-        if let Some(bundled) = inner.options.bundled_dir.clone() {
-            for dir in plugin_dirs(&bundled) {
-                inner.load_and_apply(&dir, PluginSource::Bundled);
-            }
+        for bundled in inner.options.bundled {
+            inner.load_and_apply(Origin::Embedded(bundled), PluginSource::Bundled);
         }
         for dir in plugin_dirs(&inner.options.plugins_dir) {
-            inner.load_and_apply(&dir, PluginSource::Installed);
+            inner.load_and_apply(Origin::Dir(dir), PluginSource::Installed);
         }
         let watcher = if watch { Some(Arc::new(start_watcher(&inner)?)) } else { None };
         Ok(Self { inner, _watcher: watcher })
@@ -214,7 +219,7 @@ impl Registry {
         let id = version.manifest.id.clone();
         let created =
             !inner.state.read().expect("invariant: registry lock is never poisoned").entries.contains_key(&id);
-        inner.apply(&id, PluginSource::Installed, &dir, Ok(version));
+        inner.apply(&id, PluginSource::Installed, Origin::Dir(dir), Ok(version));
         Ok((self.info(&id).expect("invariant: just installed"), created))
     }
 
@@ -222,14 +227,14 @@ impl Registry {
     pub fn reload_blocking(&self, id: &str) -> Result<PluginInfo, PluginPortError> {
         let inner = &self.inner;
         let _files = inner.files.lock().expect("invariant: files lock is never poisoned");
-        let (dir, source) = {
+        let (origin, source) = {
             let state = inner.state.read().expect("invariant: registry lock is never poisoned");
             let entry = state.entries.get(id).ok_or_else(|| PluginPortError::NotFound(id.to_owned()))?;
-            (entry.dir.clone(), entry.source)
+            (entry.origin.clone(), entry.source)
         };
-        let loaded = inner.load_dir(&dir);
+        let loaded = inner.load_origin(&origin);
         let outcome = loaded.as_ref().map(|_| ()).map_err(|failure| failure.error.clone());
-        inner.apply(id, source, &dir, loaded.map_err(|failure| failure.error.to_string()));
+        inner.apply(id, source, origin, loaded.map_err(|failure| failure.error.to_string()));
         outcome?;
         let info = self.info(id).ok_or_else(|| PluginPortError::NotFound(id.to_owned()))?;
         match info.reload_error.clone() {
@@ -266,7 +271,7 @@ impl Registry {
                 },
                 battery_mv: decoded.reading.battery_mv,
                 temperature_c: decoded.reading.temperature_c,
-                object: decoded.object,
+                object_json: decoded.object_json,
             }),
             Err(PluginError::Decode(message)) => Err(PluginPortError::Rejected(message)),
             Err(other) => Err(PluginPortError::Fault(other.to_string())),
@@ -275,15 +280,29 @@ impl Registry {
 }
 
 impl Inner {
-    fn load_and_apply(&self, dir: &Path, source: PluginSource) {
-        let loaded = self.load_dir(dir);
-        let id = match &loaded {
-            Ok(version) => version.manifest.id.clone(),
-            Err(LoadFailure { id: Some(id), .. }) => id.clone(),
+    fn load_and_apply(&self, origin: Origin, source: PluginSource) {
+        let loaded = self.load_origin(&origin);
+        let id = match (&loaded, &origin) {
+            (Ok(version), _) => version.manifest.id.clone(),
+            (Err(LoadFailure { id: Some(id), .. }), _) => id.clone(),
             // Without a readable id, name the plugin after its directory.
-            Err(LoadFailure { id: None, .. }) => dir_name(dir),
+            (Err(LoadFailure { id: None, .. }), Origin::Dir(dir)) => dir_name(dir),
+            (Err(LoadFailure { id: None, .. }), Origin::Embedded(_)) => "bundled".to_owned(),
         };
-        self.apply(&id, source, dir, loaded.map_err(|failure| failure.error.to_string()));
+        self.apply(&id, source, origin, loaded.map_err(|failure| failure.error.to_string()));
+    }
+
+    fn load_origin(&self, origin: &Origin) -> Result<Version, LoadFailure> {
+        match origin {
+            Origin::Dir(dir) => self.load_dir(dir),
+            Origin::Embedded(bundled) => {
+                let manifest = Manifest::parse(bundled.manifest)
+                    .map_err(|e| LoadFailure { id: None, error: PluginPortError::InvalidManifest(e.to_string()) })?;
+                let id = manifest.id.clone();
+                self.load_version(manifest, bundled.manifest.to_owned(), bundled.component)
+                    .map_err(|error| LoadFailure { id: Some(id), error })
+            }
+        }
     }
 
     fn load_dir(&self, dir: &Path) -> Result<Version, LoadFailure> {
@@ -390,7 +409,7 @@ impl Inner {
     }
 
     /// Swaps in a loaded version, or records why loading failed (keeping any running version).
-    fn apply(&self, id: &str, source: PluginSource, dir: &Path, loaded: Result<Version, String>) {
+    fn apply(&self, id: &str, source: PluginSource, origin: Origin, loaded: Result<Version, String>) {
         let loaded = loaded.and_then(|version| {
             self.check_models(&version).map_err(|e| e.to_string())?;
             Ok(version)
@@ -412,19 +431,13 @@ impl Inner {
                     cache = ?version.cache,
                     "plugin loaded"
                 );
-                Entry { id: id.to_owned(), source, dir: dir.to_owned(), version: Some(version), reload_error: None }
+                Entry { id: id.to_owned(), source, origin, version: Some(version), reload_error: None }
             }
             Err(error) => {
                 tracing::warn!(plugin = id, %error, "plugin failed to load");
                 match previous {
                     Some(previous) if previous.version.is_some() => Entry { reload_error: Some(error), ..previous },
-                    _ => Entry {
-                        id: id.to_owned(),
-                        source,
-                        dir: dir.to_owned(),
-                        version: None,
-                        reload_error: Some(error),
-                    },
+                    _ => Entry { id: id.to_owned(), source, origin, version: None, reload_error: Some(error) },
                 }
             }
         };
@@ -452,10 +465,13 @@ impl Inner {
             };
             if removed {
                 tracing::info!(plugin = %id, "plugin directory removed; plugin unloaded");
-                if let Some(bundled) = self.options.bundled_dir.as_ref().map(|bundled| bundled.join(&id))
-                    && bundled.join(MANIFEST_FILE).exists()
+                if let Some(bundled) = self
+                    .options
+                    .bundled
+                    .iter()
+                    .find(|bundled| Manifest::parse(bundled.manifest).is_ok_and(|manifest| manifest.id == id))
                 {
-                    self.load_and_apply(&bundled, PluginSource::Bundled);
+                    self.load_and_apply(Origin::Embedded(bundled), PluginSource::Bundled);
                 }
             }
             return;
@@ -470,7 +486,7 @@ impl Inner {
         };
         if !unchanged {
             tracing::info!(plugin = %id, "plugin files changed; reloading");
-            self.load_and_apply(dir, PluginSource::Installed);
+            self.load_and_apply(Origin::Dir(dir.to_owned()), PluginSource::Installed);
         }
     }
 }

@@ -26,7 +26,16 @@ pub struct Uplink {
 #[derive(Debug, Clone)]
 pub struct Decoded {
     pub reading: Reading,
-    pub object: serde_json::Value,
+    /// The vendor's object as JSON text, checked to be one well-formed JSON object. Kept as text:
+    /// storing it needs no parse, and most uplinks are never looked at again.
+    pub object_json: String,
+}
+
+impl Decoded {
+    /// The vendor's object, parsed.
+    pub fn object(&self) -> serde_json::Value {
+        serde_json::from_str(&self.object_json).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// A loaded sensor-decoder plugin. Cheap to share; calls may run concurrently.
@@ -101,11 +110,12 @@ impl SensorPlugin {
 
     fn validate(&self, decoded: wit::Decoded) -> Result<Decoded, PluginError> {
         self.runner.check_output_size("decoded object", decoded.object_json.len())?;
-        let object: serde_json::Value = serde_json::from_str(&decoded.object_json)
-            .map_err(|e| PluginError::Malformed(format!("object-json is not JSON: {e}")))?;
-        if !object.is_object() {
+        // Validate without building a tree: well-formed JSON whose top level is an object.
+        if !decoded.object_json.trim_start().starts_with('{') {
             return Err(PluginError::Malformed("object-json must be a JSON object".into()));
         }
+        serde_json::from_str::<serde::de::IgnoredAny>(&decoded.object_json)
+            .map_err(|e| PluginError::Malformed(format!("object-json is not JSON: {e}")))?;
         let mut reading = decoded.reading;
         if let Some(celsius) = reading.temperature_c {
             if !celsius.is_finite() {
@@ -117,7 +127,7 @@ impl SensorPlugin {
                 reading.temperature_c = None;
             }
         }
-        Ok(Decoded { reading, object })
+        Ok(Decoded { reading, object_json: decoded.object_json })
     }
 }
 

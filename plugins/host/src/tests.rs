@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ fn bundled_components_decode_the_whole_corpus() {
             match plugin.decode(&uplink(model, f_port, bytes)) {
                 Ok(decoded) => Ok(berth_plugin_sdk::Decoded {
                     reading: berth_plugin_sdk::Reading::other(),
-                    object: decoded.object,
+                    object: decoded.object(),
                 }),
                 Err(PluginError::Decode(message)) => Err(berth_plugin_sdk::DecodeError(message)),
                 Err(fault) => panic!("{id} faulted on {file}: {fault}"),
@@ -82,7 +82,7 @@ fn readings_are_normalised_through_the_boundary() {
     let dingtek = sensor(&host, "dingtek", &bundled_wasm("dingtek"), Limits::default());
     let frame = berth_plugin_sdk::corpus::parse_hex("800031021706b4000001610010fff6fff08b2d00010081").unwrap();
     let decoded = dingtek.decode(&uplink("do201", 3, &frame)).unwrap();
-    assert_eq!(decoded.object["temperature"], -117);
+    assert_eq!(decoded.object()["temperature"], -117);
     assert_eq!(decoded.reading.temperature_c, None);
     assert_eq!(decoded.reading.battery_mv, Some(3530));
     assert!(dingtek.health().peak_memory_bytes > 0);
@@ -98,7 +98,7 @@ fn hostile_plugins_are_contained() {
         let decoded = nwave.decode(&uplink("nps310sm", 1, &[0x01])).unwrap_or_else(|e| panic!("after {label}: {e}"));
         assert_eq!(decoded.reading.occupancy, Occupancy::Occupied);
         let decoded = hostile.decode(&uplink("well-behaved", 1, &[0x01])).unwrap();
-        assert_eq!(decoded.object, serde_json::json!({"occupied": true}));
+        assert_eq!(decoded.object(), serde_json::json!({"occupied": true}));
     };
     healthy("start");
     type Expectation = fn(&PluginError) -> bool;
@@ -420,7 +420,7 @@ fn compiled_components_are_cached_and_bad_entries_recompiled() {
 
 fn registry_options(plugins_dir: &Path) -> RegistryOptions {
     RegistryOptions {
-        bundled_dir: Some(PathBuf::from(BUNDLED_PLUGINS_DIR)),
+        bundled: BUNDLED,
         plugins_dir: plugins_dir.to_owned(),
         watch: false,
         config: BTreeMap::new(),
@@ -565,7 +565,7 @@ fn changed_files_are_hot_reloaded_while_in_flight_calls_finish_on_the_old_versio
     write(replacement, &bosch_like);
     eventually("version 2.0.0", || registry.info("parkco").unwrap().version.as_deref() == Some("2.0.0"));
     let finished = in_flight.join().unwrap().unwrap();
-    assert_eq!(finished.object, serde_json::json!({"plugin": "hostile", "slow": true}));
+    assert_eq!(finished.object(), serde_json::json!({"plugin": "hostile", "slow": true}));
     // New calls run the new component (bosch rejects a model it does not know).
     let error = registry.decode_blocking(&sensor_uplink("slow", &[1])).unwrap_err();
     assert!(matches!(error, PluginPortError::Rejected(m) if m.contains("slow")));
@@ -585,7 +585,7 @@ fn changed_files_are_hot_reloaded_while_in_flight_calls_finish_on_the_old_versio
 fn secrets_come_from_the_environment_and_config_only_declared_keys() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = registry_options(dir.path());
-    options.bundled_dir = None;
+    options.bundled = &[];
     options.config = BTreeMap::from([(
         "test-chat".to_owned(),
         BTreeMap::from([
@@ -605,7 +605,7 @@ fn secrets_come_from_the_environment_and_config_only_declared_keys() {
         )
     );
     let mut options = registry_options(dir.path());
-    options.bundled_dir = None;
+    options.bundled = &[];
     options.secret_env = BTreeMap::from([("BERTH_PLUGIN_TEST_CHAT_TOKEN".to_owned(), "t0ken".to_owned())]);
     options.config = BTreeMap::from([(
         "test-chat".to_owned(),

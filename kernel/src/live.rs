@@ -1,0 +1,369 @@
+//! Live space state: what sensors say about a space, made trustworthy. Pure logic, no I/O: the
+//! ingest service feeds readings in, storage keeps the result, the API shows
+//! [`SpaceLive::effective`].
+//!
+//! - Duplicates (same frame counter and payload, or the same payload within the dedup window
+//!   when there is no counter) are dropped.
+//! - Readings apply in device-time order: an event older than the state it would replace is
+//!   ignored. Heartbeats and repeated states refresh `last_seen` without a change.
+//! - A space that has not been heard from within `stale_after` is `unknown` with confidence 0.
+//! - Too many changes within `flap_window` mark the space flapping: the state is held with
+//!   lowered confidence until it calms down.
+//! - An operator override wins until it expires or is cleared.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::space::SpaceStatus;
+
+/// What a reading says about occupancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    Occupied,
+    Free,
+    /// The message carries no occupancy (a startup or diagnostic frame): it proves the sensor
+    /// is alive, nothing more.
+    Unknown,
+}
+
+/// Tuning of the state machine; per site or vendor later, global for now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveConfig {
+    /// Without a counter, the same payload again within this window is a duplicate.
+    pub dedup_window: Duration,
+    /// No message for this long: the state is unknown. Default: a 3 h heartbeat × 1.5.
+    pub stale_after: Duration,
+    pub flap_window: Duration,
+    /// More changes than this within `flap_window` is flapping.
+    pub flap_max_changes: usize,
+    /// Confidence while flapping.
+    pub flap_confidence: f64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            dedup_window: Duration::seconds(30),
+            stale_after: Duration::minutes(270),
+            flap_window: Duration::minutes(10),
+            flap_max_changes: 6,
+            flap_confidence: 0.5,
+        }
+    }
+}
+
+/// An operator's manual state for a space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub status: SpaceStatus,
+    pub reason: String,
+    pub until: Option<DateTime<Utc>>,
+    pub set_at: DateTime<Utc>,
+    /// Who set it (an API key id or name), for the audit log.
+    pub set_by: String,
+}
+
+/// The sensor-derived state of one space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpaceLive {
+    /// Free, occupied, or unknown (never heard, or only non-occupancy frames).
+    pub sensed: SpaceStatus,
+    /// Device time of the reading that set `sensed`.
+    pub sensed_since: Option<DateTime<Utc>>,
+    /// Device time of the newest reading applied (of any kind).
+    pub observed_at: Option<DateTime<Utc>>,
+    /// When the newest message arrived, duplicates excluded.
+    pub last_seen: Option<DateTime<Utc>>,
+    pub last_counter: Option<u32>,
+    pub last_payload: Option<u64>,
+    /// Device times of recent changes, oldest first, within the flap window.
+    pub recent_changes: Vec<DateTime<Utc>>,
+    pub override_: Option<Override>,
+}
+
+impl Default for SpaceLive {
+    fn default() -> Self {
+        Self {
+            sensed: SpaceStatus::Unknown,
+            sensed_since: None,
+            observed_at: None,
+            last_seen: None,
+            last_counter: None,
+            last_payload: None,
+            recent_changes: Vec::new(),
+            override_: None,
+        }
+    }
+}
+
+/// One reading to apply.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub observation: Observation,
+    /// When the device spoke (the network's receive time); drives ordering.
+    pub event_time: DateTime<Utc>,
+    /// When berth received it.
+    pub received_at: DateTime<Utc>,
+    pub counter: Option<u32>,
+    /// A digest of the payload, for duplicate detection.
+    pub payload_digest: u64,
+}
+
+/// What applying a reading did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Changed {
+        from: SpaceStatus,
+        to: SpaceStatus,
+    },
+    /// Alive, same state (a heartbeat, a repeat, a frame without occupancy).
+    Refreshed,
+    Duplicate,
+    /// Older than the state it would replace.
+    OutOfOrder,
+}
+
+/// What clients see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective {
+    pub status: SpaceStatus,
+    /// 0 to 1.
+    pub confidence: f64,
+    /// Seconds since the newest message; `None` if never heard.
+    pub data_age_secs: Option<i64>,
+    pub stale: bool,
+    pub flapping: bool,
+    pub overridden: bool,
+}
+
+impl SpaceLive {
+    pub fn apply(&mut self, reading: &Reading, config: &LiveConfig) -> Applied {
+        if self.is_duplicate(reading, config) {
+            return Applied::Duplicate;
+        }
+        if self.observed_at.is_some_and(|observed| reading.event_time < observed) {
+            // Still proof of life for a sensor whose clock or network reorders.
+            self.last_seen = self.last_seen.max(Some(reading.received_at));
+            return Applied::OutOfOrder;
+        }
+        self.observed_at = Some(reading.event_time);
+        self.last_seen = self.last_seen.max(Some(reading.received_at));
+        self.last_counter = reading.counter;
+        self.last_payload = Some(reading.payload_digest);
+        let to = match reading.observation {
+            Observation::Occupied => SpaceStatus::Occupied,
+            Observation::Free => SpaceStatus::Free,
+            Observation::Unknown => return Applied::Refreshed,
+        };
+        if to == self.sensed {
+            return Applied::Refreshed;
+        }
+        let from = self.sensed;
+        self.sensed = to;
+        self.sensed_since = Some(reading.event_time);
+        self.recent_changes.push(reading.event_time);
+        let horizon = reading.event_time - config.flap_window;
+        self.recent_changes.retain(|at| *at >= horizon);
+        Applied::Changed { from, to }
+    }
+
+    fn is_duplicate(&self, reading: &Reading, config: &LiveConfig) -> bool {
+        let same_payload = self.last_payload == Some(reading.payload_digest);
+        match (reading.counter, self.last_counter) {
+            (Some(counter), Some(last)) => counter == last && same_payload,
+            _ => {
+                same_payload
+                    && self
+                        .observed_at
+                        .is_some_and(|observed| (reading.event_time - observed).abs() <= config.dedup_window)
+            }
+        }
+    }
+
+    pub fn is_flapping(&self, now: DateTime<Utc>, config: &LiveConfig) -> bool {
+        let horizon = now - config.flap_window;
+        self.recent_changes.iter().filter(|at| **at >= horizon).count() > config.flap_max_changes
+    }
+
+    /// The active override, if it has not expired.
+    pub fn active_override(&self, now: DateTime<Utc>) -> Option<&Override> {
+        self.override_.as_ref().filter(|o| o.until.is_none_or(|until| now < until))
+    }
+
+    /// The state to show at `now`.
+    pub fn effective(&self, now: DateTime<Utc>, config: &LiveConfig) -> Effective {
+        let data_age_secs = self.last_seen.map(|seen| (now - seen).num_seconds().max(0));
+        let stale = self.last_seen.is_none_or(|seen| now - seen > config.stale_after);
+        let flapping = !stale && self.is_flapping(now, config);
+        if let Some(manual) = self.active_override(now) {
+            return Effective {
+                status: manual.status,
+                confidence: 1.0,
+                data_age_secs,
+                stale,
+                flapping,
+                overridden: true,
+            };
+        }
+        if stale || self.sensed == SpaceStatus::Unknown {
+            return Effective {
+                status: SpaceStatus::Unknown,
+                confidence: 0.0,
+                data_age_secs,
+                stale,
+                flapping: false,
+                overridden: false,
+            };
+        }
+        // Full confidence for the first third of the stale window, then down to one half.
+        let age = now - self.last_seen.expect("invariant: not stale, so seen");
+        let fresh = config.stale_after / 3;
+        let mut confidence = if age <= fresh {
+            1.0
+        } else {
+            let spent = (age - fresh).num_milliseconds() as f64;
+            let span = (config.stale_after - fresh).num_milliseconds().max(1) as f64;
+            1.0 - 0.5 * (spent / span).min(1.0)
+        };
+        if flapping {
+            confidence = confidence.min(config.flap_confidence);
+        }
+        Effective {
+            status: self.sensed,
+            confidence: (confidence * 1000.0).round() / 1000.0,
+            data_age_secs,
+            stale,
+            flapping,
+            overridden: false,
+        }
+    }
+}
+
+/// A stable 64-bit digest of a payload (FNV-1a), for duplicate detection across restarts.
+pub fn payload_digest(payload: &[u8]) -> u64 {
+    payload.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        "2026-11-26T10:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::minutes(minutes)
+    }
+
+    fn reading(observation: Observation, minute: i64, counter: Option<u32>, payload: &[u8]) -> Reading {
+        Reading {
+            observation,
+            event_time: at(minute),
+            received_at: at(minute),
+            counter,
+            payload_digest: payload_digest(payload),
+        }
+    }
+
+    #[test]
+    fn changes_refreshes_and_duplicates() {
+        let config = LiveConfig::default();
+        let mut live = SpaceLive::default();
+        assert_eq!(live.effective(at(0), &config).status, SpaceStatus::Unknown);
+        let occupied = reading(Observation::Occupied, 0, Some(1), &[1]);
+        assert_eq!(
+            live.apply(&occupied, &config),
+            Applied::Changed { from: SpaceStatus::Unknown, to: SpaceStatus::Occupied }
+        );
+        assert_eq!(live.apply(&occupied, &config), Applied::Duplicate);
+        // Same state, next counter: a heartbeat.
+        assert_eq!(live.apply(&reading(Observation::Occupied, 5, Some(2), &[1]), &config), Applied::Refreshed);
+        assert_eq!(live.last_seen, Some(at(5)));
+        // A startup frame says nothing about occupancy.
+        assert_eq!(live.apply(&reading(Observation::Unknown, 6, Some(3), &[9]), &config), Applied::Refreshed);
+        assert_eq!(live.sensed, SpaceStatus::Occupied);
+        let effective = live.effective(at(7), &config);
+        assert_eq!(
+            (effective.status, effective.confidence, effective.data_age_secs),
+            (SpaceStatus::Occupied, 1.0, Some(60))
+        );
+        // Without counters, the same payload within the window is a duplicate; later it is not.
+        let mut bare = SpaceLive::default();
+        bare.apply(&reading(Observation::Free, 0, None, &[0]), &config);
+        assert_eq!(bare.apply(&reading(Observation::Free, 0, None, &[0]), &config), Applied::Duplicate);
+        assert_eq!(bare.apply(&reading(Observation::Free, 10, None, &[0]), &config), Applied::Refreshed);
+        // A counter reset (the device rejoined) is not a duplicate.
+        assert_eq!(
+            live.apply(&reading(Observation::Free, 20, Some(0), &[0]), &config),
+            Applied::Changed { from: SpaceStatus::Occupied, to: SpaceStatus::Free }
+        );
+    }
+
+    #[test]
+    fn an_older_event_never_overwrites_a_newer_state() {
+        let config = LiveConfig::default();
+        let mut live = SpaceLive::default();
+        live.apply(&reading(Observation::Free, 10, Some(11), &[0]), &config);
+        let late = Reading { received_at: at(12), ..reading(Observation::Occupied, 5, Some(10), &[1]) };
+        assert_eq!(live.apply(&late, &config), Applied::OutOfOrder);
+        assert_eq!(live.sensed, SpaceStatus::Free);
+        assert_eq!(live.last_seen, Some(at(12)));
+    }
+
+    #[test]
+    fn silence_makes_a_space_stale_and_confidence_decays_before() {
+        let config = LiveConfig::default();
+        let mut live = SpaceLive::default();
+        live.apply(&reading(Observation::Occupied, 0, Some(1), &[1]), &config);
+        assert_eq!(live.effective(at(90), &config).confidence, 1.0);
+        let later = live.effective(at(180), &config);
+        assert!(later.confidence < 1.0 && later.confidence > 0.5, "{later:?}");
+        let stale = live.effective(at(271), &config);
+        assert_eq!((stale.status, stale.confidence, stale.stale), (SpaceStatus::Unknown, 0.0, true));
+        // A heartbeat brings it back.
+        live.apply(&reading(Observation::Occupied, 272, Some(2), &[1]), &config);
+        assert_eq!(live.effective(at(272), &config).status, SpaceStatus::Occupied);
+    }
+
+    #[test]
+    fn flapping_holds_the_state_with_lowered_confidence() {
+        let config = LiveConfig::default();
+        let mut live = SpaceLive::default();
+        for minute in 0..8 {
+            let observation = if minute % 2 == 0 { Observation::Occupied } else { Observation::Free };
+            live.apply(&reading(observation, minute, Some(minute as u32), &[minute as u8 % 2]), &config);
+        }
+        let effective = live.effective(at(8), &config);
+        assert!(effective.flapping);
+        assert_eq!(effective.confidence, 0.5);
+        assert_eq!(effective.status, SpaceStatus::Free);
+        // Once the window has passed without changes, it is trusted again.
+        live.apply(&reading(Observation::Free, 30, Some(100), &[0]), &config);
+        let calm = live.effective(at(30), &config);
+        assert!(!calm.flapping);
+        assert_eq!(calm.confidence, 1.0);
+    }
+
+    #[test]
+    fn an_override_wins_until_it_expires() {
+        let config = LiveConfig::default();
+        let mut live = SpaceLive::default();
+        live.apply(&reading(Observation::Free, 0, Some(1), &[0]), &config);
+        live.override_ = Some(Override {
+            status: SpaceStatus::Closed,
+            reason: "resurfacing".into(),
+            until: Some(at(60)),
+            set_at: at(0),
+            set_by: "key".into(),
+        });
+        let shown = live.effective(at(30), &config);
+        assert_eq!((shown.status, shown.overridden, shown.confidence), (SpaceStatus::Closed, true, 1.0));
+        // Sensor readings keep flowing underneath.
+        live.apply(&reading(Observation::Occupied, 40, Some(2), &[1]), &config);
+        assert_eq!(live.effective(at(45), &config).status, SpaceStatus::Closed);
+        let after = live.effective(at(61), &config);
+        assert_eq!((after.status, after.overridden), (SpaceStatus::Occupied, false));
+    }
+
+    #[test]
+    fn digest_is_stable() {
+        assert_eq!(payload_digest(&[]), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(payload_digest(&[1]), payload_digest(&[2]));
+    }
+}

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod error;
 pub mod geo;
 pub mod ids;
+pub mod ingest;
 pub mod live;
 pub mod operator;
 pub mod page;

@@ -367,3 +367,58 @@ mod tests {
         assert_ne!(payload_digest(&[1]), payload_digest(&[2]));
     }
 }
+
+/// One entry of a space's history: a sensed change, or an override set or cleared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpaceEvent {
+    pub id: uuid::Uuid,
+    pub operator_id: crate::ids::OperatorId,
+    pub space_id: crate::ids::SpaceId,
+    pub device_id: Option<crate::ids::DeviceId>,
+    pub kind: SpaceEventKind,
+    pub from: SpaceStatus,
+    pub to: SpaceStatus,
+    /// Device time for sensed changes; the request time for overrides.
+    pub at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    /// The override's reason and who set it.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpaceEventKind {
+    Sensed,
+    OverrideSet,
+    OverrideCleared,
+}
+
+impl SpaceEventKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SpaceEventKind::Sensed => "sensed",
+            SpaceEventKind::OverrideSet => "override_set",
+            SpaceEventKind::OverrideCleared => "override_cleared",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [SpaceEventKind::Sensed, SpaceEventKind::OverrideSet, SpaceEventKind::OverrideCleared]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// How a device is doing, as its messages tell.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeviceHealth {
+    pub last_seen: Option<DateTime<Utc>>,
+    pub battery_mv: Option<u32>,
+    pub temperature_c: Option<f64>,
+    /// The vendor's object of the last decoded message (JSON text).
+    pub last_object_json: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub accepted: u64,
+    /// Rejected messages by reason (`plugin_rejected`, `plugin_fault`, `duplicate`...).
+    pub rejected: std::collections::BTreeMap<String, u64>,
+}

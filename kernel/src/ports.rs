@@ -12,13 +12,43 @@ use crate::device::Device;
 use crate::driver::{Driver, Email, Vehicle};
 use crate::error::StoreError;
 use crate::ids::{ApiKeyId, DeviceId, DriverId, OperatorId, SiteId, SpaceId, VehicleId};
+use crate::live::{DeviceHealth, SpaceEvent, SpaceLive};
 use crate::operator::Operator;
 use crate::page::{Page, PageRequest};
 use crate::site::{Site, SiteKind};
-use crate::space::{Space, SpaceStatus};
+use crate::space::{Space, SpaceState, SpaceStatus};
 use crate::vehicle_type::VehicleType;
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Live state: what sensors said, per space, and how devices are doing. Operator-scoped like
+/// everything else.
+#[async_trait]
+pub trait LiveStore: Send + Sync {
+    async fn find_device_by_external_id(&self, operator: OperatorId, external_id: &str) -> StoreResult<Option<Device>>;
+    async fn get_space_live(&self, operator: OperatorId, space: SpaceId) -> StoreResult<Option<SpaceLive>>;
+    /// Every space of a site with its live state (default state when never heard).
+    async fn list_site_live(&self, operator: OperatorId, site: SiteId) -> StoreResult<Vec<(Space, SpaceLive)>>;
+    /// In one transaction: the live row, the history event if any, and the space's status
+    /// columns when the shown state changed.
+    async fn save_space_live(
+        &self,
+        operator: OperatorId,
+        space: SpaceId,
+        live: &SpaceLive,
+        event: Option<&SpaceEvent>,
+        shown: Option<SpaceState>,
+    ) -> StoreResult<()>;
+    async fn list_space_events(&self, operator: OperatorId, space: SpaceId, limit: u64)
+    -> StoreResult<Vec<SpaceEvent>>;
+    async fn get_device_health(&self, operator: OperatorId, device: DeviceId) -> StoreResult<Option<DeviceHealth>>;
+    async fn save_device_health(
+        &self,
+        operator: OperatorId,
+        device: DeviceId,
+        health: &DeviceHealth,
+    ) -> StoreResult<()>;
+}
 
 #[async_trait]
 pub trait OperatorStore: Send + Sync {
@@ -125,7 +155,7 @@ pub trait VehicleStore: Send + Sync {
 /// Everything the kernel persists.
 #[async_trait]
 pub trait Store:
-    OperatorStore + ApiKeyStore + SiteStore + SpaceStore + DeviceStore + DriverStore + VehicleStore
+    OperatorStore + ApiKeyStore + SiteStore + SpaceStore + DeviceStore + DriverStore + VehicleStore + LiveStore
 {
     /// Cheap round trip to the database, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -25,6 +25,7 @@ use crate::vehicle_type::VehicleType;
 pub struct Kernel {
     store: Arc<dyn Store>,
     plugins: Arc<dyn Plugins>,
+    live_locks: Arc<[tokio::sync::Mutex<()>]>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -38,7 +39,8 @@ pub struct ApiKeyInput {
 impl Kernel {
     /// A kernel without plugins; see [`Kernel::with_plugins`].
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, plugins: Arc::new(NoPlugins) }
+        let live_locks = (0..crate::ingest::LIVE_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
+        Self { store, plugins: Arc::new(NoPlugins), live_locks }
     }
 
     pub fn with_plugins(mut self, plugins: Arc<dyn Plugins>) -> Self {
@@ -48,6 +50,10 @@ impl Kernel {
 
     pub fn plugins(&self) -> &Arc<dyn Plugins> {
         &self.plugins
+    }
+
+    pub(crate) fn live_locks(&self) -> &[tokio::sync::Mutex<()>] {
+        &self.live_locks
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

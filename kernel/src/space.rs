@@ -9,7 +9,7 @@ use crate::ids::{OperatorId, SiteId, SpaceId};
 use crate::validate::required_text;
 use crate::vehicle_type::VehicleType;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpaceStatus {
     Free,

@@ -10,6 +10,7 @@ use poem_openapi::OpenApiService;
 use crate::api::devices::DevicesApi;
 use crate::api::drivers::DriversApi;
 use crate::api::keys::KeysApi;
+use crate::api::live::LiveApi;
 use crate::api::operators::OperatorsApi;
 use crate::api::plugins::PluginsApi;
 use crate::api::sites::SitesApi;
@@ -18,11 +19,11 @@ use crate::metrics::{RequestMetrics, prometheus_handle};
 use crate::problem::{Problem, error_to_problem};
 use crate::state::AppState;
 
-type Apis = (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi);
+type Apis = (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi);
 
 fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi),
+        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi),
         "berth",
         env!("CARGO_PKG_VERSION"),
     )

@@ -9,6 +9,7 @@ mod devices;
 mod drivers;
 mod health;
 mod keys;
+mod live;
 mod persistence;
 mod plugins;
 mod sites;

@@ -32,9 +32,11 @@ fn scope_of(operation_id: &str) -> Scope {
         "getOperator" | "revokeKey" | "getSite" | "updateSite" | "deleteSite" | "createSpace" | "createSpacesBulk"
         | "importSpacesCsv" | "listSiteSpaces" | "getSpace" | "updateSpace" | "deleteSpace" | "getDevice"
         | "bindDevice" | "deleteDevice" => Scope::OperatorResource,
-        "createKey" | "listKeys" | "createSite" | "listSites" | "listSpaces" | "registerDevice" | "listDevices" => {
-            Scope::OperatorCollection
+        "getSiteAvailability" | "setSpaceOverride" | "clearSpaceOverride" | "getSpaceHistory" | "getDeviceHealth" => {
+            Scope::OperatorResource
         }
+        "createKey" | "listKeys" | "createSite" | "listSites" | "listSpaces" | "registerDevice" | "listDevices"
+        | "ingestTtn" | "ingestChirpstack" | "ingestUplink" => Scope::OperatorCollection,
         "getMe" | "addVehicle" | "listVehicles" | "getVehicle" | "deleteVehicle" => Scope::Driver,
         "registerDriver" | "loginDriver" => Scope::Public,
         other => panic!("operation {other} is not classified in the tenancy test; add it to scope_of"),
@@ -63,6 +65,14 @@ fn body_for(operation_id: &str, victim: &Victim) -> Option<(Value, &'static str)
         "createSpace" => json_body(json!({"code": "EVIL"})),
         "createSpacesBulk" => json_body(json!([{"code": "EVIL"}])),
         "importSpacesCsv" => Some((Value::String("code\nEVIL\n".into()), "text/csv")),
+        "setSpaceOverride" => json_body(json!({"status": "closed", "reason": "evil"})),
+        "ingestUplink" => json_body(json!({"device": "70B3D57ED0000001", "f_port": 1, "payload_hex": "01"})),
+        "ingestTtn" => json_body(
+            json!({"end_device_ids": {"device_id": "eui-70b3d57ed0000001"}, "uplink_message": {"f_port": 1, "frm_payload": "AQ=="}}),
+        ),
+        "ingestChirpstack" => {
+            json_body(json!({"deviceInfo": {"devEui": "70b3d57ed0000001"}, "fPort": 1, "data": "AQ=="}))
+        }
         "installPlugin" => {
             let body = crate::plugins::multipart_body("id = \"evil\"", b"\0asm");
             Some((Value::String(String::from_utf8(body).unwrap()), crate::plugins::MULTIPART))
@@ -171,7 +181,7 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
                     (Scope::OperatorCollection, false) => {
                         // Allowed, but only on the attacker's own data; filters naming the
                         // victim's resources answer 404, empty, or (device on a foreign space) 422.
-                        assert!(matches!(resp.status, 200 | 201 | 404 | 422), "{context}");
+                        assert!(matches!(resp.status, 200 | 201 | 202 | 404 | 422), "{context}");
                     }
                     (Scope::Driver, false) => assert_eq!(resp.status, 403, "{context}"),
                     (Scope::Driver, true) => assert!(matches!(resp.status, 200 | 201 | 404), "{context}"),

@@ -4,6 +4,7 @@
 
 mod convert;
 mod entity;
+mod live;
 pub mod migration;
 
 use std::time::Duration;

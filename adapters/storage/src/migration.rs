@@ -7,7 +7,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Spine)]
+        vec![Box::new(M0001Spine), Box::new(M0002Live)]
     }
 }
 
@@ -390,6 +390,171 @@ impl MigrationTrait for M0001Spine {
                     .to_owned(),
             )
             .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum SpaceLive {
+    Table,
+    SpaceId,
+    OperatorId,
+    Sensed,
+    SensedSince,
+    ObservedAt,
+    LastSeen,
+    LastCounter,
+    LastPayload,
+    RecentChanges,
+    OverrideStatus,
+    OverrideReason,
+    OverrideUntil,
+    OverrideSetAt,
+    OverrideSetBy,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum SpaceEvents {
+    Table,
+    Id,
+    OperatorId,
+    SpaceId,
+    DeviceId,
+    Kind,
+    FromStatus,
+    ToStatus,
+    At,
+    RecordedAt,
+    Detail,
+}
+
+#[derive(DeriveIden)]
+enum DeviceHealth {
+    Table,
+    DeviceId,
+    OperatorId,
+    LastSeen,
+    BatteryMv,
+    TemperatureC,
+    LastObject,
+    LastError,
+    LastErrorAt,
+    Accepted,
+    Rejected,
+    UpdatedAt,
+}
+
+/// Live state: the sensed state of each space, its history, and device health.
+struct M0002Live;
+
+impl MigrationName for M0002Live {
+    fn name(&self) -> &str {
+        "m0002_live"
+    }
+}
+
+fn timestamp_null<T: IntoIden>(column: T) -> ColumnDef {
+    ColumnDef::new(column).timestamp_with_time_zone().null().to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Live {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(SpaceLive::Table)
+                    .col(id_pk(SpaceLive::SpaceId))
+                    .col(ColumnDef::new(SpaceLive::OperatorId).uuid().not_null())
+                    .col(text(SpaceLive::Sensed))
+                    .col(timestamp_null(SpaceLive::SensedSince))
+                    .col(timestamp_null(SpaceLive::ObservedAt))
+                    .col(timestamp_null(SpaceLive::LastSeen))
+                    .col(ColumnDef::new(SpaceLive::LastCounter).big_integer().null())
+                    .col(ColumnDef::new(SpaceLive::LastPayload).big_integer().null())
+                    .col(text(SpaceLive::RecentChanges))
+                    .col(text_null(SpaceLive::OverrideStatus))
+                    .col(text_null(SpaceLive::OverrideReason))
+                    .col(timestamp_null(SpaceLive::OverrideUntil))
+                    .col(timestamp_null(SpaceLive::OverrideSetAt))
+                    .col(text_null(SpaceLive::OverrideSetBy))
+                    .col(timestamp(SpaceLive::UpdatedAt))
+                    .foreign_key(&mut fk(
+                        SpaceLive::Table,
+                        SpaceLive::SpaceId,
+                        Spaces::Table,
+                        Spaces::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(SpaceEvents::Table)
+                    .col(id_pk(SpaceEvents::Id))
+                    .col(ColumnDef::new(SpaceEvents::OperatorId).uuid().not_null())
+                    .col(ColumnDef::new(SpaceEvents::SpaceId).uuid().not_null())
+                    .col(ColumnDef::new(SpaceEvents::DeviceId).uuid().null())
+                    .col(text(SpaceEvents::Kind))
+                    .col(text(SpaceEvents::FromStatus))
+                    .col(text(SpaceEvents::ToStatus))
+                    .col(timestamp(SpaceEvents::At))
+                    .col(timestamp(SpaceEvents::RecordedAt))
+                    .col(text_null(SpaceEvents::Detail))
+                    .foreign_key(&mut fk(
+                        SpaceEvents::Table,
+                        SpaceEvents::SpaceId,
+                        Spaces::Table,
+                        Spaces::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("space_events_by_space")
+                    .table(SpaceEvents::Table)
+                    .col(SpaceEvents::SpaceId)
+                    .col(SpaceEvents::Id)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DeviceHealth::Table)
+                    .col(id_pk(DeviceHealth::DeviceId))
+                    .col(ColumnDef::new(DeviceHealth::OperatorId).uuid().not_null())
+                    .col(timestamp_null(DeviceHealth::LastSeen))
+                    .col(ColumnDef::new(DeviceHealth::BatteryMv).big_integer().null())
+                    .col(ColumnDef::new(DeviceHealth::TemperatureC).double().null())
+                    .col(text_null(DeviceHealth::LastObject))
+                    .col(text_null(DeviceHealth::LastError))
+                    .col(timestamp_null(DeviceHealth::LastErrorAt))
+                    .col(ColumnDef::new(DeviceHealth::Accepted).big_integer().not_null())
+                    .col(text(DeviceHealth::Rejected))
+                    .col(timestamp(DeviceHealth::UpdatedAt))
+                    .foreign_key(&mut fk(
+                        DeviceHealth::Table,
+                        DeviceHealth::DeviceId,
+                        Devices::Table,
+                        Devices::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [DeviceHealth::Table.into_iden(), SpaceEvents::Table.into_iden(), SpaceLive::Table.into_iden()] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
         Ok(())
     }
 }

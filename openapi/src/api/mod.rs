@@ -4,6 +4,7 @@
 pub mod devices;
 pub mod drivers;
 pub mod keys;
+pub mod live;
 pub mod operators;
 pub mod plugins;
 pub mod sites;
@@ -31,6 +32,8 @@ pub enum ApiTags {
     Devices,
     /// Driver accounts and vehicles.
     Drivers,
+    /// Sensor data in (network-server webhooks), live availability, overrides, history.
+    Live,
     /// WebAssembly plugins: sensor decoders, payment providers, chat channels (platform admin).
     Plugins,
 }

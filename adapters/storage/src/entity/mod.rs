@@ -3,8 +3,11 @@
 
 pub mod api_key;
 pub mod device;
+pub mod device_health;
 pub mod driver;
 pub mod operator;
 pub mod site;
 pub mod space;
+pub mod space_event;
+pub mod space_live;
 pub mod vehicle;

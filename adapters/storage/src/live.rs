@@ -1,0 +1,291 @@
+//! [`LiveStore`]: live space state, its history and device health.
+
+use async_trait::async_trait;
+use berth_kernel::StoreError;
+use berth_kernel::device::Device;
+use berth_kernel::ids::{DeviceId, OperatorId, SiteId, SpaceId};
+use berth_kernel::live::{DeviceHealth, Override, SpaceEvent, SpaceEventKind, SpaceLive};
+use berth_kernel::ports::{LiveStore, StoreResult};
+use berth_kernel::space::{Space, SpaceState, SpaceStatus};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::convert::{device_from_row, space_from_row};
+use crate::entity::{device, device_health, space, space_event, space_live};
+use crate::{SqlStore, backend};
+
+fn corrupt(table: &str, id: Uuid, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("corrupt row in {table} {id}: {what}"))
+}
+
+fn status(table: &str, id: Uuid, text: &str) -> Result<SpaceStatus, StoreError> {
+    SpaceStatus::parse(text).ok_or_else(|| corrupt(table, id, format!("status '{text}'")))
+}
+
+fn live_to_row(operator: OperatorId, space: SpaceId, live: &SpaceLive, at: DateTime<Utc>) -> space_live::Model {
+    let manual = live.override_.as_ref();
+    space_live::Model {
+        space_id: space.as_uuid(),
+        operator_id: operator.as_uuid(),
+        sensed: live.sensed.as_str().to_owned(),
+        sensed_since: live.sensed_since,
+        observed_at: live.observed_at,
+        last_seen: live.last_seen,
+        last_counter: live.last_counter.map(i64::from),
+        // Stored as the same 64 bits, signed.
+        last_payload: live.last_payload.map(|digest| digest as i64),
+        recent_changes: serde_json::to_string(&live.recent_changes).expect("invariant: times serialise"),
+        override_status: manual.map(|o| o.status.as_str().to_owned()),
+        override_reason: manual.map(|o| o.reason.clone()),
+        override_until: manual.and_then(|o| o.until),
+        override_set_at: manual.map(|o| o.set_at),
+        override_set_by: manual.map(|o| o.set_by.clone()),
+        updated_at: at,
+    }
+}
+
+fn live_from_row(row: space_live::Model) -> Result<SpaceLive, StoreError> {
+    let id = row.space_id;
+    let override_ = match (row.override_status, row.override_set_at) {
+        (Some(text), Some(set_at)) => Some(Override {
+            status: status("space_live", id, &text)?,
+            reason: row.override_reason.unwrap_or_default(),
+            until: row.override_until,
+            set_at,
+            set_by: row.override_set_by.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(SpaceLive {
+        sensed: status("space_live", id, &row.sensed)?,
+        sensed_since: row.sensed_since,
+        observed_at: row.observed_at,
+        last_seen: row.last_seen,
+        last_counter: row.last_counter.and_then(|counter| u32::try_from(counter).ok()),
+        last_payload: row.last_payload.map(|digest| digest as u64),
+        recent_changes: serde_json::from_str(&row.recent_changes)
+            .map_err(|e| corrupt("space_live", id, format!("recent_changes: {e}")))?,
+        override_,
+    })
+}
+
+fn event_from_row(row: space_event::Model) -> Result<SpaceEvent, StoreError> {
+    let id = row.id;
+    Ok(SpaceEvent {
+        id,
+        operator_id: OperatorId::from_uuid(row.operator_id),
+        space_id: SpaceId::from_uuid(row.space_id),
+        device_id: row.device_id.map(DeviceId::from_uuid),
+        kind: SpaceEventKind::parse(&row.kind).ok_or_else(|| corrupt("space_events", id, "kind"))?,
+        from: status("space_events", id, &row.from_status)?,
+        to: status("space_events", id, &row.to_status)?,
+        at: row.at,
+        recorded_at: row.recorded_at,
+        detail: row.detail,
+    })
+}
+
+#[async_trait]
+impl LiveStore for SqlStore {
+    async fn find_device_by_external_id(&self, operator: OperatorId, external_id: &str) -> StoreResult<Option<Device>> {
+        let row = device::Entity::find()
+            .filter(device::Column::OperatorId.eq(operator.as_uuid()))
+            .filter(device::Column::ExternalId.eq(external_id))
+            .one(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(row.map(device_from_row))
+    }
+
+    async fn get_space_live(&self, operator: OperatorId, space: SpaceId) -> StoreResult<Option<SpaceLive>> {
+        let row = space_live::Entity::find_by_id(space.as_uuid())
+            .filter(space_live::Column::OperatorId.eq(operator.as_uuid()))
+            .one(&self.db)
+            .await
+            .map_err(backend)?;
+        row.map(live_from_row).transpose()
+    }
+
+    async fn list_site_live(&self, operator: OperatorId, site: SiteId) -> StoreResult<Vec<(Space, SpaceLive)>> {
+        let spaces = space::Entity::find()
+            .filter(space::Column::OperatorId.eq(operator.as_uuid()))
+            .filter(space::Column::SiteId.eq(site.as_uuid()))
+            .order_by_asc(space::Column::Code)
+            .all(&self.db)
+            .await
+            .map_err(backend)?;
+        let ids: Vec<Uuid> = spaces.iter().map(|row| row.id).collect();
+        let mut live = std::collections::HashMap::new();
+        // Chunked: bind parameters stay under every database's limit.
+        for chunk in ids.chunks(500) {
+            let rows = space_live::Entity::find()
+                .filter(space_live::Column::OperatorId.eq(operator.as_uuid()))
+                .filter(space_live::Column::SpaceId.is_in(chunk.to_vec()))
+                .all(&self.db)
+                .await
+                .map_err(backend)?;
+            for row in rows {
+                live.insert(row.space_id, live_from_row(row)?);
+            }
+        }
+        spaces
+            .into_iter()
+            .map(|row| {
+                let state = live.remove(&row.id).unwrap_or_default();
+                Ok((space_from_row(row)?, state))
+            })
+            .collect()
+    }
+
+    async fn save_space_live(
+        &self,
+        operator: OperatorId,
+        space: SpaceId,
+        live: &SpaceLive,
+        event: Option<&SpaceEvent>,
+        shown: Option<SpaceState>,
+    ) -> StoreResult<()> {
+        let at = berth_kernel::service::now();
+        let txn = self.db.begin().await.map_err(backend)?;
+        space_live::Entity::insert(live_to_row(operator, space, live, at).into_active_model())
+            .on_conflict(
+                OnConflict::column(space_live::Column::SpaceId)
+                    .update_columns([
+                        space_live::Column::Sensed,
+                        space_live::Column::SensedSince,
+                        space_live::Column::ObservedAt,
+                        space_live::Column::LastSeen,
+                        space_live::Column::LastCounter,
+                        space_live::Column::LastPayload,
+                        space_live::Column::RecentChanges,
+                        space_live::Column::OverrideStatus,
+                        space_live::Column::OverrideReason,
+                        space_live::Column::OverrideUntil,
+                        space_live::Column::OverrideSetAt,
+                        space_live::Column::OverrideSetBy,
+                        space_live::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await
+            .map_err(backend)?;
+        if let Some(event) = event {
+            let row = space_event::Model {
+                id: event.id,
+                operator_id: event.operator_id.as_uuid(),
+                space_id: event.space_id.as_uuid(),
+                device_id: event.device_id.map(|id| id.as_uuid()),
+                kind: event.kind.as_str().to_owned(),
+                from_status: event.from.as_str().to_owned(),
+                to_status: event.to.as_str().to_owned(),
+                at: event.at,
+                recorded_at: event.recorded_at,
+                detail: event.detail.clone(),
+            };
+            space_event::Entity::insert(row.into_active_model()).exec_without_returning(&txn).await.map_err(backend)?;
+        }
+        if let Some(shown) = shown {
+            let update = space::ActiveModel {
+                status: ActiveValue::Set(shown.status.as_str().to_owned()),
+                status_since: ActiveValue::Set(shown.status_since),
+                confidence: ActiveValue::Set(shown.confidence),
+                ..Default::default()
+            };
+            space::Entity::update_many()
+                .set(update)
+                .filter(space::Column::Id.eq(space.as_uuid()))
+                .filter(space::Column::OperatorId.eq(operator.as_uuid()))
+                // A space closed by hand stays closed in its own columns.
+                .filter(space::Column::Status.ne(SpaceStatus::Closed.as_str()))
+                .exec(&txn)
+                .await
+                .map_err(backend)?;
+        }
+        txn.commit().await.map_err(backend)
+    }
+
+    async fn list_space_events(
+        &self,
+        operator: OperatorId,
+        space: SpaceId,
+        limit: u64,
+    ) -> StoreResult<Vec<SpaceEvent>> {
+        let rows = space_event::Entity::find()
+            .filter(space_event::Column::OperatorId.eq(operator.as_uuid()))
+            .filter(space_event::Column::SpaceId.eq(space.as_uuid()))
+            .order_by_desc(space_event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(backend)?;
+        rows.into_iter().map(event_from_row).collect()
+    }
+
+    async fn get_device_health(&self, operator: OperatorId, device: DeviceId) -> StoreResult<Option<DeviceHealth>> {
+        let row = device_health::Entity::find_by_id(device.as_uuid())
+            .filter(device_health::Column::OperatorId.eq(operator.as_uuid()))
+            .one(&self.db)
+            .await
+            .map_err(backend)?;
+        row.map(|row| {
+            Ok(DeviceHealth {
+                last_seen: row.last_seen,
+                battery_mv: row.battery_mv.and_then(|mv| u32::try_from(mv).ok()),
+                temperature_c: row.temperature_c,
+                last_object_json: row.last_object,
+                last_error: row.last_error,
+                last_error_at: row.last_error_at,
+                accepted: row.accepted.max(0) as u64,
+                rejected: serde_json::from_str(&row.rejected)
+                    .map_err(|e| corrupt("device_health", row.device_id, format!("rejected: {e}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_device_health(
+        &self,
+        operator: OperatorId,
+        device: DeviceId,
+        health: &DeviceHealth,
+    ) -> StoreResult<()> {
+        let row = device_health::Model {
+            device_id: device.as_uuid(),
+            operator_id: operator.as_uuid(),
+            last_seen: health.last_seen,
+            battery_mv: health.battery_mv.map(i64::from),
+            temperature_c: health.temperature_c,
+            last_object: health.last_object_json.clone(),
+            last_error: health.last_error.clone(),
+            last_error_at: health.last_error_at,
+            accepted: health.accepted.min(i64::MAX as u64) as i64,
+            rejected: serde_json::to_string(&health.rejected).expect("invariant: a map of counts serialises"),
+            updated_at: berth_kernel::service::now(),
+        };
+        device_health::Entity::insert(row.into_active_model())
+            .on_conflict(
+                OnConflict::column(device_health::Column::DeviceId)
+                    .update_columns([
+                        device_health::Column::LastSeen,
+                        device_health::Column::BatteryMv,
+                        device_health::Column::TemperatureC,
+                        device_health::Column::LastObject,
+                        device_health::Column::LastError,
+                        device_health::Column::LastErrorAt,
+                        device_health::Column::Accepted,
+                        device_health::Column::Rejected,
+                        device_health::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,355 @@
+//! Ingest: an uplink (from MQTT or a webhook, already out of its envelope) → the device → its
+//! vendor plugin → the space's live state, persisted with its history. Also the operator's
+//! override and the availability view.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::auth::{Access, Principal};
+use crate::error::{KernelError, KernelResult, ValidationError};
+use crate::ids::{DeviceId, OperatorId, SiteId, SpaceId};
+use crate::live::{
+    Applied, DeviceHealth, Effective, LiveConfig, Observation, Override, Reading, SpaceEvent, SpaceEventKind,
+    SpaceLive, payload_digest,
+};
+use crate::plugin::{Occupancy, PluginPortError, SensorUplink};
+use crate::service::{Kernel, now, operator_scope};
+use crate::space::{Space, SpaceState, SpaceStatus};
+use crate::vehicle_type::VehicleType;
+
+/// One uplink, out of its envelope.
+#[derive(Debug, Clone)]
+pub struct UplinkInput {
+    /// The device's external id: a DevEUI or the serial it was registered with.
+    pub device_key: String,
+    pub f_port: u8,
+    pub payload: Vec<u8>,
+    pub counter: Option<u32>,
+    /// When the network received it; `None` means now.
+    pub event_time: Option<DateTime<Utc>>,
+}
+
+/// What became of an uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestResult {
+    Changed,
+    Refreshed,
+    Duplicate,
+    OutOfOrder,
+    /// Decoded, but the device is bound to no space.
+    Unbound,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub device_id: DeviceId,
+    pub space_id: Option<SpaceId>,
+    pub result: IngestResult,
+    pub shown: Option<Effective>,
+}
+
+/// An override as an operator asks for it.
+#[derive(Debug, Clone)]
+pub struct OverrideInput {
+    pub status: SpaceStatus,
+    pub reason: String,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A site's live availability.
+#[derive(Debug, Clone)]
+pub struct Availability {
+    pub site_id: SiteId,
+    pub at: DateTime<Utc>,
+    pub counts: BTreeMap<SpaceStatus, u64>,
+    /// Free spaces per vehicle type.
+    pub free_by_vehicle_type: BTreeMap<VehicleType, u64>,
+    pub spaces: Vec<(Space, Effective)>,
+}
+
+/// Device clocks run fast; an event this far in the future is taken as now.
+const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
+/// Striped locks: readings for one space apply one at a time.
+pub(crate) const LIVE_LOCKS: usize = 64;
+
+fn ingest_scope(caller: &Principal) -> KernelResult<OperatorId> {
+    match caller {
+        Principal::Integration { operator_id, .. } => Ok(*operator_id),
+        other => operator_scope(other, Access::Write),
+    }
+}
+
+impl Kernel {
+    /// Fails unless the caller may push device data (integration or operator-admin keys).
+    pub fn ingest_scope_check(&self, caller: &Principal) -> KernelResult<()> {
+        ingest_scope(caller).map(|_| ())
+    }
+
+    pub fn live_config(&self) -> LiveConfig {
+        LiveConfig::default()
+    }
+
+    /// Takes one uplink through the device's plugin into its space's state.
+    pub async fn ingest(&self, caller: &Principal, input: UplinkInput) -> KernelResult<IngestReport> {
+        let operator = ingest_scope(caller)?;
+        let received_at = now();
+        let event_time = input.event_time.map(|time| time.min(received_at + MAX_CLOCK_SKEW)).unwrap_or(received_at);
+        let key = input.device_key.trim();
+        let key = if key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            key.to_ascii_uppercase()
+        } else {
+            key.to_owned()
+        };
+        let device = self.store().find_device_by_external_id(operator, &key).await?.ok_or_else(|| {
+            ValidationError::new(
+                "device",
+                format!("no device with external_id '{key}' is registered for this operator"),
+            )
+        })?;
+        let mut health = self.store().get_device_health(operator, device.id).await?.unwrap_or_default();
+        let uplink = SensorUplink {
+            device_id: device.details.external_id.clone(),
+            model: device.details.model.clone(),
+            f_port: input.f_port,
+            payload: input.payload.clone(),
+            received_at: event_time,
+        };
+        let reading = match self.plugins().decode(uplink).await {
+            Ok(reading) => reading,
+            Err(error) => {
+                let reason = match &error {
+                    PluginPortError::NoDecoder(_) => "no_decoder",
+                    PluginPortError::Rejected(_) => "plugin_rejected",
+                    _ => "plugin_fault",
+                };
+                *health.rejected.entry(reason.to_owned()).or_default() += 1;
+                health.last_error = Some(error.to_string());
+                health.last_error_at = Some(received_at);
+                self.store().save_device_health(operator, device.id, &health).await?;
+                return Err(match error {
+                    PluginPortError::NoDecoder(model) => ValidationError::new(
+                        "device",
+                        format!("no plugin decodes device model '{model}'; install one or fix the device's model"),
+                    )
+                    .into(),
+                    PluginPortError::Rejected(message) => ValidationError::new(
+                        "payload",
+                        format!("the {} plugin rejected the payload: {message}", device.details.vendor),
+                    )
+                    .into(),
+                    other => KernelError::Unavailable(format!("decoding failed: {other}")),
+                });
+            }
+        };
+        health.last_seen = health.last_seen.max(Some(received_at));
+        health.battery_mv = reading.battery_mv.or(health.battery_mv);
+        health.temperature_c = reading.temperature_c.or(health.temperature_c);
+        health.last_object_json = Some(reading.object_json.clone());
+        let Some(space_id) = device.space_id else {
+            health.accepted += 1;
+            self.store().save_device_health(operator, device.id, &health).await?;
+            return Ok(IngestReport {
+                device_id: device.id,
+                space_id: None,
+                result: IngestResult::Unbound,
+                shown: None,
+            });
+        };
+        let observation = match reading.occupancy {
+            Occupancy::Occupied => Observation::Occupied,
+            Occupancy::Free => Observation::Free,
+            Occupancy::Unknown => Observation::Unknown,
+        };
+        let reading = Reading {
+            observation,
+            event_time,
+            received_at,
+            counter: input.counter,
+            payload_digest: payload_digest(&input.payload),
+        };
+        let config = self.live_config();
+        let _guard = self.live_lock(space_id).lock().await;
+        let mut live = self.store().get_space_live(operator, space_id).await?.unwrap_or_default();
+        let before = live.effective(received_at, &config);
+        let applied = live.apply(&reading, &config);
+        let after = live.effective(received_at, &config);
+        let result = match applied {
+            Applied::Changed { .. } => IngestResult::Changed,
+            Applied::Refreshed => IngestResult::Refreshed,
+            Applied::Duplicate => IngestResult::Duplicate,
+            Applied::OutOfOrder => IngestResult::OutOfOrder,
+        };
+        if result == IngestResult::Duplicate {
+            *health.rejected.entry("duplicate".to_owned()).or_default() += 1;
+        } else {
+            health.accepted += 1;
+        }
+        let event = match applied {
+            Applied::Changed { from, to } => Some(SpaceEvent {
+                id: uuid::Uuid::now_v7(),
+                operator_id: operator,
+                space_id,
+                device_id: Some(device.id),
+                kind: SpaceEventKind::Sensed,
+                from,
+                to,
+                at: event_time,
+                recorded_at: received_at,
+                detail: None,
+            }),
+            _ => None,
+        };
+        let shown = if before.status != after.status || event.is_some() {
+            column_state(&after, live.sensed_since.unwrap_or(received_at))
+        } else {
+            None
+        };
+        if result != IngestResult::Duplicate {
+            self.store().save_space_live(operator, space_id, &live, event.as_ref(), shown).await?;
+        }
+        self.store().save_device_health(operator, device.id, &health).await?;
+        Ok(IngestReport { device_id: device.id, space_id: Some(space_id), result, shown: Some(after) })
+    }
+
+    pub(crate) fn live_lock(&self, space: SpaceId) -> &tokio::sync::Mutex<()> {
+        let bytes = space.as_uuid().as_u128();
+        &self.live_locks()[(bytes % LIVE_LOCKS as u128) as usize]
+    }
+
+    /// Sets an override: the space shows `status` until `until` (or until cleared).
+    pub async fn set_override(
+        &self,
+        caller: &Principal,
+        space_id: SpaceId,
+        input: OverrideInput,
+    ) -> KernelResult<(SpaceLive, Effective)> {
+        let operator = operator_scope(caller, Access::Write)?;
+        let reason = crate::validate::required_text("reason", &input.reason, 500)?;
+        let at = now();
+        if input.until.is_some_and(|until| until <= at) {
+            return Err(ValidationError::new("until", "must be in the future").into());
+        }
+        let set_by = caller_label(caller);
+        self.store().get_space(operator, space_id).await?.ok_or_else(|| KernelError::not_found("space"))?;
+        let config = self.live_config();
+        let _guard = self.live_lock(space_id).lock().await;
+        let mut live = self.store().get_space_live(operator, space_id).await?.unwrap_or_default();
+        let before = live.effective(at, &config);
+        live.override_ = Some(Override {
+            status: input.status,
+            reason: reason.clone(),
+            until: input.until,
+            set_at: at,
+            set_by: set_by.clone(),
+        });
+        let after = live.effective(at, &config);
+        let event = SpaceEvent {
+            id: uuid::Uuid::now_v7(),
+            operator_id: operator,
+            space_id,
+            device_id: None,
+            kind: SpaceEventKind::OverrideSet,
+            from: before.status,
+            to: after.status,
+            at,
+            recorded_at: at,
+            detail: Some(format!("{reason} (by {set_by})")),
+        };
+        let shown = column_state(&after, at);
+        self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
+        Ok((live, after))
+    }
+
+    pub async fn clear_override(&self, caller: &Principal, space_id: SpaceId) -> KernelResult<()> {
+        let operator = operator_scope(caller, Access::Write)?;
+        self.store().get_space(operator, space_id).await?.ok_or_else(|| KernelError::not_found("space"))?;
+        let at = now();
+        let config = self.live_config();
+        let _guard = self.live_lock(space_id).lock().await;
+        let mut live = self.store().get_space_live(operator, space_id).await?.unwrap_or_default();
+        if live.override_.is_none() {
+            return Ok(());
+        }
+        let before = live.effective(at, &config);
+        live.override_ = None;
+        let after = live.effective(at, &config);
+        let event = SpaceEvent {
+            id: uuid::Uuid::now_v7(),
+            operator_id: operator,
+            space_id,
+            device_id: None,
+            kind: SpaceEventKind::OverrideCleared,
+            from: before.status,
+            to: after.status,
+            at,
+            recorded_at: at,
+            detail: Some(format!("cleared by {}", caller_label(caller))),
+        };
+        let shown = column_state(&after, at);
+        self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
+        Ok(())
+    }
+
+    pub async fn space_history(
+        &self,
+        caller: &Principal,
+        space_id: SpaceId,
+        limit: u64,
+    ) -> KernelResult<Vec<SpaceEvent>> {
+        let operator = operator_scope(caller, Access::Read)?;
+        self.store().get_space(operator, space_id).await?.ok_or_else(|| KernelError::not_found("space"))?;
+        Ok(self.store().list_space_events(operator, space_id, limit.clamp(1, 1000)).await?)
+    }
+
+    pub async fn device_health(&self, caller: &Principal, device_id: DeviceId) -> KernelResult<DeviceHealth> {
+        let operator = operator_scope(caller, Access::Read)?;
+        self.store().get_device(operator, device_id).await?.ok_or_else(|| KernelError::not_found("device"))?;
+        Ok(self.store().get_device_health(operator, device_id).await?.unwrap_or_default())
+    }
+
+    /// Counts by status and vehicle type, and every space's shown state.
+    pub async fn site_availability(&self, caller: &Principal, site_id: SiteId) -> KernelResult<Availability> {
+        let operator = operator_scope(caller, Access::Read)?;
+        self.store().get_site(operator, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
+        let at = now();
+        let config = self.live_config();
+        let rows = self.store().list_site_live(operator, site_id).await?;
+        let mut counts: BTreeMap<SpaceStatus, u64> = SpaceStatus::ALL.into_iter().map(|status| (status, 0)).collect();
+        let mut free_by_vehicle_type = BTreeMap::new();
+        let mut spaces = Vec::with_capacity(rows.len());
+        for (space, live) in rows {
+            let mut shown = live.effective(at, &config);
+            // A space the operator closed by hand stays closed whatever the sensor says.
+            if space.state.status == SpaceStatus::Closed && !shown.overridden {
+                shown.status = SpaceStatus::Closed;
+            }
+            *counts.entry(shown.status).or_default() += 1;
+            if shown.status == SpaceStatus::Free {
+                *free_by_vehicle_type.entry(space.details.vehicle_type).or_default() += 1;
+            }
+            spaces.push((space, shown));
+        }
+        Ok(Availability { site_id, at, counts, free_by_vehicle_type, spaces })
+    }
+}
+
+/// What the space's own status columns get. `closed` there means closed by hand (a space
+/// update), which live state never writes: an override to `closed` shows through the live views.
+fn column_state(shown: &Effective, since: DateTime<Utc>) -> Option<SpaceState> {
+    (shown.status != SpaceStatus::Closed).then_some(SpaceState {
+        status: shown.status,
+        status_since: since,
+        confidence: shown.confidence,
+    })
+}
+
+fn caller_label(caller: &Principal) -> String {
+    match caller {
+        Principal::Operator { key_id, .. } => format!("key {key_id}"),
+        Principal::Integration { key_id, .. } => format!("key {key_id}"),
+        Principal::PlatformAdmin { key_id: Some(key_id) } => format!("key {key_id}"),
+        Principal::PlatformAdmin { key_id: None } => "platform".into(),
+        Principal::Driver { driver_id } => format!("driver {driver_id}"),
+    }
+}

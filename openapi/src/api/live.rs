@@ -1,0 +1,356 @@
+//! Ingest webhooks (The Things Stack, ChirpStack, native), live availability, overrides,
+//! space history and device health.
+
+use std::collections::BTreeMap;
+
+use berth_kernel::ids::{DeviceId, SiteId, SpaceId};
+use berth_kernel::ingest::{IngestReport, IngestResult, OverrideInput, UplinkInput};
+use berth_kernel::live::{DeviceHealth, Effective, SpaceEvent};
+use berth_lorawan::{Envelope, EnvelopeError};
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Binary, Json};
+use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::{ApiTags, Deleted};
+use crate::dto::SpaceStatusDto;
+use crate::problem::{ApiError, ApiResult};
+use crate::state::{AppState, BerthAuth};
+
+/// A network server's JSON body, kept raw: signatures and quirks live in the bytes.
+#[derive(ApiRequest)]
+pub enum RawJson {
+    #[oai(content_type = "application/json")]
+    Json(Binary<Vec<u8>>),
+}
+
+impl RawJson {
+    fn bytes(&self) -> &[u8] {
+        let RawJson::Json(Binary(bytes)) = self;
+        bytes
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct IngestView {
+    /// `changed`, `refreshed`, `duplicate`, `out_of_order`, `unbound` or `ignored`.
+    pub result: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub device_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    pub space_id: Option<Uuid>,
+    /// The space's shown status after this uplink.
+    #[oai(skip_serializing_if_is_none)]
+    pub status: Option<SpaceStatusDto>,
+    #[oai(skip_serializing_if_is_none)]
+    pub confidence: Option<f64>,
+    /// Why a message was ignored.
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
+}
+
+impl From<IngestReport> for IngestView {
+    fn from(report: IngestReport) -> Self {
+        Self {
+            result: result_name(report.result).to_owned(),
+            device_id: Some(report.device_id.as_uuid()),
+            space_id: report.space_id.map(|id| id.as_uuid()),
+            status: report.shown.as_ref().map(|shown| shown.status.into()),
+            confidence: report.shown.as_ref().map(|shown| shown.confidence),
+            detail: None,
+        }
+    }
+}
+
+fn result_name(result: IngestResult) -> &'static str {
+    match result {
+        IngestResult::Changed => "changed",
+        IngestResult::Refreshed => "refreshed",
+        IngestResult::Duplicate => "duplicate",
+        IngestResult::OutOfOrder => "out_of_order",
+        IngestResult::Unbound => "unbound",
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum Accepted {
+    /// The uplink was taken in (or deliberately ignored); `result` says what it did.
+    #[oai(status = 202)]
+    Accepted(Json<IngestView>),
+}
+
+/// A space's shown state with the evidence behind it.
+#[derive(Debug, Clone, Object)]
+pub struct LiveSpaceView {
+    pub id: Uuid,
+    pub code: String,
+    pub status: SpaceStatusDto,
+    /// 0 (no idea) to 1 (certain).
+    pub confidence: f64,
+    /// Seconds since the sensor was last heard; absent if never.
+    #[oai(skip_serializing_if_is_none)]
+    pub data_age_secs: Option<i64>,
+    pub stale: bool,
+    pub flapping: bool,
+    pub overridden: bool,
+}
+
+fn live_view(space: &berth_kernel::space::Space, shown: &Effective) -> LiveSpaceView {
+    LiveSpaceView {
+        id: space.id.as_uuid(),
+        code: space.details.code.clone(),
+        status: shown.status.into(),
+        confidence: shown.confidence,
+        data_age_secs: shown.data_age_secs,
+        stale: shown.stale,
+        flapping: shown.flapping,
+        overridden: shown.overridden,
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct AvailabilityView {
+    pub site_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub total: u64,
+    /// Spaces per shown status (`free`, `occupied`, `closed`, `unknown`).
+    pub by_status: BTreeMap<String, u64>,
+    /// Free spaces per vehicle type.
+    pub free_by_vehicle_type: BTreeMap<String, u64>,
+    pub spaces: Vec<LiveSpaceView>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct OverrideRequest {
+    /// The status to show.
+    pub status: SpaceStatusDto,
+    /// Why, for the audit log (1-500 characters).
+    pub reason: String,
+    /// When the override ends; absent: until cleared.
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct SpaceEventView {
+    pub id: Uuid,
+    /// `sensed`, `override_set` or `override_cleared`.
+    pub kind: String,
+    pub from: SpaceStatusDto,
+    pub to: SpaceStatusDto,
+    pub at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    #[oai(skip_serializing_if_is_none)]
+    pub device_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
+}
+
+impl From<SpaceEvent> for SpaceEventView {
+    fn from(event: SpaceEvent) -> Self {
+        Self {
+            id: event.id,
+            kind: event.kind.as_str().to_owned(),
+            from: event.from.into(),
+            to: event.to.into(),
+            at: event.at,
+            recorded_at: event.recorded_at,
+            device_id: event.device_id.map(|id| id.as_uuid()),
+            detail: event.detail,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct SpaceHistory {
+    /// Newest first.
+    pub items: Vec<SpaceEventView>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct DeviceHealthView {
+    #[oai(skip_serializing_if_is_none)]
+    pub last_seen: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub battery_mv: Option<u32>,
+    #[oai(skip_serializing_if_is_none)]
+    pub temperature_c: Option<f64>,
+    /// The vendor's decoded object of the last message.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_decoded: Option<serde_json::Value>,
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub accepted: u64,
+    /// Rejected messages by reason.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl From<DeviceHealth> for DeviceHealthView {
+    fn from(health: DeviceHealth) -> Self {
+        Self {
+            last_seen: health.last_seen,
+            battery_mv: health.battery_mv,
+            temperature_c: health.temperature_c,
+            last_decoded: health.last_object_json.and_then(|text| serde_json::from_str(&text).ok()),
+            last_error: health.last_error,
+            last_error_at: health.last_error_at,
+            accepted: health.accepted,
+            rejected: health.rejected,
+        }
+    }
+}
+
+fn envelope_error(error: EnvelopeError) -> ApiError {
+    ApiError::bad_request(format!("body: {error}"))
+}
+
+async fn take(state: &AppState, auth: &BerthAuth, envelope: Envelope) -> ApiResult<Accepted> {
+    let uplink = match envelope {
+        Envelope::Uplink(uplink) => uplink,
+        Envelope::Ignored(what) => {
+            // Still authenticated: an unauthorised caller learns nothing from a 202.
+            state.kernel.ingest_scope_check(&auth.0)?;
+            return Ok(Accepted::Accepted(Json(IngestView {
+                result: "ignored".into(),
+                device_id: None,
+                space_id: None,
+                status: None,
+                confidence: None,
+                detail: Some(what),
+            })));
+        }
+    };
+    let device_key = uplink.device_key().map(str::to_owned).ok_or_else(|| ApiError::bad_request("body: no device"))?;
+    let input = UplinkInput {
+        device_key,
+        f_port: uplink.f_port,
+        payload: uplink.payload,
+        counter: uplink.f_cnt,
+        event_time: uplink.received_at,
+    };
+    let report = state.kernel.ingest(&auth.0, input).await?;
+    Ok(Accepted::Accepted(Json(report.into())))
+}
+
+pub struct LiveApi;
+
+#[OpenApi(tag = "ApiTags::Live")]
+impl LiveApi {
+    /// The Things Stack v3 uplink webhook (integration key). Point the webhook's "Uplink message"
+    /// at this URL; `device` names the device when a field mask drops `end_device_ids`.
+    #[oai(path = "/v1/ingest/ttn", method = "post", operation_id = "ingestTtn")]
+    async fn ingest_ttn(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        device: Query<Option<String>>,
+        body: RawJson,
+    ) -> ApiResult<Accepted> {
+        let envelope = berth_lorawan::parse_ttn(body.bytes(), device.0.as_deref()).map_err(envelope_error)?;
+        take(&state, &auth, envelope).await
+    }
+
+    /// ChirpStack v4 (or v3) HTTP integration (integration key). ChirpStack adds `?event=up`;
+    /// events other than `up` are acknowledged and ignored.
+    #[oai(path = "/v1/ingest/chirpstack", method = "post", operation_id = "ingestChirpstack")]
+    async fn ingest_chirpstack(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        event: Query<Option<String>>,
+        body: RawJson,
+    ) -> ApiResult<Accepted> {
+        let envelope = berth_lorawan::parse_chirpstack(body.bytes(), event.0.as_deref()).map_err(envelope_error)?;
+        take(&state, &auth, envelope).await
+    }
+
+    /// berth's native uplink envelope (integration key):
+    /// `{"device", "f_port", "payload_hex" | "payload_base64", "counter"?, "time"?}`.
+    #[oai(path = "/v1/ingest/uplinks", method = "post", operation_id = "ingestUplink")]
+    async fn ingest_native(&self, state: Data<&AppState>, auth: BerthAuth, body: RawJson) -> ApiResult<Accepted> {
+        let envelope = berth_lorawan::parse_native(body.bytes(), None).map_err(envelope_error)?;
+        take(&state, &auth, envelope).await
+    }
+
+    /// Live availability of a site: counts by status and vehicle type, and every space's shown
+    /// state with its confidence and data age.
+    #[oai(path = "/v1/sites/:site_id/availability", method = "get", operation_id = "getSiteAvailability")]
+    async fn availability(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        site_id: Path<Uuid>,
+    ) -> ApiResult<Json<AvailabilityView>> {
+        let availability = state.kernel.site_availability(&auth.0, SiteId::from_uuid(site_id.0)).await?;
+        Ok(Json(AvailabilityView {
+            site_id: availability.site_id.as_uuid(),
+            at: availability.at,
+            total: availability.spaces.len() as u64,
+            by_status: availability.counts.iter().map(|(status, n)| (status.as_str().to_owned(), *n)).collect(),
+            free_by_vehicle_type: availability
+                .free_by_vehicle_type
+                .iter()
+                .map(|(kind, n)| (kind.as_str().to_owned(), *n))
+                .collect(),
+            spaces: availability.spaces.iter().map(|(space, shown)| live_view(space, shown)).collect(),
+        }))
+    }
+
+    /// Override what a space shows (operator admin): wins over the sensor until `until` or until
+    /// cleared. Audit-logged in the space's history.
+    #[oai(path = "/v1/spaces/:space_id/override", method = "put", operation_id = "setSpaceOverride")]
+    async fn set_override(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        space_id: Path<Uuid>,
+        body: Json<OverrideRequest>,
+    ) -> ApiResult<Json<LiveSpaceView>> {
+        let space_id = SpaceId::from_uuid(space_id.0);
+        let input = OverrideInput { status: body.0.status.into(), reason: body.0.reason, until: body.0.until };
+        let (_, shown) = state.kernel.set_override(&auth.0, space_id, input).await?;
+        let space = state.kernel.get_space(&auth.0, space_id).await?;
+        Ok(Json(live_view(&space, &shown)))
+    }
+
+    /// Clear a space's override (operator admin).
+    #[oai(path = "/v1/spaces/:space_id/override", method = "delete", operation_id = "clearSpaceOverride")]
+    async fn clear_override(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        space_id: Path<Uuid>,
+    ) -> ApiResult<Deleted> {
+        state.kernel.clear_override(&auth.0, SpaceId::from_uuid(space_id.0)).await?;
+        Ok(Deleted::NoContent)
+    }
+
+    /// A space's history of shown-state changes, newest first.
+    #[oai(path = "/v1/spaces/:space_id/history", method = "get", operation_id = "getSpaceHistory")]
+    async fn history(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        space_id: Path<Uuid>,
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<SpaceHistory>> {
+        let limit = u64::from(limit.0.unwrap_or(100));
+        let events = state.kernel.space_history(&auth.0, SpaceId::from_uuid(space_id.0), limit).await?;
+        Ok(Json(SpaceHistory { items: events.into_iter().map(Into::into).collect() }))
+    }
+
+    /// What a device's messages say about it: last seen, battery, last decoded object, errors,
+    /// and counts of rejected messages by reason.
+    #[oai(path = "/v1/devices/:device_id/health", method = "get", operation_id = "getDeviceHealth")]
+    async fn device_health(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        device_id: Path<Uuid>,
+    ) -> ApiResult<Json<DeviceHealthView>> {
+        Ok(Json(state.kernel.device_health(&auth.0, DeviceId::from_uuid(device_id.0)).await?.into()))
+    }
+}

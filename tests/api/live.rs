@@ -1,0 +1,136 @@
+//! Ingest webhooks with the real network-server fixtures, live availability, dedup and ordering,
+//! overrides with their audit trail, device health, and bad input.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("shared/uplink-envelopes"))
+        .find(|dir| dir.exists())
+        .expect("shared/uplink-envelopes beside the checkout");
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+/// The Bosch parking sensor of the TTN and ChirpStack captures.
+const BOSCH_EUI: &str = "1000000000000001";
+
+async fn post_raw(app: &TestApp, path: &str, token: &str, body: Vec<u8>) -> crate::helpers::Resp {
+    app.raw(Method::POST, path, Some(token), "application/json", body).await
+}
+
+fn count(availability: &Value, status: &str) -> u64 {
+    availability["by_status"][status].as_u64().unwrap()
+}
+
+async fn uplinks_drive_the_space(app: &TestApp) {
+    let tenant = app.new_tenant("porto").await;
+    let (site_id, spaces) = tenant.site_with_spaces(app, "Garage", 3).await;
+    let device = app
+        .post(
+            "/v1/devices",
+            &tenant.admin_key,
+            json!({"external_id": BOSCH_EUI.to_lowercase(), "vendor": "bosch", "model": "tps110", "space_id": spaces[0]}),
+        )
+        .await
+        .expect(201);
+    let device_id = device["id"].as_str().unwrap();
+    let key = &tenant.integration_key;
+    let availability = app.get(&format!("/v1/sites/{site_id}/availability"), &tenant.staff_key).await.expect(200);
+    assert_eq!((availability["total"].as_u64(), count(&availability, "unknown")), (Some(3), 3));
+
+    // The Things Stack webhook: the captured heartbeat says occupied.
+    let taken = post_raw(app, "/v1/ingest/ttn", key, fixture("ttn-v3-up.bosch-parking.json")).await.expect(202);
+    assert_eq!(taken["result"], "changed");
+    assert_eq!((taken["status"].as_str(), taken["space_id"].as_str()), (Some("occupied"), Some(spaces[0].as_str())));
+    // Delivered twice (a retry): a duplicate.
+    let again = post_raw(app, "/v1/ingest/ttn", key, fixture("ttn-v3-up.bosch-parking.json")).await.expect(202);
+    assert_eq!(again["result"], "duplicate");
+
+    // ChirpStack's capture of the same sensor is newer than the TTN one and says the same.
+    let chirp = post_raw(app, "/v1/ingest/chirpstack?event=up", key, fixture("chirpstack-v4-up.bosch-parking.json"))
+        .await
+        .expect(202);
+    assert_eq!(chirp["result"], "refreshed");
+    let ignored =
+        post_raw(app, "/v1/ingest/chirpstack?event=status", key, fixture("chirpstack-v4-status.milesight-am308.json"))
+            .await
+            .expect(202);
+    assert_eq!(ignored["result"], "ignored");
+    let join = post_raw(app, "/v1/ingest/ttn", key, fixture("ttn-v3-join.docs.json")).await.expect(202);
+    assert_eq!(join["result"], "ignored");
+
+    // Native envelope: the bay empties now; an older "occupied" arriving late changes nothing.
+    let now = chrono::Utc::now();
+    let free = json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": "00", "counter": 10, "time": now.to_rfc3339()});
+    let taken = app.post("/v1/ingest/uplinks", key, free).await.expect(202);
+    assert_eq!((taken["result"].as_str(), taken["status"].as_str()), (Some("changed"), Some("free")));
+    let late = json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": "01", "counter": 9,
+        "time": (now - chrono::Duration::minutes(1)).to_rfc3339()});
+    assert_eq!(app.post("/v1/ingest/uplinks", key, late).await.expect(202)["result"], "out_of_order");
+
+    let availability = app.get(&format!("/v1/sites/{site_id}/availability"), &tenant.staff_key).await.expect(200);
+    assert_eq!((count(&availability, "free"), count(&availability, "unknown")), (1, 2));
+    assert_eq!(availability["free_by_vehicle_type"]["car"], 1);
+    let space = availability["spaces"].as_array().unwrap().iter().find(|s| s["id"] == spaces[0].as_str()).unwrap();
+    assert_eq!((space["status"].as_str(), space["confidence"].as_f64()), (Some("free"), Some(1.0)));
+    assert!(space["data_age_secs"].as_i64().unwrap() < 60, "{space}");
+    // The space resource agrees.
+    let resource = app.get(&format!("/v1/spaces/{}", spaces[0]), &tenant.staff_key).await.expect(200);
+    assert_eq!(resource["status"], "free");
+
+    // Operator override wins, is audited, and clears.
+    let path = format!("/v1/spaces/{}/override", spaces[0]);
+    app.put(&path, &tenant.staff_key, json!({"status": "closed", "reason": "x"})).await.problem(403);
+    let problem = app.put(&path, &tenant.admin_key, json!({"status": "closed", "reason": ""})).await.problem(422);
+    assert_eq!(problem["field"], "reason");
+    let shown =
+        app.put(&path, &tenant.admin_key, json!({"status": "closed", "reason": "resurfacing"})).await.expect(200);
+    assert_eq!((shown["status"].as_str(), shown["overridden"].as_bool()), (Some("closed"), Some(true)));
+    let still = json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": "01", "counter": 11, "time": chrono::Utc::now().to_rfc3339()});
+    let taken = app.post("/v1/ingest/uplinks", key, still).await.expect(202);
+    assert_eq!((taken["result"].as_str(), taken["status"].as_str()), (Some("changed"), Some("closed")));
+    app.delete(&path, &tenant.admin_key).await.expect(204);
+    let availability = app.get(&format!("/v1/sites/{site_id}/availability"), &tenant.staff_key).await.expect(200);
+    assert_eq!(count(&availability, "occupied"), 1);
+    let history = app.get(&format!("/v1/spaces/{}/history", spaces[0]), &tenant.staff_key).await.expect(200);
+    let kinds: Vec<&str> = history["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["override_cleared", "sensed", "override_set", "sensed", "sensed"]);
+    assert!(history["items"][2]["detail"].as_str().unwrap().contains("resurfacing"));
+
+    // Device health counts what came in and what was refused.
+    let rejected = json!({"device": BOSCH_EUI, "f_port": 99, "payload_hex": "00"});
+    let problem = app.post("/v1/ingest/uplinks", key, rejected).await.problem(422);
+    assert_eq!(problem["field"], "payload");
+    let health = app.get(&format!("/v1/devices/{device_id}/health"), &tenant.staff_key).await.expect(200);
+    assert_eq!(health["rejected"], json!({"duplicate": 1, "plugin_rejected": 1}));
+    assert_eq!(health["accepted"], 5);
+    assert_eq!(health["temperature_c"], 18.0);
+    assert!(health["last_error"].as_str().unwrap().contains("FPort"), "{health}");
+    assert_eq!(health["last_decoded"]["occupied"], true);
+}
+
+async fn bad_uplinks_are_refused_with_reasons(app: &TestApp) {
+    let tenant = app.new_tenant("lisbon").await;
+    let key = &tenant.integration_key;
+    let unknown = json!({"device": "70B3D57ED00000FF", "f_port": 1, "payload_hex": "01"});
+    let problem = app.post("/v1/ingest/uplinks", key, unknown).await.problem(422);
+    assert_eq!(problem["field"], "device");
+    for (path, body, message) in [
+        ("/v1/ingest/uplinks", br#"{"device": "x", "f_port": 1, "payload_base64": "%%"}"#.to_vec(), "not base64"),
+        ("/v1/ingest/ttn", b"{oops".to_vec(), "not JSON"),
+        ("/v1/ingest/ttn", fixture("ttn-v3-event-stream.as.up.data.forward.json"), "Events API"),
+        ("/v1/ingest/chirpstack", br#"{"hello": true}"#.to_vec(), "not a ChirpStack uplink"),
+    ] {
+        let problem = post_raw(app, path, key, body).await.problem(400);
+        assert!(problem["detail"].as_str().unwrap().contains(message), "{path}: {problem}");
+    }
+    // Only integration and operator-admin keys push data.
+    let body = json!({"device": "x", "f_port": 1, "payload_hex": "01"});
+    app.post("/v1/ingest/uplinks", &tenant.staff_key, body).await.problem(403);
+}
+
+crate::on_each_backend!(uplinks_drive_the_space, bad_uplinks_are_refused_with_reasons);

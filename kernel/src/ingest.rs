@@ -209,6 +209,11 @@ impl Kernel {
             self.store().save_space_live(operator, space_id, &live, event.as_ref(), shown).await?;
         }
         self.store().save_device_health(operator, device.id, &health).await?;
+        if (before.status != after.status || before.flapping != after.flapping)
+            && let Some(space) = self.store().get_space(operator, space_id).await?
+        {
+            self.feed().publish(operator, space.site_id, space_id, after.clone());
+        }
         Ok(IngestReport { device_id: device.id, space_id: Some(space_id), result, shown: Some(after) })
     }
 
@@ -231,7 +236,7 @@ impl Kernel {
             return Err(ValidationError::new("until", "must be in the future").into());
         }
         let set_by = caller_label(caller);
-        self.store().get_space(operator, space_id).await?.ok_or_else(|| KernelError::not_found("space"))?;
+        let space = self.store().get_space(operator, space_id).await?.ok_or_else(|| KernelError::not_found("space"))?;
         let config = self.live_config();
         let _guard = self.live_lock(space_id).lock().await;
         let mut live = self.store().get_space_live(operator, space_id).await?.unwrap_or_default();
@@ -258,12 +263,13 @@ impl Kernel {
         };
         let shown = column_state(&after, at);
         self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
+        self.feed().publish(operator, space.site_id, space_id, after.clone());
         Ok((live, after))
     }
 
     pub async fn clear_override(&self, caller: &Principal, space_id: SpaceId) -> KernelResult<()> {
         let operator = operator_scope(caller, Access::Write)?;
-        self.store().get_space(operator, space_id).await?.ok_or_else(|| KernelError::not_found("space"))?;
+        let space = self.store().get_space(operator, space_id).await?.ok_or_else(|| KernelError::not_found("space"))?;
         let at = now();
         let config = self.live_config();
         let _guard = self.live_lock(space_id).lock().await;
@@ -288,6 +294,7 @@ impl Kernel {
         };
         let shown = column_state(&after, at);
         self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
+        self.feed().publish(operator, space.site_id, space_id, after);
         Ok(())
     }
 
@@ -342,6 +349,45 @@ fn column_state(shown: &Effective, since: DateTime<Utc>) -> Option<SpaceState> {
         status_since: since,
         confidence: shown.confidence,
     })
+}
+
+/// A subscription to a site's live state: where to start, then the feed.
+pub struct SiteSubscription {
+    /// Events to send first: a resumed client's missed events, in order.
+    pub replay: Vec<std::sync::Arc<crate::feed::LiveEvent>>,
+    /// A full snapshot, when the client is new or asked for events the buffer no longer has.
+    pub snapshot: Option<(u64, Availability)>,
+    pub receiver: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::feed::LiveEvent>>,
+    pub operator_id: OperatorId,
+}
+
+impl Kernel {
+    /// Subscribes to a site's changes. With `last_event_id` from a previous stream, replays what
+    /// was missed if the buffer still has it; otherwise starts with a snapshot.
+    pub async fn subscribe_site(
+        &self,
+        caller: &Principal,
+        site_id: SiteId,
+        last_event_id: Option<u64>,
+    ) -> KernelResult<SiteSubscription> {
+        let operator_id = operator_scope(caller, Access::Read)?;
+        // Subscribe before reading, so nothing falls between the snapshot and the stream.
+        let receiver = self.feed().subscribe();
+        let replay = last_event_id.and_then(|seq| self.feed().since(seq));
+        let (replay, snapshot) = match replay {
+            Some(events) => {
+                self.store().get_site(operator_id, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
+                let events =
+                    events.into_iter().filter(|e| e.operator_id == operator_id && e.site_id == site_id).collect();
+                (events, None)
+            }
+            None => {
+                let seq = self.feed().last_seq();
+                (Vec::new(), Some((seq, self.site_availability(caller, site_id).await?)))
+            }
+        };
+        Ok(SiteSubscription { replay, snapshot, receiver, operator_id })
+    }
 }
 
 fn caller_label(caller: &Principal) -> String {

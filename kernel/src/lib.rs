@@ -7,6 +7,7 @@ pub mod auth;
 pub mod device;
 pub mod driver;
 pub mod error;
+pub mod feed;
 pub mod geo;
 pub mod ids;
 pub mod ingest;

@@ -26,6 +26,7 @@ pub struct Kernel {
     store: Arc<dyn Store>,
     plugins: Arc<dyn Plugins>,
     live_locks: Arc<[tokio::sync::Mutex<()>]>,
+    feed: Arc<crate::feed::LiveFeed>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -40,7 +41,7 @@ impl Kernel {
     /// A kernel without plugins; see [`Kernel::with_plugins`].
     pub fn new(store: Arc<dyn Store>) -> Self {
         let live_locks = (0..crate::ingest::LIVE_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self { store, plugins: Arc::new(NoPlugins), live_locks }
+        Self { store, plugins: Arc::new(NoPlugins), live_locks, feed: Arc::default() }
     }
 
     pub fn with_plugins(mut self, plugins: Arc<dyn Plugins>) -> Self {
@@ -50,6 +51,11 @@ impl Kernel {
 
     pub fn plugins(&self) -> &Arc<dyn Plugins> {
         &self.plugins
+    }
+
+    /// Changes of what spaces show, as they happen.
+    pub fn feed(&self) -> &crate::feed::LiveFeed {
+        &self.feed
     }
 
     pub(crate) fn live_locks(&self) -> &[tokio::sync::Mutex<()>] {

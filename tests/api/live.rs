@@ -133,4 +133,89 @@ async fn bad_uplinks_are_refused_with_reasons(app: &TestApp) {
     app.post("/v1/ingest/uplinks", &tenant.staff_key, body).await.problem(403);
 }
 
-crate::on_each_backend!(uplinks_drive_the_space, bad_uplinks_are_refused_with_reasons);
+/// A minimal Server-Sent Events reader over a streaming response.
+struct Sse {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Sse {
+    async fn open(app: &TestApp, path: &str, token: &str, last_event_id: Option<&str>) -> Sse {
+        let mut request = app.client.get(format!("{}{path}", app.base_url)).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        Sse { body: Box::pin(response.bytes_stream()), buffer: String::new() }
+    }
+
+    /// The next event with data: (id, event type, data).
+    async fn next(&mut self) -> (String, String, Value) {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("id:") {
+                        id = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("event:") {
+                        kind = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim());
+                    }
+                }
+                if !data.is_empty() {
+                    return (id, kind, serde_json::from_str(&data).unwrap());
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), self.body.next())
+                .await
+                .expect("an event within 20 s")
+                .expect("stream open")
+                .unwrap();
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+async fn availability_streams_and_resumes(app: &TestApp) {
+    let tenant = app.new_tenant("braga").await;
+    let (site_id, spaces) = tenant.site_with_spaces(app, "Lot", 2).await;
+    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[1]});
+    app.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    let path = format!("/v1/sites/{site_id}/availability/stream");
+    let mut stream = Sse::open(app, &path, &tenant.staff_key, None).await;
+    let (snapshot_id, kind, snapshot) = stream.next().await;
+    assert_eq!(kind, "snapshot");
+    assert_eq!(snapshot["snapshot"]["total"], 2);
+
+    let uplink = |payload: &str, counter: u32| json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": payload, "counter": counter, "time": chrono::Utc::now().to_rfc3339()});
+    app.post("/v1/ingest/uplinks", &tenant.integration_key, uplink("01", 1)).await.expect(202);
+    let (first_id, kind, change) = stream.next().await;
+    assert_eq!(kind, "space");
+    assert_eq!(
+        (change["space"]["id"].as_str(), change["space"]["status"].as_str()),
+        (Some(spaces[1].as_str()), Some("occupied"))
+    );
+    assert!(first_id.parse::<u64>().unwrap() > snapshot_id.parse::<u64>().unwrap());
+
+    // Disconnected, the client misses a change; resuming replays exactly that one.
+    drop(stream);
+    app.post("/v1/ingest/uplinks", &tenant.integration_key, uplink("00", 2)).await.expect(202);
+    let mut resumed = Sse::open(app, &path, &tenant.staff_key, Some(&first_id)).await;
+    let (_, kind, missed) = resumed.next().await;
+    assert_eq!((kind.as_str(), missed["space"]["status"].as_str()), ("space", Some("free")));
+    // Another tenant cannot listen in.
+    let other = app.new_tenant("spy").await;
+    app.get(&path, &other.staff_key).await.problem(404);
+}
+
+crate::on_each_backend!(
+    uplinks_drive_the_space,
+    bad_uplinks_are_refused_with_reasons,
+    availability_streams_and_resumes
+);

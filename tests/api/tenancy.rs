@@ -32,9 +32,12 @@ fn scope_of(operation_id: &str) -> Scope {
         "getOperator" | "revokeKey" | "getSite" | "updateSite" | "deleteSite" | "createSpace" | "createSpacesBulk"
         | "importSpacesCsv" | "listSiteSpaces" | "getSpace" | "updateSpace" | "deleteSpace" | "getDevice"
         | "bindDevice" | "deleteDevice" => Scope::OperatorResource,
-        "getSiteAvailability" | "setSpaceOverride" | "clearSpaceOverride" | "getSpaceHistory" | "getDeviceHealth" => {
-            Scope::OperatorResource
-        }
+        "getSiteAvailability"
+        | "streamSiteAvailability"
+        | "setSpaceOverride"
+        | "clearSpaceOverride"
+        | "getSpaceHistory"
+        | "getDeviceHealth" => Scope::OperatorResource,
         "createKey" | "listKeys" | "createSite" | "listSites" | "listSpaces" | "registerDevice" | "listDevices"
         | "ingestTtn" | "ingestChirpstack" | "ingestUplink" => Scope::OperatorCollection,
         "getMe" | "addVehicle" | "listVehicles" | "getVehicle" | "deleteVehicle" => Scope::Driver,

@@ -3,14 +3,18 @@
 
 use std::collections::BTreeMap;
 
+use berth_kernel::feed::LiveEvent;
 use berth_kernel::ids::{DeviceId, SiteId, SpaceId};
-use berth_kernel::ingest::{IngestReport, IngestResult, OverrideInput, UplinkInput};
+use berth_kernel::ingest::{Availability, IngestReport, IngestResult, OverrideInput, UplinkInput};
 use berth_kernel::live::{DeviceHealth, Effective, SpaceEvent};
 use berth_lorawan::{Envelope, EnvelopeError};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::{Binary, Json};
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{Binary, EventStream, Json};
+use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
@@ -203,6 +207,63 @@ impl From<DeviceHealth> for DeviceHealthView {
     }
 }
 
+/// One server-sent event.
+#[derive(Debug, Clone, Object)]
+pub struct StreamItem {
+    /// `snapshot` or `space`.
+    pub kind: String,
+    /// The event id (`Last-Event-ID`).
+    pub seq: u64,
+    #[oai(skip_serializing_if_is_none)]
+    pub snapshot: Option<AvailabilityView>,
+    #[oai(skip_serializing_if_is_none)]
+    pub space: Option<SpaceChangeView>,
+}
+
+/// What a space shows now.
+#[derive(Debug, Clone, Object)]
+pub struct SpaceChangeView {
+    pub id: Uuid,
+    pub status: SpaceStatusDto,
+    pub confidence: f64,
+    pub stale: bool,
+    pub flapping: bool,
+    pub overridden: bool,
+    pub at: DateTime<Utc>,
+}
+
+fn change_item(event: &LiveEvent) -> StreamItem {
+    StreamItem {
+        kind: "space".into(),
+        seq: event.seq,
+        snapshot: None,
+        space: Some(SpaceChangeView {
+            id: event.space_id.as_uuid(),
+            status: event.shown.status.into(),
+            confidence: event.shown.confidence,
+            stale: event.shown.stale,
+            flapping: event.shown.flapping,
+            overridden: event.shown.overridden,
+            at: event.at,
+        }),
+    }
+}
+
+fn availability_view(availability: &Availability) -> AvailabilityView {
+    AvailabilityView {
+        site_id: availability.site_id.as_uuid(),
+        at: availability.at,
+        total: availability.spaces.len() as u64,
+        by_status: availability.counts.iter().map(|(status, n)| (status.as_str().to_owned(), *n)).collect(),
+        free_by_vehicle_type: availability
+            .free_by_vehicle_type
+            .iter()
+            .map(|(kind, n)| (kind.as_str().to_owned(), *n))
+            .collect(),
+        spaces: availability.spaces.iter().map(|(space, shown)| live_view(space, shown)).collect(),
+    }
+}
+
 fn envelope_error(error: EnvelopeError) -> ApiError {
     ApiError::bad_request(format!("body: {error}"))
 }
@@ -285,17 +346,56 @@ impl LiveApi {
         site_id: Path<Uuid>,
     ) -> ApiResult<Json<AvailabilityView>> {
         let availability = state.kernel.site_availability(&auth.0, SiteId::from_uuid(site_id.0)).await?;
-        Ok(Json(AvailabilityView {
-            site_id: availability.site_id.as_uuid(),
-            at: availability.at,
-            total: availability.spaces.len() as u64,
-            by_status: availability.counts.iter().map(|(status, n)| (status.as_str().to_owned(), *n)).collect(),
-            free_by_vehicle_type: availability
-                .free_by_vehicle_type
-                .iter()
-                .map(|(kind, n)| (kind.as_str().to_owned(), *n))
-                .collect(),
-            spaces: availability.spaces.iter().map(|(space, shown)| live_view(space, shown)).collect(),
+        Ok(Json(availability_view(&availability)))
+    }
+
+    /// Server-Sent Events of a site's availability: first a `snapshot` event, then a `space`
+    /// event for every change. Reconnect with `Last-Event-ID` to receive only what was missed
+    /// (a fresh snapshot if too much was). A client that cannot keep up is disconnected.
+    #[oai(path = "/v1/sites/:site_id/availability/stream", method = "get", operation_id = "streamSiteAvailability")]
+    async fn stream(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        site_id: Path<Uuid>,
+        #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+    ) -> ApiResult<EventStream<BoxStream<'static, StreamItem>>> {
+        let site_id = SiteId::from_uuid(site_id.0);
+        let resume = last_event_id.0.and_then(|id| id.trim().parse::<u64>().ok());
+        let subscription = state.kernel.subscribe_site(&auth.0, site_id, resume).await?;
+        let mut first: Vec<StreamItem> = Vec::new();
+        if let Some((seq, availability)) = &subscription.snapshot {
+            first.push(StreamItem {
+                kind: "snapshot".into(),
+                seq: *seq,
+                snapshot: Some(availability_view(availability)),
+                space: None,
+            });
+        }
+        // Deltas already in the snapshot or the replay are skipped by sequence number.
+        let mut sent = subscription.snapshot.as_ref().map_or(resume.unwrap_or(0), |(seq, _)| *seq);
+        for event in &subscription.replay {
+            first.push(change_item(event));
+            sent = sent.max(event.seq);
+        }
+        let operator_id = subscription.operator_id;
+        let deltas = futures_util::stream::unfold(subscription.receiver, move |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) if event.seq > sent && event.operator_id == operator_id && event.site_id == site_id => {
+                        return Some((change_item(&event), receiver));
+                    }
+                    Ok(_) => continue,
+                    // Fell behind the feed, or the server is stopping: end the stream; the client
+                    // reconnects with Last-Event-ID.
+                    Err(_) => return None,
+                }
+            }
+        });
+        let stream = futures_util::stream::iter(first).chain(deltas).boxed();
+        Ok(EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)).to_event(|item| {
+            let data = serde_json::to_string(&item.to_json()).unwrap_or_default();
+            poem::web::sse::Event::message(data).id(item.seq.to_string()).event_type(item.kind.clone())
         }))
     }
 

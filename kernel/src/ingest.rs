@@ -249,18 +249,8 @@ impl Kernel {
             set_by: set_by.clone(),
         });
         let after = live.effective(at, &config);
-        let event = SpaceEvent {
-            id: uuid::Uuid::now_v7(),
-            operator_id: operator,
-            space_id,
-            device_id: None,
-            kind: SpaceEventKind::OverrideSet,
-            from: before.status,
-            to: after.status,
-            at,
-            recorded_at: at,
-            detail: Some(format!("{reason} (by {set_by})")),
-        };
+        let detail = format!("{reason} (by {set_by})");
+        let event = override_event(operator, space_id, SpaceEventKind::OverrideSet, &before, &after, at, detail);
         let shown = column_state(&after, at);
         self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
         self.feed().publish(operator, space.site_id, space_id, after.clone());
@@ -280,18 +270,8 @@ impl Kernel {
         let before = live.effective(at, &config);
         live.override_ = None;
         let after = live.effective(at, &config);
-        let event = SpaceEvent {
-            id: uuid::Uuid::now_v7(),
-            operator_id: operator,
-            space_id,
-            device_id: None,
-            kind: SpaceEventKind::OverrideCleared,
-            from: before.status,
-            to: after.status,
-            at,
-            recorded_at: at,
-            detail: Some(format!("cleared by {}", caller_label(caller))),
-        };
+        let detail = format!("cleared by {}", caller_label(caller));
+        let event = override_event(operator, space_id, SpaceEventKind::OverrideCleared, &before, &after, at, detail);
         let shown = column_state(&after, at);
         self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
         self.feed().publish(operator, space.site_id, space_id, after);
@@ -387,6 +367,30 @@ impl Kernel {
             }
         };
         Ok(SiteSubscription { replay, snapshot, receiver, operator_id })
+    }
+}
+
+/// The audit entry of an override set or cleared.
+fn override_event(
+    operator_id: OperatorId,
+    space_id: SpaceId,
+    kind: SpaceEventKind,
+    before: &Effective,
+    after: &Effective,
+    at: DateTime<Utc>,
+    detail: String,
+) -> SpaceEvent {
+    SpaceEvent {
+        id: uuid::Uuid::now_v7(),
+        operator_id,
+        space_id,
+        device_id: None,
+        kind,
+        from: before.status,
+        to: after.status,
+        at,
+        recorded_at: at,
+        detail: Some(detail),
     }
 }
 

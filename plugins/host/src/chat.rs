@@ -7,8 +7,8 @@ use wasmtime::component::Component;
 use crate::bindings::chat::exports::berth::plugin::channel as wit;
 use crate::bindings::chat::{ChatChannel, ChatChannelPre};
 use crate::http::HttpPolicy;
-use crate::runner::{self, Health, Runner, SelfHost};
-use crate::{Limits, PluginError, PluginHost};
+use crate::runner::{self, Health, Runner};
+use crate::{Limits, PluginError, PluginHost, PluginState};
 
 pub use wit::{Button, ChannelError, InboundMessage, OutboundMessage, Webhook};
 
@@ -40,12 +40,18 @@ impl ChatPlugin {
         config: BTreeMap<String, String>,
         http: HttpPolicy,
     ) -> Result<Self, PluginError> {
-        let linker = runner::linker(host, |linker| ChatChannel::add_to_linker::<_, SelfHost>(linker, runner::state))?;
-        let instance_pre = runner::instantiate_pre(&linker, component, "chat-channel")?;
-        let pre = ChatChannelPre::new(instance_pre)
-            .map_err(|e| PluginError::Load(format!("not a chat-channel component: {e:#}")))?;
-        let instantiate = Box::new(move |store: &mut wasmtime::Store<_>| pre.instantiate(store));
-        Ok(Self { runner: Runner::new(host, id, limits, config, Some(http), instantiate) })
+        let runner = runner::world_runner!(
+            host,
+            id,
+            component,
+            limits,
+            config,
+            Some(http),
+            ChatChannel,
+            ChatChannelPre<PluginState>,
+            "chat-channel"
+        );
+        Ok(Self { runner })
     }
 
     pub fn health(&self) -> Health {

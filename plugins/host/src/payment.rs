@@ -8,8 +8,8 @@ use wasmtime::component::Component;
 use crate::bindings::payment::exports::berth::plugin::payment as wit;
 use crate::bindings::payment::{PaymentProvider, PaymentProviderPre};
 use crate::http::HttpPolicy;
-use crate::runner::{self, Health, Runner, SelfHost};
-use crate::{Limits, PluginError, PluginHost};
+use crate::runner::{self, Health, Runner};
+use crate::{Limits, PluginError, PluginHost, PluginState};
 
 pub use wit::{AuthorizeRequest, Money, PaymentError, PaymentEvent, PaymentState, PaymentStatus, Webhook};
 
@@ -41,13 +41,18 @@ impl PaymentPlugin {
         config: BTreeMap<String, String>,
         http: HttpPolicy,
     ) -> Result<Self, PluginError> {
-        let linker =
-            runner::linker(host, |linker| PaymentProvider::add_to_linker::<_, SelfHost>(linker, runner::state))?;
-        let instance_pre = runner::instantiate_pre(&linker, component, "payment-provider")?;
-        let pre = PaymentProviderPre::new(instance_pre)
-            .map_err(|e| PluginError::Load(format!("not a payment-provider component: {e:#}")))?;
-        let instantiate = Box::new(move |store: &mut wasmtime::Store<_>| pre.instantiate(store));
-        Ok(Self { runner: Runner::new(host, id, limits, config, Some(http), instantiate) })
+        let runner = runner::world_runner!(
+            host,
+            id,
+            component,
+            limits,
+            config,
+            Some(http),
+            PaymentProvider,
+            PaymentProviderPre<PluginState>,
+            "payment-provider"
+        );
+        Ok(Self { runner })
     }
 
     pub fn health(&self) -> Health {

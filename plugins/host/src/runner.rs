@@ -56,6 +56,22 @@ pub(crate) fn linker(
     Ok(linker)
 }
 
+/// Links a component against one world (its generated `World` and `WorldPre` types) and returns
+/// the runner for it. A macro because the generated types share no trait.
+macro_rules! world_runner {
+    ($host:expr, $id:expr, $component:expr, $limits:expr, $config:expr, $http:expr, $world:ty, $pre:ty, $name:literal) => {{
+        let linker = $crate::runner::linker($host, |linker| {
+            <$world>::add_to_linker::<_, $crate::runner::SelfHost>(linker, $crate::runner::state)
+        })?;
+        let instance_pre = $crate::runner::instantiate_pre(&linker, $component, $name)?;
+        let pre = <$pre>::new(instance_pre)
+            .map_err(|e| $crate::PluginError::Load(format!(concat!("not a ", $name, " component: {:#}"), e)))?;
+        let instantiate = Box::new(move |store: &mut wasmtime::Store<_>| pre.instantiate(store));
+        $crate::runner::Runner::new($host, $id, $limits, $config, $http, instantiate)
+    }};
+}
+pub(crate) use world_runner;
+
 /// Links a component against a world's imports; the error says which world was expected.
 pub(crate) fn instantiate_pre(
     linker: &Linker<PluginState>,

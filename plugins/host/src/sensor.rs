@@ -7,8 +7,8 @@ use wasmtime::component::Component;
 
 use crate::bindings::sensor::exports::berth::plugin::decoder as wit;
 use crate::bindings::sensor::{SensorDecoder, SensorDecoderPre};
-use crate::runner::{self, Health, Runner, SelfHost};
-use crate::{Limits, PluginError, PluginHost, truncate};
+use crate::runner::{self, Health, Runner};
+use crate::{Limits, PluginError, PluginHost, PluginState, truncate};
 
 pub use wit::{MessageKind, Occupancy, Reading};
 
@@ -62,12 +62,18 @@ impl SensorPlugin {
         limits: Limits,
         config: BTreeMap<String, String>,
     ) -> Result<Self, PluginError> {
-        let linker = runner::linker(host, |linker| SensorDecoder::add_to_linker::<_, SelfHost>(linker, runner::state))?;
-        let instance_pre = runner::instantiate_pre(&linker, component, "sensor-decoder")?;
-        let pre = SensorDecoderPre::new(instance_pre)
-            .map_err(|e| PluginError::Load(format!("not a sensor-decoder component: {e:#}")))?;
-        let instantiate = Box::new(move |store: &mut wasmtime::Store<_>| pre.instantiate(store));
-        Ok(Self { runner: Runner::new(host, id, limits, config, None, instantiate) })
+        let runner = runner::world_runner!(
+            host,
+            id,
+            component,
+            limits,
+            config,
+            None,
+            SensorDecoder,
+            SensorDecoderPre<PluginState>,
+            "sensor-decoder"
+        );
+        Ok(Self { runner })
     }
 
     pub fn id(&self) -> &str {

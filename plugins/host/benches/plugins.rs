@@ -1,6 +1,7 @@
 //! Plugin benchmark (not a test): per bundled plugin, the cold compile time, the load time from
 //! the on-disk cache, the decode cost per message through the component boundary, the first
-//! instantiation, and resident memory. Run with `cargo bench -p berth-plugin-host`.
+//! instantiation, and resident memory. Run with `cargo bench -p berth-plugin-host`
+//! (`BERTH_BENCH_POOLING=0` to compare with on-demand instance allocation).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,7 +35,8 @@ fn ms(started: Instant) -> f64 {
 fn main() {
     let cache_dir = std::env::temp_dir().join(format!("berth-bench-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache_dir);
-    let options = HostOptions { pooling: true, cache_dir: Some(cache_dir.clone()) };
+    let pooling = std::env::var("BERTH_BENCH_POOLING").as_deref() != Ok("0");
+    let options = HostOptions { pooling, cache_dir: Some(cache_dir.clone()) };
     let host = PluginHost::with_options(&options).expect("engine");
     println!("pooling allocator: {}", host.is_pooling());
     println!(

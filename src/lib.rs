@@ -102,12 +102,6 @@ pub async fn open_plugins(config: &Config) -> anyhow::Result<Option<Registry>> {
     .await
     .context("the plugin loader panicked")?
     .context("cannot start the plugin host (settings under [plugins])")?;
-    for plugin in registry.list_info() {
-        match &plugin.reload_error {
-            None => tracing::info!(plugin = %plugin.id, version = ?plugin.version, "plugin ready"),
-            Some(error) => tracing::warn!(plugin = %plugin.id, %error, "plugin not loaded"),
-        }
-    }
     Ok(Some(registry))
 }
 

@@ -42,9 +42,7 @@ impl DeviceInput {
         if !external_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.')) {
             return Err(ValidationError::new("external_id", "may contain only letters, digits, '-', '_', ':' and '.'"));
         }
-        // A DevEUI is case-insensitive hex; store one spelling so lookups from any network server match.
-        let is_dev_eui = external_id.len() == 16 && external_id.bytes().all(|b| b.is_ascii_hexdigit());
-        let external_id = if is_dev_eui { external_id.to_ascii_uppercase() } else { external_id };
+        let external_id = normalise_external_id(&external_id);
         Ok(DeviceDetails {
             external_id,
             vendor: slug_like("vendor", &self.vendor)?,
@@ -52,6 +50,14 @@ impl DeviceInput {
             name: optional_text("name", self.name.as_deref(), 200)?,
         })
     }
+}
+
+/// The stored spelling of an external id: a DevEUI is case-insensitive hex, kept upper case so
+/// lookups from any network server match; other ids are kept as given (trimmed).
+pub fn normalise_external_id(id: &str) -> String {
+    let id = id.trim();
+    let is_dev_eui = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_dev_eui { id.to_ascii_uppercase() } else { id.to_owned() }
 }
 
 fn slug_like(field: &str, value: &str) -> Result<String, ValidationError> {

@@ -95,12 +95,7 @@ impl Kernel {
         let operator = ingest_scope(caller)?;
         let received_at = now();
         let event_time = input.event_time.map(|time| time.min(received_at + MAX_CLOCK_SKEW)).unwrap_or(received_at);
-        let key = input.device_key.trim();
-        let key = if key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
-            key.to_ascii_uppercase()
-        } else {
-            key.to_owned()
-        };
+        let key = crate::device::normalise_external_id(&input.device_key);
         let device = self.store().find_device_by_external_id(operator, &key).await?.ok_or_else(|| {
             ValidationError::new(
                 "device",

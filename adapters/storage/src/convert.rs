@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::entity;
 
-fn corrupt(table: &str, id: Uuid, what: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(table: &str, id: Uuid, what: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("corrupt row in {table} {id}: {what}"))
 }
 

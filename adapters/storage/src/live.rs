@@ -14,13 +14,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::convert::{device_from_row, space_from_row};
+use crate::convert::{corrupt, device_from_row, space_from_row};
 use crate::entity::{device, device_health, space, space_event, space_live};
 use crate::{SqlStore, backend};
-
-fn corrupt(table: &str, id: Uuid, what: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("corrupt row in {table} {id}: {what}"))
-}
 
 fn status(table: &str, id: Uuid, text: &str) -> Result<SpaceStatus, StoreError> {
     SpaceStatus::parse(text).ok_or_else(|| corrupt(table, id, format!("status '{text}'")))

@@ -40,10 +40,6 @@ impl ArtifactCache {
         Self { dir }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The entry's file for this component on this engine.
     pub fn entry_path(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
         let mut fingerprint = std::collections::hash_map::DefaultHasher::new();

@@ -3,7 +3,6 @@
 //! timeout, with a response-size cap and a per-call request budget.
 
 use std::io::Read;
-use std::time::Duration;
 
 use crate::bindings::payment::berth::plugin::http as wit;
 use crate::{Limits, PluginState, truncate};
@@ -22,7 +21,6 @@ struct AllowedHost {
 /// What a plugin may reach and how.
 pub struct HttpPolicy {
     allowed: Vec<AllowedHost>,
-    timeout: Duration,
     max_response_bytes: usize,
     agent: ureq::Agent,
 }
@@ -47,7 +45,7 @@ impl HttpPolicy {
             .user_agent("berth-plugin-host")
             .build()
             .new_agent();
-        Self { allowed, timeout: limits.http_timeout, max_response_bytes: limits.max_http_response_bytes, agent }
+        Self { allowed, max_response_bytes: limits.max_http_response_bytes, agent }
     }
 
     /// Whether `url` may be called; the error says why not.
@@ -106,10 +104,6 @@ impl HttpPolicy {
             return Err(wit::HttpError::TooLarge);
         }
         Ok(wit::Response { status, headers, body })
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 }
 

@@ -44,7 +44,10 @@ fn main() {
     for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
         command.env_remove(var);
     }
-    command.env("CARGO_PROFILE_RELEASE_STRIP", "true").env("CARGO_PROFILE_RELEASE_LTO", "true");
+    command
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1");
     let status = command.status().expect("run cargo for the wasm32-wasip2 plugins");
     assert!(status.success(), "building the plugins for wasm32-wasip2 failed");
 

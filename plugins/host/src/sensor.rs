@@ -10,17 +10,9 @@ use crate::bindings::sensor::{SensorDecoder, SensorDecoderPre};
 use crate::runner::{self, Health, Runner};
 use crate::{Limits, PluginError, PluginHost, PluginState, truncate};
 
+/// One uplink for a decoder (the WIT record itself, so a call lowers it without copying it first).
+pub use wit::Uplink;
 pub use wit::{MessageKind, Occupancy, Reading};
-
-/// One uplink for a decoder.
-#[derive(Debug, Clone)]
-pub struct Uplink {
-    pub device_id: String,
-    pub model: String,
-    pub f_port: u8,
-    pub payload: Vec<u8>,
-    pub received_at_ms: u64,
-}
 
 /// A decoding: the normalised reading and the vendor's object.
 #[derive(Debug, Clone)]
@@ -99,14 +91,7 @@ impl SensorPlugin {
     /// Decodes one uplink. A fault fails this call only; the instance that faulted is dropped.
     pub fn decode(&self, uplink: &Uplink) -> Result<Decoded, PluginError> {
         self.runner.call(|bindings, store| {
-            let input = wit::Uplink {
-                device_id: uplink.device_id.clone(),
-                model: uplink.model.clone(),
-                f_port: uplink.f_port,
-                payload: uplink.payload.clone(),
-                received_at_ms: uplink.received_at_ms,
-            };
-            let answer = bindings.berth_plugin_decoder().call_decode(store, &input)?;
+            let answer = bindings.berth_plugin_decoder().call_decode(store, uplink)?;
             Ok(match answer {
                 Ok(decoded) => self.validate(decoded),
                 Err(message) => Err(PluginError::Decode(truncate(message, 1024))),

@@ -70,7 +70,7 @@ pub mod wasm {
                 battery_mv: reading.battery_mv,
                 temperature_c: reading.temperature_c,
             },
-            object_json: decoded.object.to_string(),
+            object_json: serde_json::to_string(&decoded.object).unwrap_or_default(),
         }
     }
 }

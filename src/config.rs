@@ -51,6 +51,70 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub plugins: PluginsConfig,
+    pub mqtt: MqttConfig,
+}
+
+/// Where MQTT uplinks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttMode {
+    /// Start the built-in broker on `mqtt.listen` and ingest from it.
+    Embedded,
+    /// Ingest from the broker at `mqtt.url`.
+    External,
+    /// No MQTT (webhooks only).
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub mode: MqttMode,
+    /// The embedded broker's address (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The external broker: `mqtt://host:port`.
+    pub url: Option<String>,
+    /// Stable per node: the broker keeps this node's session (and unacknowledged messages) by it.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Accounts of the embedded broker (user = password). Empty: no authentication, so keep the
+    /// broker on loopback.
+    pub users: std::collections::BTreeMap<String, Secret>,
+    /// Largest message the embedded broker accepts.
+    pub max_payload_bytes: usize,
+    /// Messages processed at once.
+    pub max_in_flight: usize,
+    /// What to subscribe to. Default: the berth native topics of every operator.
+    pub subscriptions: Vec<MqttSubscriptionConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSubscriptionConfig {
+    /// A topic filter: `v3/my-app@my-tenant/devices/+/up`, `application/+/device/+/event/up`,
+    /// `$share/berth/...` to split the work between nodes.
+    pub topic: String,
+    /// The operator (id or slug) whose data arrives there. Required unless the topic names the
+    /// operator (`berth/v1/{operator}/uplink/{device}`).
+    pub operator: Option<String>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            mode: MqttMode::Embedded,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            url: None,
+            client_id: "berth-ingest".to_owned(),
+            username: None,
+            password: None,
+            users: Default::default(),
+            max_payload_bytes: 256 * 1024,
+            max_in_flight: 256,
+            subscriptions: vec![MqttSubscriptionConfig { topic: "berth/v1/+/uplink/+".to_owned(), operator: None }],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +230,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             plugins: PluginsConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod demo;
 pub mod plugin_cli;
+pub mod simulator;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,13 +13,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_kernel::Kernel;
+use berth_mqtt::{BrokerAddress, EmbeddedBroker, IngestSettings, MqttIngest, Subscription};
 use berth_openapi::AppState;
 use berth_openapi::tokens::{JwksSource, OidcSettings, TokenService};
 use berth_plugin_host::{HostOptions, PluginHost, Registry, RegistryOptions};
 use berth_storage::{DatabaseSettings, SqlStore};
 use tokio::sync::oneshot;
 
-use crate::config::Config;
+use crate::config::{Config, MqttMode};
 
 /// Opens the database named by the configuration, applying migrations if configured.
 pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
@@ -53,12 +55,7 @@ fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
         return Ok(existing.trim().as_bytes().to_vec());
     }
     std::fs::create_dir_all(&config.data_dir)?;
-    let generated: String = {
-        use rand::RngCore;
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-    };
+    let generated = random_token(32);
     write_private_file(&path, &generated)?;
     Ok(generated.into_bytes())
 }
@@ -125,8 +122,19 @@ pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<App
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// Where MQTT uplinks go in (the embedded broker, or the external one), when MQTT is on.
+    pub mqtt: Option<MqttRunning>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// The MQTT side of a running server.
+pub struct MqttRunning {
+    /// The broker the ingest client reads from.
+    pub broker: BrokerAddress,
+    /// Set when berth runs the broker itself.
+    pub embedded: Option<EmbeddedBroker>,
+    pub ingest: MqttIngest,
 }
 
 impl RunningServer {
@@ -135,18 +143,86 @@ impl RunningServer {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        self.task.await??;
+        let served = self.task.await;
+        if let Some(mqtt) = self.mqtt.take() {
+            mqtt.ingest.stop().await;
+        }
+        served??;
         Ok(())
     }
 
     /// Waits until the server stops by itself (after `shutdown` resolved).
     pub async fn wait(self) -> anyhow::Result<()> {
-        let RunningServer { task, shutdown, .. } = self;
+        let RunningServer { task, shutdown, mqtt, .. } = self;
         // Keep the sender alive so the server is not told to stop early.
         let _keep = shutdown;
-        task.await??;
+        let served = task.await;
+        if let Some(mqtt) = mqtt {
+            mqtt.ingest.stop().await;
+        }
+        served??;
         Ok(())
     }
+}
+
+/// Starts the embedded broker (if configured) and the ingest client.
+pub async fn start_mqtt(config: &Config, kernel: Kernel) -> anyhow::Result<Option<MqttRunning>> {
+    let settings = &config.mqtt;
+    let (broker, embedded, mut users_password) = match settings.mode {
+        MqttMode::Off => return Ok(None),
+        MqttMode::External => {
+            let url = settings.url.as_deref().context("mqtt.mode is \"external\" but mqtt.url is not set")?;
+            (BrokerAddress::parse(url)?, None, None)
+        }
+        MqttMode::Embedded => {
+            let mut users: std::collections::BTreeMap<String, String> =
+                settings.users.iter().map(|(user, pass)| (user.clone(), pass.expose().to_owned())).collect();
+            // With accounts on, berth's own client needs one too.
+            let own = (!users.is_empty() && settings.username.is_none()).then(|| {
+                let password = random_token(24);
+                users.insert(INTERNAL_MQTT_USER.to_owned(), password.clone());
+                password
+            });
+            let (listen, max_payload) = (settings.listen, settings.max_payload_bytes);
+            let embedded =
+                tokio::task::spawn_blocking(move || EmbeddedBroker::start(listen, "mqtt.listen", max_payload, &users))
+                    .await
+                    .context("the MQTT broker start panicked")??;
+            let addr = embedded.addr();
+            (BrokerAddress { host: addr.ip().to_string(), port: addr.port() }, Some(embedded), own)
+        }
+    };
+    let mut ingest = IngestSettings::new(broker.clone(), settings.client_id.clone());
+    ingest.max_in_flight = settings.max_in_flight;
+    ingest.subscriptions = settings
+        .subscriptions
+        .iter()
+        .map(|s| Subscription { filter: s.topic.clone(), operator: s.operator.clone() })
+        .collect();
+    match (&settings.username, users_password.take()) {
+        (Some(username), _) => {
+            ingest.username = Some(username.clone());
+            ingest.password = settings.password.as_ref().map(|p| p.expose().to_owned());
+        }
+        (None, Some(password)) => {
+            ingest.username = Some(INTERNAL_MQTT_USER.to_owned());
+            ingest.password = Some(password);
+        }
+        (None, None) => {}
+    }
+    let ingest = MqttIngest::spawn(kernel, ingest)?;
+    Ok(Some(MqttRunning { broker, embedded, ingest }))
+}
+
+/// The account berth's own client uses on the embedded broker when accounts are configured.
+const INTERNAL_MQTT_USER: &str = "berth-internal";
+
+/// `n_bytes` random bytes from the OS, as hex.
+fn random_token(n_bytes: usize) -> String {
+    use rand::RngCore;
+    let mut bytes = vec![0u8; n_bytes];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Binds the listener and serves the API until `shutdown` resolves or [`RunningServer::stop`].
@@ -160,6 +236,7 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {} (setting http.listen)", config.http.listen))?;
     let addr = listener.local_addr();
+    let mqtt = start_mqtt(config, state.kernel.clone()).await?;
     let served_state = state.clone();
     let max_body_bytes = config.http.max_body_bytes;
     let (stop_sender, stop_receiver) = oneshot::channel::<()>();
@@ -178,7 +255,7 @@ pub async fn start(
         }
         result
     });
-    Ok(RunningServer { addr, state, shutdown: Some(stop_sender), task })
+    Ok(RunningServer { addr, state, mqtt, shutdown: Some(stop_sender), task })
 }
 
 /// Resolves on SIGINT or SIGTERM.

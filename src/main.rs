@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use berth::config::{Config, LogFormat};
 use berth_kernel::Kernel;
 use clap::{Parser, Subcommand};
@@ -105,7 +106,10 @@ enum AdminCommand {
 
 fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    // The embedded broker logs every client disconnect as an error; quiet unless asked for.
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let directives = if directives.contains("rumqttd") { directives } else { format!("{directives},rumqttd=off") };
+    let filter = EnvFilter::new(directives);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
@@ -157,7 +161,13 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(database = store.backend_name(), "database ready");
             let server = berth::start(&config, store, berth::shutdown_signal()).await?;
             tracing::info!(addr = %server.addr, "berth API listening");
-            println!("berth API on http://{}  (docs: http://{}/docs)", server.addr, server.addr);
+            let mut banner = format!("berth API on http://{}  (docs: http://{}/docs)\n", server.addr, server.addr);
+            if let Some(mqtt) = &server.mqtt {
+                let kind = if mqtt.embedded.is_some() { "embedded broker" } else { "external broker" };
+                banner += &format!("MQTT ingest from mqtt://{}:{} ({kind})\n", mqtt.broker.host, mqtt.broker.port);
+            }
+            // One write, and a closed stdout (a supervisor that stopped reading) is no reason to die.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
             server.wait().await
         }
         Command::Demo { listen } => run_demo(config, listen).await,
@@ -200,10 +210,19 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
     if let Some(listen) = listen {
         config.http.listen = listen;
     }
+    // Another broker (or another demo) may hold the MQTT port: take any free one then.
+    if config.mqtt.mode == berth::config::MqttMode::Embedded && std::net::TcpListener::bind(config.mqtt.listen).is_err()
+    {
+        tracing::warn!(listen = %config.mqtt.listen, "MQTT port busy; the embedded broker takes a free port");
+        config.mqtt.listen.set_port(0);
+    }
     let store = berth::open_store(&config).await?;
     let backend = store.backend_name();
     let kernel = Kernel::new(std::sync::Arc::new(store.clone()));
     let credentials = berth::demo::seed(&kernel, &config.data_dir).await?;
+    let operator_admin = kernel.authenticate_api_key(&credentials.operator_admin_key).await?;
+    let garage: berth_kernel::ids::SiteId = credentials.off_street_site_id.parse().context("demo garage id")?;
+    let fleet = berth::simulator::ensure_fleet(&kernel, &operator_admin, garage).await?;
     let server = match berth::start(&config, store.clone(), berth::shutdown_signal()).await {
         Ok(server) => server,
         Err(error) if !explicit_listen => {
@@ -221,6 +240,34 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
     println!("  Swagger UI    {base}/docs");
     println!("  OpenAPI       {base}/openapi.json");
     println!("  Metrics       {base}/metrics");
+    let _simulator = match &server.mqtt {
+        Some(mqtt) => {
+            let broker = &mqtt.broker;
+            println!(
+                "  MQTT broker   mqtt://{}:{}{}",
+                broker.host,
+                broker.port,
+                if mqtt.embedded.is_some() { " (embedded)" } else { "" }
+            );
+            println!("                publish to berth/v1/{}/uplink/{{device}}", berth::demo::DEMO_SLUG);
+            let credentials =
+                config.mqtt.username.clone().map(|user| {
+                    (user, config.mqtt.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())
+                });
+            println!(
+                "  Simulator     {} sensors on the garage's ground floor (Bosch, Nwave, TEKZITEL, Dingtek)",
+                fleet.len()
+            );
+            Some(berth::simulator::Simulator::start(
+                broker,
+                credentials,
+                berth::demo::DEMO_SLUG,
+                fleet,
+                std::time::Duration::from_secs(2),
+            ))
+        }
+        None => None,
+    };
     let plugins = server.state.kernel.plugins().list().await;
     let names: Vec<String> =
         plugins.iter().map(|p| format!("{} {}", p.id, p.version.as_deref().unwrap_or("(failed)"))).collect();

@@ -41,6 +41,18 @@ pub enum IngestResult {
     Unbound,
 }
 
+impl IngestResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestResult::Changed => "changed",
+            IngestResult::Refreshed => "refreshed",
+            IngestResult::Duplicate => "duplicate",
+            IngestResult::OutOfOrder => "out_of_order",
+            IngestResult::Unbound => "unbound",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct IngestReport {
     pub device_id: DeviceId,
@@ -86,6 +98,14 @@ impl Kernel {
         ingest_scope(caller).map(|_| ())
     }
 
+    /// An operator by id or slug, for transports that name the operator (MQTT topics).
+    pub async fn operator_by_ref(&self, reference: &str) -> KernelResult<Option<OperatorId>> {
+        if let Ok(id) = OperatorId::parse(reference) {
+            return Ok(self.store().get_operator(id).await?.map(|operator| operator.id));
+        }
+        Ok(self.store().find_operator_by_slug(reference).await?.map(|operator| operator.id))
+    }
+
     pub fn live_config(&self) -> LiveConfig {
         LiveConfig::default()
     }
@@ -93,15 +113,24 @@ impl Kernel {
     /// Takes one uplink through the device's plugin into its space's state.
     pub async fn ingest(&self, caller: &Principal, input: UplinkInput) -> KernelResult<IngestReport> {
         let operator = ingest_scope(caller)?;
+        self.ingest_for_operator(operator, input).await
+    }
+
+    /// Takes one uplink for an operator that the transport itself established: a broker
+    /// subscription configured for that operator, or a topic on a broker only trusted publishers
+    /// reach. Everything else goes through [`Kernel::ingest`] and its caller's scope.
+    pub async fn ingest_for_operator(&self, operator: OperatorId, input: UplinkInput) -> KernelResult<IngestReport> {
         let received_at = now();
         let event_time = input.event_time.map(|time| time.min(received_at + MAX_CLOCK_SKEW)).unwrap_or(received_at);
         let key = crate::device::normalise_external_id(&input.device_key);
-        let device = self.store().find_device_by_external_id(operator, &key).await?.ok_or_else(|| {
-            ValidationError::new(
+        let Some(device) = self.store().find_device_by_external_id(operator, &key).await? else {
+            let error = ValidationError::new(
                 "device",
                 format!("no device with external_id '{key}' is registered for this operator"),
-            )
-        })?;
+            );
+            self.rejects().reject("ingest", "unknown_device", &key, &error.message);
+            return Err(error.into());
+        };
         let mut health = self.store().get_device_health(operator, device.id).await?.unwrap_or_default();
         let uplink = SensorUplink {
             device_id: device.details.external_id.clone(),
@@ -119,6 +148,7 @@ impl Kernel {
                     _ => "plugin_fault",
                 };
                 *health.rejected.entry(reason.to_owned()).or_default() += 1;
+                self.rejects().reject("ingest", reason, &key, &error);
                 health.last_error = Some(error.to_string());
                 health.last_error_at = Some(received_at);
                 self.store().save_device_health(operator, device.id, &health).await?;
@@ -175,7 +205,10 @@ impl Kernel {
             Applied::Duplicate => IngestResult::Duplicate,
             Applied::OutOfOrder => IngestResult::OutOfOrder,
         };
+        metrics::counter!("berth_ingest_uplinks_total", "result" => result.as_str()).increment(1);
         if result == IngestResult::Duplicate {
+            metrics::counter!("berth_ingest_rejected_total", "source" => "ingest", "reason" => "duplicate")
+                .increment(1);
             *health.rejected.entry("duplicate".to_owned()).or_default() += 1;
         } else {
             health.accepted += 1;

@@ -16,6 +16,7 @@ pub mod operator;
 pub mod page;
 pub mod plugin;
 pub mod ports;
+pub mod reject;
 pub mod service;
 pub mod site;
 pub mod space;

@@ -27,6 +27,7 @@ pub struct Kernel {
     plugins: Arc<dyn Plugins>,
     live_locks: Arc<[tokio::sync::Mutex<()>]>,
     feed: Arc<crate::feed::LiveFeed>,
+    rejects: Arc<crate::reject::RejectLog>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -41,7 +42,7 @@ impl Kernel {
     /// A kernel without plugins; see [`Kernel::with_plugins`].
     pub fn new(store: Arc<dyn Store>) -> Self {
         let live_locks = (0..crate::ingest::LIVE_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self { store, plugins: Arc::new(NoPlugins), live_locks, feed: Arc::default() }
+        Self { store, plugins: Arc::new(NoPlugins), live_locks, feed: Arc::default(), rejects: Arc::default() }
     }
 
     pub fn with_plugins(mut self, plugins: Arc<dyn Plugins>) -> Self {
@@ -56,6 +57,11 @@ impl Kernel {
     /// Changes of what spaces show, as they happen.
     pub fn feed(&self) -> &crate::feed::LiveFeed {
         &self.feed
+    }
+
+    /// Where rejected device data is counted and (throttled) logged.
+    pub fn rejects(&self) -> &crate::reject::RejectLog {
+        &self.rejects
     }
 
     pub(crate) fn live_locks(&self) -> &[tokio::sync::Mutex<()>] {

@@ -142,6 +142,22 @@ async fn demo_is_idempotent_across_restarts() {
     let n_spaces = spaces["items"].as_array().unwrap().len();
     assert!((200..=1000).contains(&n_spaces), "{n_spaces} demo spaces");
 
+    // The simulated sensors publish through the embedded broker (on a free port when 1883 is
+    // taken, as on CI): the garage's ground floor fills in.
+    assert!(banner_value(&again, "MQTT broker").starts_with("mqtt://127.0.0.1:"));
+    let garage = banner_value(&again, "off-street site");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let shown: serde_json::Value =
+            get(format!("/v1/sites/{garage}/availability")).await.unwrap().json().await.unwrap();
+        let sensed = shown["by_status"]["free"].as_u64().unwrap() + shown["by_status"]["occupied"].as_u64().unwrap();
+        if sensed >= 30 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the simulator never filled the garage: {}", shown["by_status"]);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     let driver_login = banner_value(&again, "driver login");
     let (email, password) = driver_login.split_once(" / ").unwrap();
     let login = client

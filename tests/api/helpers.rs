@@ -98,6 +98,8 @@ impl TestApp {
         // Bundled plugins load from one cache shared by every test; no file watcher per server.
         config.plugins.cache_dir = Some(std::env::temp_dir().join("berth-test-plugin-cache"));
         config.plugins.watch = false;
+        // MQTT only where a test asks for it (it would take 1883 otherwise).
+        config.mqtt.mode = berth::config::MqttMode::Off;
         let mut postgres_db = None;
         if backend == Backend::Postgres {
             let admin_url = postgres_url().expect("postgres backend needs BERTH_TEST_POSTGRES_URL");
@@ -116,6 +118,11 @@ impl TestApp {
             _data_dir: data_dir,
             postgres_db,
         }
+    }
+
+    /// The running server's MQTT side, when the test turned MQTT on.
+    pub fn mqtt(&self) -> &berth::MqttRunning {
+        self.server.as_ref().expect("server running").mqtt.as_ref().expect("MQTT is on for this test")
     }
 
     /// The running server's kernel, for what the API does not expose (yet).

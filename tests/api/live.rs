@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .map(|dir| dir.join("shared/uplink-envelopes"))
@@ -16,7 +16,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// The Bosch parking sensor of the TTN and ChirpStack captures.
-const BOSCH_EUI: &str = "1000000000000001";
+pub(crate) const BOSCH_EUI: &str = "1000000000000001";
 
 async fn post_raw(app: &TestApp, path: &str, token: &str, body: Vec<u8>) -> crate::helpers::Resp {
     app.raw(Method::POST, path, Some(token), "application/json", body).await

@@ -10,6 +10,7 @@ mod drivers;
 mod health;
 mod keys;
 mod live;
+mod mqtt;
 mod persistence;
 mod plugins;
 mod sites;

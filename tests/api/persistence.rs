@@ -45,6 +45,8 @@ pub fn spawn_binary(data_dir: &std::path::Path) -> (Child, String) {
         .arg("serve")
         .env("BERTH__DATA_DIR", data_dir)
         .env("BERTH__HTTP__LISTEN", "127.0.0.1:0")
+        // The embedded broker on any free port (1883 may be another broker's).
+        .env("BERTH__MQTT__LISTEN", "127.0.0.1:0")
         .env("BERTH__AUTH__ADMIN_KEY", ADMIN_KEY)
         .env("RUST_LOG", "warn")
         .env("BERTH__PLUGINS__CACHE_DIR", std::env::temp_dir().join("berth-test-plugin-cache"))

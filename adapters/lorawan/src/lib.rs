@@ -7,6 +7,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use berth_kernel::ingest::UplinkInput;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -58,6 +59,18 @@ impl Uplink {
     /// The identity to look the device up by: the DevEUI, else the server's device name.
     pub fn device_key(&self) -> Option<&str> {
         self.dev_eui.as_deref().or(self.device_name.as_deref())
+    }
+
+    /// What the kernel ingests; `None` when the envelope names no device.
+    pub fn into_input(self) -> Option<UplinkInput> {
+        let device_key = self.device_key()?.to_owned();
+        Some(UplinkInput {
+            device_key,
+            f_port: self.f_port,
+            payload: self.payload,
+            counter: self.f_cnt,
+            event_time: self.received_at,
+        })
     }
 }
 

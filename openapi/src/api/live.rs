@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use berth_kernel::feed::LiveEvent;
 use berth_kernel::ids::{DeviceId, SiteId, SpaceId};
-use berth_kernel::ingest::{Availability, IngestReport, IngestResult, OverrideInput, UplinkInput};
+use berth_kernel::ingest::{Availability, IngestReport, OverrideInput};
 use berth_kernel::live::{DeviceHealth, Effective, SpaceEvent};
 use berth_lorawan::{Envelope, EnvelopeError};
 use chrono::{DateTime, Utc};
@@ -58,23 +58,13 @@ pub struct IngestView {
 impl From<IngestReport> for IngestView {
     fn from(report: IngestReport) -> Self {
         Self {
-            result: result_name(report.result).to_owned(),
+            result: report.result.as_str().to_owned(),
             device_id: Some(report.device_id.as_uuid()),
             space_id: report.space_id.map(|id| id.as_uuid()),
             status: report.shown.as_ref().map(|shown| shown.status.into()),
             confidence: report.shown.as_ref().map(|shown| shown.confidence),
             detail: None,
         }
-    }
-}
-
-fn result_name(result: IngestResult) -> &'static str {
-    match result {
-        IngestResult::Changed => "changed",
-        IngestResult::Refreshed => "refreshed",
-        IngestResult::Duplicate => "duplicate",
-        IngestResult::OutOfOrder => "out_of_order",
-        IngestResult::Unbound => "unbound",
     }
 }
 
@@ -284,14 +274,7 @@ async fn take(state: &AppState, auth: &BerthAuth, envelope: Envelope) -> ApiResu
             })));
         }
     };
-    let device_key = uplink.device_key().map(str::to_owned).ok_or_else(|| ApiError::bad_request("body: no device"))?;
-    let input = UplinkInput {
-        device_key,
-        f_port: uplink.f_port,
-        payload: uplink.payload,
-        counter: uplink.f_cnt,
-        event_time: uplink.received_at,
-    };
+    let input = uplink.into_input().ok_or_else(|| ApiError::bad_request("body: no device"))?;
     let report = state.kernel.ingest(&auth.0, input).await?;
     Ok(Accepted::Accepted(Json(report.into())))
 }

@@ -1,0 +1,469 @@
+//! The ingest client: subscribes (QoS 1, persistent session, manual acknowledgements), hands
+//! each uplink to the kernel, acknowledges it once stored, and reconnects with backoff.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use berth_kernel::Kernel;
+use berth_kernel::error::KernelError;
+use berth_kernel::ids::OperatorId;
+use berth_kernel::ingest::IngestResult;
+use berth_lorawan::{Envelope, Topic};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::{Mutex, Semaphore, watch};
+
+use crate::MqttError;
+use crate::filter::{filter_matches, validate_filter};
+
+/// Where the broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerAddress {
+    /// Reads `mqtt://host[:port]` or `tcp://host[:port]` (port 1883 by default).
+    pub fn parse(url: &str) -> Result<Self, MqttError> {
+        let invalid = |message: String| MqttError::Config { setting: "mqtt.url", message };
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| invalid(format!("'{url}' must start with mqtt:// or tcp:// (TLS is not built in)")))?;
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('@') {
+            return Err(invalid("put credentials in mqtt.username and mqtt.password, not in the URL".into()));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+                (host, port.parse::<u16>().map_err(|_| invalid(format!("'{port}' is not a port")))?)
+            }
+            _ => (rest, 1883),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(invalid(format!("'{url}' names no host")));
+        }
+        Ok(Self { host: host.to_owned(), port })
+    }
+}
+
+/// One topic filter and whose data arrives on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub filter: String,
+    /// The operator (id or slug) all data on this filter belongs to. `None`: the topic names it
+    /// (`berth/v1/{operator}/uplink/{device}`), which only a broker restricted to trusted
+    /// publishers should allow.
+    pub operator: Option<String>,
+}
+
+impl Subscription {
+    /// The berth native topics of every operator.
+    pub fn native() -> Self {
+        Self { filter: "berth/v1/+/uplink/+".into(), operator: None }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub broker: BrokerAddress,
+    /// Stable across restarts: the broker keeps the session (and unacknowledged messages) by it.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub subscriptions: Vec<Subscription>,
+    pub keep_alive: Duration,
+    /// Messages being processed at once; the client stops reading the socket beyond this.
+    pub max_in_flight: usize,
+    /// Reconnect backoff bounds.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl IngestSettings {
+    pub fn new(broker: BrokerAddress, client_id: impl Into<String>) -> Self {
+        Self {
+            broker,
+            client_id: client_id.into(),
+            username: None,
+            password: None,
+            subscriptions: vec![Subscription::native()],
+            keep_alive: Duration::from_secs(30),
+            max_in_flight: 256,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+
+    fn validate(&self) -> Result<(), MqttError> {
+        if self.client_id.is_empty() || self.client_id.len() > 128 {
+            return Err(MqttError::Config { setting: "mqtt.client_id", message: "must be 1 to 128 characters".into() });
+        }
+        if self.subscriptions.is_empty() {
+            return Err(MqttError::Config { setting: "mqtt.subscriptions", message: "subscribe to something".into() });
+        }
+        for subscription in &self.subscriptions {
+            validate_filter(&subscription.filter)
+                .map_err(|message| MqttError::Config { setting: "mqtt.subscriptions", message })?;
+        }
+        Ok(())
+    }
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied(IngestResult),
+    /// Not an uplink (a join, a status event): acknowledged and dropped.
+    Ignored,
+    /// Bad data, counted by reason; acknowledged (sending it again would not help).
+    Rejected(&'static str),
+    /// The kernel could not store it and the client is stopping: left unacknowledged, so the
+    /// broker sends it again.
+    Failed(String),
+}
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub received: AtomicU64,
+    pub applied: AtomicU64,
+    pub ignored: AtomicU64,
+    pub rejected: AtomicU64,
+    pub failed: AtomicU64,
+    pub connects: AtomicU64,
+    pub connected: AtomicBool,
+    /// Which connection (1, 2, ...) is current.
+    connection: AtomicU64,
+}
+
+/// A running ingest client.
+pub struct MqttIngest {
+    stats: Arc<IngestStats>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MqttIngest {
+    /// Starts the client; it connects (and reconnects) in the background.
+    pub fn spawn(kernel: Kernel, settings: IngestSettings) -> Result<Self, MqttError> {
+        settings.validate()?;
+        let stats = Arc::new(IngestStats::default());
+        let (stop, stopped) = watch::channel(false);
+        let handler =
+            Arc::new(Handler { kernel, subscriptions: settings.subscriptions.clone(), operators: Mutex::default() });
+        let task = tokio::spawn(run(settings, handler, stats.clone(), stopped));
+        Ok(Self { stats, stop, task })
+    }
+
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
+    }
+
+    /// Disconnects after the messages in flight are done.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn run(
+    settings: IngestSettings,
+    handler: Arc<Handler>,
+    stats: Arc<IngestStats>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut options = MqttOptions::new(&settings.client_id, &settings.broker.host, settings.broker.port);
+    options
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(settings.keep_alive)
+        // Larger than any broker default we meet, so an oversized message is rejected by
+        // reason here instead of breaking the connection (and coming back forever).
+        .set_max_packet_size(16 * 1024 * 1024, 64 * 1024)
+        .set_inflight(u16::try_from(settings.max_in_flight).unwrap_or(u16::MAX).max(1));
+    if let Some(username) = &settings.username {
+        options.set_credentials(username, settings.password.clone().unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, settings.max_in_flight.max(16));
+    let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+    // MQTT 3.1.1 (4.6) wants PUBACKs in the order the PUBLISHes came, and brokers enforce it, so
+    // messages are processed concurrently but acknowledged in order by one task.
+    let (pending, in_order) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+    let acker = tokio::spawn(acknowledge_in_order(in_order, client.clone(), stats.clone()));
+    let mut connection = 0u64;
+    let mut backoff = settings.backoff_min;
+    loop {
+        let event = tokio::select! {
+            _ = stopped.changed() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                connection += 1;
+                // Acks only make sense on the connection their messages came on: after a
+                // reconnect the broker sends the unacknowledged ones again.
+                stats.connection.store(connection, Ordering::Relaxed);
+                backoff = settings.backoff_min;
+                stats.connects.fetch_add(1, Ordering::Relaxed);
+                stats.connected.store(true, Ordering::Relaxed);
+                tracing::info!(session_present = ack.session_present, client_id = %settings.client_id, "MQTT connected");
+                // Subscribing again on a resumed session is harmless and covers a broker that
+                // lost it.
+                let filters = settings
+                    .subscriptions
+                    .iter()
+                    .map(|s| rumqttc::SubscribeFilter::new(s.filter.clone(), QoS::AtLeastOnce));
+                if let Err(error) = client.try_subscribe_many(filters) {
+                    tracing::warn!(%error, "MQTT subscribe could not be queued");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                // Back-pressure: beyond max_in_flight the loop stops reading the socket.
+                let permit = tokio::select! {
+                    _ = stopped.changed() => break,
+                    permit = permits.clone().acquire_owned() => permit.expect("invariant: the semaphore is never closed"),
+                };
+                let (handler, stopped) = (handler.clone(), stopped.clone());
+                let publish = Arc::new(publish);
+                let work = tokio::spawn({
+                    let publish = publish.clone();
+                    async move { handler.handle_until_stored(&publish, stopped).await }
+                });
+                let _ = pending.send(Pending { publish, connection, work, _permit: permit });
+            }
+            Ok(_) => {}
+            Err(error) => {
+                stats.connected.store(false, Ordering::Relaxed);
+                stats.connection.store(0, Ordering::Relaxed);
+                tracing::warn!(
+                    %error,
+                    broker = %format!("{}:{}", settings.broker.host, settings.broker.port),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "MQTT connection lost"
+                );
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    _ = tokio::time::sleep(jitter(backoff)) => {}
+                }
+                backoff = (backoff * 2).min(settings.backoff_max);
+            }
+        }
+    }
+    // Let the messages in flight finish and be acknowledged before disconnecting.
+    drop(pending);
+    let _ = tokio::time::timeout(Duration::from_secs(10), acker).await;
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(event) = eventloop.poll().await {
+            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+    stats.connected.store(false, Ordering::Relaxed);
+}
+
+/// A message being processed, in arrival order.
+struct Pending {
+    publish: Arc<Publish>,
+    connection: u64,
+    work: tokio::task::JoinHandle<Outcome>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+async fn acknowledge_in_order(
+    mut in_order: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+    client: AsyncClient,
+    stats: Arc<IngestStats>,
+) {
+    while let Some(pending) = in_order.recv().await {
+        let outcome = pending.work.await.unwrap_or_else(|error| Outcome::Failed(format!("handler panicked: {error}")));
+        let counter = match &outcome {
+            Outcome::Applied(_) => &stats.applied,
+            Outcome::Ignored => &stats.ignored,
+            Outcome::Rejected(_) => &stats.rejected,
+            Outcome::Failed(_) => &stats.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        // Unacknowledged (stopping, or from an earlier connection), the broker sends it again.
+        if !matches!(outcome, Outcome::Failed(_))
+            && pending.connection == stats.connection.load(Ordering::Relaxed)
+            && let Err(error) = client.ack(&pending.publish).await
+        {
+            tracing::debug!(%error, "MQTT ack not sent (disconnecting?)");
+        }
+    }
+}
+
+/// Spreads reconnects of many nodes: 75% to 125% of the delay.
+fn jitter(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    delay.mul_f64(0.75 + f64::from(nanos % 1000) / 2000.0)
+}
+
+struct Handler {
+    kernel: Kernel,
+    subscriptions: Vec<Subscription>,
+    /// Operator references (id or slug) already resolved, with when.
+    operators: Mutex<HashMap<String, (Option<OperatorId>, Instant)>>,
+}
+
+/// How long a resolved operator reference is trusted.
+const OPERATOR_CACHE_TTL: Duration = Duration::from_secs(60);
+/// The longest wait between attempts to store a message.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+impl Handler {
+    /// Handles a message; when storage fails, tries again (backing off, up to 5 s apart) until
+    /// it works or the client stops. Meanwhile the message stays unacknowledged, and the
+    /// in-flight bound stops reading more.
+    async fn handle_until_stored(&self, publish: &Publish, mut stopped: watch::Receiver<bool>) -> Outcome {
+        let mut delay = Duration::from_millis(50);
+        let mut attempts = 0u32;
+        loop {
+            let outcome = self.handle(&publish.topic, &publish.payload[..]).await;
+            let Outcome::Failed(error) = &outcome else { return outcome };
+            attempts += 1;
+            if attempts == 1 || attempts.is_multiple_of(20) {
+                tracing::error!(topic = %publish.topic, %error, attempts, "uplink not stored yet; retrying");
+            }
+            tokio::select! {
+                _ = stopped.changed() => return outcome,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+        }
+    }
+
+    async fn handle(&self, topic: &str, payload: &[u8]) -> Outcome {
+        let rejects = self.kernel.rejects();
+        let device_hint = device_of(topic);
+        let envelope = match berth_lorawan::parse_mqtt(topic, payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                rejects.reject("mqtt", error.reason(), device_hint, &error);
+                return Outcome::Rejected(error.reason());
+            }
+        };
+        let uplink = match envelope {
+            Envelope::Uplink(uplink) => uplink,
+            Envelope::Ignored(_) => return Outcome::Ignored,
+        };
+        let configured =
+            self.subscriptions.iter().find(|s| filter_matches(&s.filter, topic)).and_then(|s| s.operator.as_deref());
+        let named = match berth_lorawan::parse_topic(topic) {
+            Some(Topic::Native { operator, .. }) => Some(operator),
+            _ => None,
+        };
+        let reference = match (configured, named.as_deref()) {
+            (Some(configured), Some(named)) if configured != named => {
+                rejects.reject(
+                    "mqtt",
+                    "operator_mismatch",
+                    device_hint,
+                    &format!("topic names operator '{named}' under a subscription for '{configured}'"),
+                );
+                return Outcome::Rejected("operator_mismatch");
+            }
+            (Some(configured), _) => configured,
+            (None, Some(named)) => named,
+            (None, None) => {
+                rejects.reject(
+                    "mqtt",
+                    "no_operator",
+                    device_hint,
+                    &format!("topic '{topic}' is under no subscription with an operator"),
+                );
+                return Outcome::Rejected("no_operator");
+            }
+        };
+        let operator = match self.operator(reference).await {
+            Ok(Some(operator)) => operator,
+            Ok(None) => {
+                rejects.reject("mqtt", "unknown_operator", device_hint, &format!("no operator '{reference}'"));
+                return Outcome::Rejected("unknown_operator");
+            }
+            Err(error) => return Outcome::Failed(error.to_string()),
+        };
+        let Some(input) = uplink.into_input() else {
+            rejects.reject("mqtt", "no_device", device_hint, &"the envelope names no device");
+            return Outcome::Rejected("no_device");
+        };
+        match self.kernel.ingest_for_operator(operator, input).await {
+            Ok(report) => Outcome::Applied(report.result),
+            // Counted and logged by the kernel.
+            Err(KernelError::Validation(error)) => {
+                Outcome::Rejected(if error.field == "device" { "unknown_device" } else { "plugin_rejected" })
+            }
+            Err(KernelError::NotFound { .. } | KernelError::Forbidden(_) | KernelError::Conflict(_)) => {
+                Outcome::Rejected("refused")
+            }
+            Err(error) => Outcome::Failed(error.to_string()),
+        }
+    }
+
+    async fn operator(&self, reference: &str) -> Result<Option<OperatorId>, KernelError> {
+        let now = Instant::now();
+        if let Some((operator, at)) = self.operators.lock().await.get(reference)
+            && now.duration_since(*at) < OPERATOR_CACHE_TTL
+        {
+            return Ok(*operator);
+        }
+        let operator = self.kernel.operator_by_ref(reference).await?;
+        let mut cache = self.operators.lock().await;
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(reference.to_owned(), (operator, now));
+        Ok(operator)
+    }
+}
+
+/// The device segment of a known topic, for rate-limiting log lines; else the whole topic.
+fn device_of(topic: &str) -> &str {
+    let parts: Vec<&str> = topic.split('/').collect();
+    match parts.as_slice() {
+        ["v3", _, "devices", device, ..]
+        | ["application", _, "device", device, ..]
+        | ["berth", "v1", _, "uplink", device] => device,
+        _ => topic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            BrokerAddress::parse("mqtt://127.0.0.1:1883").unwrap(),
+            BrokerAddress { host: "127.0.0.1".into(), port: 1883 }
+        );
+        assert_eq!(
+            BrokerAddress::parse("tcp://broker.example/").unwrap(),
+            BrokerAddress { host: "broker.example".into(), port: 1883 }
+        );
+        assert_eq!(
+            BrokerAddress::parse("mqtt://[::1]:1884").unwrap(),
+            BrokerAddress { host: "::1".into(), port: 1884 }
+        );
+        assert!(BrokerAddress::parse("mqtts://broker.example").unwrap_err().to_string().contains("mqtt.url"));
+        assert!(BrokerAddress::parse("mqtt://user:pass@broker").is_err());
+        assert!(BrokerAddress::parse("mqtt://host:port").is_err());
+    }
+
+    #[test]
+    fn device_segments() {
+        assert_eq!(device_of("v3/app@ttn/devices/eui-1/up"), "eui-1");
+        assert_eq!(device_of("application/7/device/0004a30b/event/up"), "0004a30b");
+        assert_eq!(device_of("berth/v1/acme/uplink/D1"), "D1");
+        assert_eq!(device_of("elsewhere"), "elsewhere");
+    }
+}

@@ -334,11 +334,7 @@ impl Kernel {
         let mut free_by_vehicle_type = BTreeMap::new();
         let mut spaces = Vec::with_capacity(rows.len());
         for (space, live) in rows {
-            let mut shown = live.effective(at, &config);
-            // A space the operator closed by hand stays closed whatever the sensor says.
-            if space.state.status == SpaceStatus::Closed && !shown.overridden {
-                shown.status = SpaceStatus::Closed;
-            }
+            let shown = shown(&space, &live, at, &config);
             *counts.entry(shown.status).or_default() += 1;
             if shown.status == SpaceStatus::Free {
                 *free_by_vehicle_type.entry(space.details.vehicle_type).or_default() += 1;
@@ -346,6 +342,32 @@ impl Kernel {
             spaces.push((space, shown));
         }
         Ok(Availability { site_id, at, counts, free_by_vehicle_type, spaces })
+    }
+}
+
+/// What a space shows: its live state, except that a space the operator closed by hand stays
+/// closed whatever the sensor says (an override still wins).
+fn shown(space: &Space, live: &SpaceLive, at: DateTime<Utc>, config: &LiveConfig) -> Effective {
+    let mut shown = live.effective(at, config);
+    if space.state.status == SpaceStatus::Closed && !shown.overridden {
+        shown.status = SpaceStatus::Closed;
+    }
+    shown
+}
+
+impl Kernel {
+    /// Fills in what each space shows now, for spaces whose sensor was ever heard.
+    pub(crate) async fn with_live(&self, operator: OperatorId, mut spaces: Vec<Space>) -> KernelResult<Vec<Space>> {
+        let ids: Vec<SpaceId> = spaces.iter().map(|space| space.id).collect();
+        let rows: std::collections::HashMap<SpaceId, SpaceLive> =
+            self.store().list_space_live(operator, &ids).await?.into_iter().collect();
+        let (at, config) = (now(), self.live_config());
+        for space in &mut spaces {
+            if let Some(live) = rows.get(&space.id) {
+                space.live = Some(shown(space, live, at, &config));
+            }
+        }
+        Ok(spaces)
     }
 }
 

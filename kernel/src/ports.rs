@@ -27,6 +27,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait LiveStore: Send + Sync {
     async fn find_device_by_external_id(&self, operator: OperatorId, external_id: &str) -> StoreResult<Option<Device>>;
     async fn get_space_live(&self, operator: OperatorId, space: SpaceId) -> StoreResult<Option<SpaceLive>>;
+    /// The live rows of these spaces (spaces never heard of have none).
+    async fn list_space_live(&self, operator: OperatorId, spaces: &[SpaceId])
+    -> StoreResult<Vec<(SpaceId, SpaceLive)>>;
     /// Every space of a site with its live state (default state when never heard).
     async fn list_site_live(&self, operator: OperatorId, site: SiteId) -> StoreResult<Vec<(Space, SpaceLive)>>;
     /// In one transaction: the live row, the history event if any, and the space's status

@@ -304,6 +304,7 @@ impl Kernel {
                 state: SpaceState::unknown_since(now),
                 created_at: now,
                 updated_at: now,
+                live: None,
             });
         }
         self.store.insert_spaces(&spaces).await?;
@@ -312,7 +313,8 @@ impl Kernel {
 
     pub async fn get_space(&self, caller: &Principal, id: SpaceId) -> KernelResult<Space> {
         let operator_id = operator_scope(caller, Access::Read)?;
-        self.store.get_space(operator_id, id).await?.ok_or_else(|| KernelError::not_found("space"))
+        let space = self.store.get_space(operator_id, id).await?.ok_or_else(|| KernelError::not_found("space"))?;
+        Ok(self.with_live(operator_id, vec![space]).await?.remove(0))
     }
 
     /// Lists spaces; a `site_id` filter naming another tenant's (or no) site is a 404, not an
@@ -327,7 +329,9 @@ impl Kernel {
         if let Some(site_id) = filter.site_id {
             self.store.get_site(operator_id, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
         }
-        Ok(self.store.list_spaces(operator_id, &filter, clamp(page)).await?)
+        let page = self.store.list_spaces(operator_id, &filter, clamp(page)).await?;
+        let items = self.with_live(operator_id, page.items).await?;
+        Ok(Page { items, ..page })
     }
 
     pub async fn update_space(&self, caller: &Principal, id: SpaceId, patch: SpacePatch) -> KernelResult<Space> {
@@ -350,7 +354,7 @@ impl Kernel {
         }
         space.updated_at = now;
         self.store.update_space(&space).await?;
-        Ok(space)
+        Ok(self.with_live(operator_id, vec![space]).await?.remove(0))
     }
 
     pub async fn delete_space(&self, caller: &Principal, id: SpaceId) -> KernelResult<()> {

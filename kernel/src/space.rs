@@ -90,6 +90,9 @@ pub struct Space {
     pub state: SpaceState,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the space shows now (sensor, age, override), when a sensor was ever heard. Filled by
+    /// the reads that show spaces; `None` from storage.
+    pub live: Option<crate::live::Effective>,
 }
 
 /// The operator-editable description of a space.

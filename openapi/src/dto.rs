@@ -455,8 +455,18 @@ pub struct SpaceView {
     pub status: SpaceStatusDto,
     /// When the current status began.
     pub status_since: DateTime<Utc>,
-    /// 0 (no idea) to 1 (certain).
+    /// 0 (no idea) to 1 (certain): full while the sensor's data is fresh, lower as it ages or
+    /// when the sensor flaps, 0 when stale or unknown.
     pub confidence: f64,
+    /// Seconds since the space's sensor was last heard; absent when never heard.
+    #[oai(skip_serializing_if_is_none)]
+    pub data_age_secs: Option<i64>,
+    /// No sensor data within the stale window (status shows `unknown`).
+    pub stale: bool,
+    /// The sensor changes state too often; its reading is held with lowered confidence.
+    pub flapping: bool,
+    /// An operator override decides the status.
+    pub overridden: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -473,9 +483,13 @@ impl From<Space> for SpaceView {
             vehicle_type: details.vehicle_type.into(),
             ev_charger: details.ev_charger,
             accessible: details.accessible,
-            status: space.state.status.into(),
+            status: space.live.as_ref().map_or(space.state.status, |live| live.status).into(),
             status_since: space.state.status_since,
-            confidence: space.state.confidence,
+            confidence: space.live.as_ref().map_or(space.state.confidence, |live| live.confidence),
+            data_age_secs: space.live.as_ref().and_then(|live| live.data_age_secs),
+            stale: space.live.as_ref().is_some_and(|live| live.stale),
+            flapping: space.live.as_ref().is_some_and(|live| live.flapping),
+            overridden: space.live.as_ref().is_some_and(|live| live.overridden),
             created_at: space.created_at,
             updated_at: space.updated_at,
         }

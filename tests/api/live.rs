@@ -81,6 +81,17 @@ async fn uplinks_drive_the_space(app: &TestApp) {
     // The space resource agrees.
     let resource = app.get(&format!("/v1/spaces/{}", spaces[0]), &tenant.staff_key).await.expect(200);
     assert_eq!(resource["status"], "free");
+    // Every space response carries its confidence and data age; a space never heard has none.
+    assert_eq!((resource["confidence"].as_f64(), resource["stale"].as_bool()), (Some(1.0), Some(false)));
+    assert!(resource["data_age_secs"].as_i64().unwrap() < 60, "{resource}");
+    let listed = app.get(&format!("/v1/spaces?site_id={site_id}"), &tenant.staff_key).await.expect(200);
+    let listed = listed["items"].as_array().unwrap();
+    let sensed = listed.iter().find(|s| s["id"] == spaces[0].as_str()).unwrap();
+    assert_eq!((sensed["status"].as_str(), sensed["confidence"].as_f64()), (Some("free"), Some(1.0)));
+    assert!(sensed["data_age_secs"].is_i64());
+    let silent = listed.iter().find(|s| s["id"] == spaces[1].as_str()).unwrap();
+    assert_eq!((silent["status"].as_str(), silent["confidence"].as_f64()), (Some("unknown"), Some(0.0)));
+    assert!(silent.get("data_age_secs").is_none(), "{silent}");
 
     // Operator override wins, is audited, and clears.
     let path = format!("/v1/spaces/{}/override", spaces[0]);
@@ -93,6 +104,8 @@ async fn uplinks_drive_the_space(app: &TestApp) {
     let still = json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": "01", "counter": 11, "time": chrono::Utc::now().to_rfc3339()});
     let taken = app.post("/v1/ingest/uplinks", key, still).await.expect(202);
     assert_eq!((taken["result"].as_str(), taken["status"].as_str()), (Some("changed"), Some("closed")));
+    let resource = app.get(&format!("/v1/spaces/{}", spaces[0]), &tenant.staff_key).await.expect(200);
+    assert_eq!((resource["status"].as_str(), resource["overridden"].as_bool()), (Some("closed"), Some(true)));
     app.delete(&path, &tenant.admin_key).await.expect(204);
     let availability = app.get(&format!("/v1/sites/{site_id}/availability"), &tenant.staff_key).await.expect(200);
     assert_eq!(count(&availability, "occupied"), 1);

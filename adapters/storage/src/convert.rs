@@ -158,6 +158,7 @@ pub fn space_from_row(row: entity::space::Model) -> Result<Space, StoreError> {
         },
         created_at: row.created_at,
         updated_at: row.updated_at,
+        live: None,
     })
 }
 

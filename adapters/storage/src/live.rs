@@ -18,6 +18,25 @@ use crate::convert::{corrupt, device_from_row, space_from_row};
 use crate::entity::{device, device_health, space, space_event, space_live};
 use crate::{SqlStore, backend};
 
+impl SqlStore {
+    /// The live rows of these spaces, chunked so bind parameters stay under every database's limit.
+    async fn live_rows(&self, operator: OperatorId, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, SpaceLive)>> {
+        let mut live = Vec::new();
+        for chunk in ids.chunks(500) {
+            let rows = space_live::Entity::find()
+                .filter(space_live::Column::OperatorId.eq(operator.as_uuid()))
+                .filter(space_live::Column::SpaceId.is_in(chunk.to_vec()))
+                .all(&self.db)
+                .await
+                .map_err(backend)?;
+            for row in rows {
+                live.push((row.space_id, live_from_row(row)?));
+            }
+        }
+        Ok(live)
+    }
+}
+
 fn status(table: &str, id: Uuid, text: &str) -> Result<SpaceStatus, StoreError> {
     SpaceStatus::parse(text).ok_or_else(|| corrupt(table, id, format!("status '{text}'")))
 }
@@ -106,6 +125,15 @@ impl LiveStore for SqlStore {
         row.map(live_from_row).transpose()
     }
 
+    async fn list_space_live(
+        &self,
+        operator: OperatorId,
+        spaces: &[SpaceId],
+    ) -> StoreResult<Vec<(SpaceId, SpaceLive)>> {
+        let ids: Vec<Uuid> = spaces.iter().map(|id| id.as_uuid()).collect();
+        Ok(self.live_rows(operator, &ids).await?.into_iter().map(|(id, live)| (SpaceId::from_uuid(id), live)).collect())
+    }
+
     async fn list_site_live(&self, operator: OperatorId, site: SiteId) -> StoreResult<Vec<(Space, SpaceLive)>> {
         let spaces = space::Entity::find()
             .filter(space::Column::OperatorId.eq(operator.as_uuid()))
@@ -115,19 +143,8 @@ impl LiveStore for SqlStore {
             .await
             .map_err(backend)?;
         let ids: Vec<Uuid> = spaces.iter().map(|row| row.id).collect();
-        let mut live = std::collections::HashMap::new();
-        // Chunked: bind parameters stay under every database's limit.
-        for chunk in ids.chunks(500) {
-            let rows = space_live::Entity::find()
-                .filter(space_live::Column::OperatorId.eq(operator.as_uuid()))
-                .filter(space_live::Column::SpaceId.is_in(chunk.to_vec()))
-                .all(&self.db)
-                .await
-                .map_err(backend)?;
-            for row in rows {
-                live.insert(row.space_id, live_from_row(row)?);
-            }
-        }
+        let mut live: std::collections::HashMap<Uuid, SpaceLive> =
+            self.live_rows(operator, &ids).await?.into_iter().collect();
         spaces
             .into_iter()
             .map(|row| {

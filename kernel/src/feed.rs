@@ -1,6 +1,10 @@
 //! The live feed: every change of a space's shown state, in order, to whoever listens (the SSE
-//! streams). Publishing never waits: a listener that falls behind the buffer loses its place
-//! and must resubscribe; the pipeline never stalls for it.
+//! streams, the fan-out to other nodes). Publishing never waits: a listener that falls behind
+//! the buffer loses its place and must resubscribe; the pipeline never stalls for it.
+//!
+//! Event ids are `{epoch}.{seq}`: the epoch is random per process, so an id from before a
+//! restart, or from another node, is recognised as foreign and answered with a fresh snapshot
+//! rather than a wrong replay.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -21,12 +25,15 @@ pub struct LiveEvent {
     pub space_id: SpaceId,
     pub shown: Effective,
     pub at: DateTime<Utc>,
+    /// Came from another node (through the fan-out), so it is not sent back out.
+    pub remote: bool,
 }
 
 /// Events kept for resumption, and the per-listener queue bound.
 pub const FEED_BUFFER: usize = 8192;
 
 pub struct LiveFeed {
+    epoch: u32,
     sender: broadcast::Sender<Arc<LiveEvent>>,
     /// The newest events, oldest first, and the next sequence number.
     recent: Mutex<(VecDeque<Arc<LiveEvent>>, u64)>,
@@ -34,17 +41,46 @@ pub struct LiveFeed {
 
 impl Default for LiveFeed {
     fn default() -> Self {
-        Self { sender: broadcast::channel(FEED_BUFFER).0, recent: Mutex::new((VecDeque::new(), 1)) }
+        use rand::Rng;
+        Self {
+            epoch: rand::thread_rng().r#gen(),
+            sender: broadcast::channel(FEED_BUFFER).0,
+            recent: Mutex::new((VecDeque::new(), 1)),
+        }
     }
 }
 
 impl LiveFeed {
-    /// Assigns the next sequence number and sends the event.
+    /// Assigns the next sequence number and sends a change made on this node.
     pub fn publish(&self, operator_id: OperatorId, site_id: SiteId, space_id: SpaceId, shown: Effective) -> u64 {
+        self.send(operator_id, site_id, space_id, shown, crate::service::now(), false)
+    }
+
+    /// Sends a change another node made (received through the fan-out).
+    pub fn publish_remote(
+        &self,
+        operator_id: OperatorId,
+        site_id: SiteId,
+        space_id: SpaceId,
+        shown: Effective,
+        at: DateTime<Utc>,
+    ) -> u64 {
+        self.send(operator_id, site_id, space_id, shown, at, true)
+    }
+
+    fn send(
+        &self,
+        operator_id: OperatorId,
+        site_id: SiteId,
+        space_id: SpaceId,
+        shown: Effective,
+        at: DateTime<Utc>,
+        remote: bool,
+    ) -> u64 {
         let mut recent = self.recent.lock().expect("invariant: feed lock is never poisoned");
         let seq = recent.1;
         recent.1 += 1;
-        let event = Arc::new(LiveEvent { seq, operator_id, site_id, space_id, shown, at: crate::service::now() });
+        let event = Arc::new(LiveEvent { seq, operator_id, site_id, space_id, shown, at, remote });
         if recent.0.len() == FEED_BUFFER {
             recent.0.pop_front();
         }
@@ -52,6 +88,18 @@ impl LiveFeed {
         // No listener is fine.
         let _ = self.sender.send(event);
         seq
+    }
+
+    /// The SSE event id of sequence number `seq`.
+    pub fn event_id(&self, seq: u64) -> String {
+        format!("{:08x}.{seq}", self.epoch)
+    }
+
+    /// The sequence number in an event id this feed issued; `None` for a foreign or garbled id.
+    pub fn parse_event_id(&self, id: &str) -> Option<u64> {
+        let (epoch, seq) = id.trim().split_once('.')?;
+        (u32::from_str_radix(epoch, 16).ok()? == self.epoch).then_some(())?;
+        seq.parse().ok()
     }
 
     /// The sequence number of the newest event (0 if none yet).
@@ -112,5 +160,15 @@ mod tests {
         }
         assert!(matches!(listener.try_recv(), Err(broadcast::error::TryRecvError::Lagged(_))));
         assert!(feed.since(1).is_none(), "too old to replay");
+    }
+
+    #[test]
+    fn event_ids_belong_to_one_feed() {
+        let (feed, other) = (LiveFeed::default(), LiveFeed::default());
+        let id = feed.event_id(42);
+        assert_eq!(feed.parse_event_id(&id), Some(42));
+        assert_eq!(other.parse_event_id(&id), None, "another node's or an earlier run's id");
+        assert_eq!(feed.parse_event_id("42"), None);
+        assert_eq!(feed.parse_event_id("zz.1"), None);
     }
 }

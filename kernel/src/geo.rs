@@ -40,9 +40,53 @@ impl GeoPoint {
     }
 }
 
+/// A WGS84 box, as `min_lon,min_lat,max_lon,max_lat` (the GeoJSON `bbox` order). Boxes across
+/// the antimeridian are not supported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoundingBox {
+    south_west: GeoPoint,
+    north_east: GeoPoint,
+}
+
+impl BoundingBox {
+    /// Reads `min_lon,min_lat,max_lon,max_lat`; errors name `field`.
+    pub fn parse(field: &str, text: &str) -> Result<Self, ValidationError> {
+        let invalid = |message: &str| ValidationError::new(field, message);
+        let numbers: Vec<f64> = text
+            .split(',')
+            .map(|part| part.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| invalid("must be four numbers: min_lon,min_lat,max_lon,max_lat"))?;
+        let [min_lon, min_lat, max_lon, max_lat] = numbers[..] else {
+            return Err(invalid("must be four numbers: min_lon,min_lat,max_lon,max_lat"));
+        };
+        let south_west = GeoPoint::new(min_lat, min_lon).map_err(|e| invalid(&e.message))?;
+        let north_east = GeoPoint::new(max_lat, max_lon).map_err(|e| invalid(&e.message))?;
+        if min_lat > max_lat || min_lon > max_lon {
+            return Err(invalid("min must not exceed max (boxes across the antimeridian are not supported)"));
+        }
+        Ok(Self { south_west, north_east })
+    }
+
+    pub fn contains(&self, point: &GeoPoint) -> bool {
+        (self.south_west.lat..=self.north_east.lat).contains(&point.lat)
+            && (self.south_west.lon..=self.north_east.lon).contains(&point.lon)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounding_boxes() {
+        let porto = BoundingBox::parse("bbox", "-8.7,41.1,-8.5,41.2").unwrap();
+        assert!(porto.contains(&GeoPoint::new(41.1507, -8.6096).unwrap()));
+        assert!(!porto.contains(&GeoPoint::new(43.4630, -3.8036).unwrap()));
+        assert!(BoundingBox::parse("bbox", "1,2,3").is_err());
+        assert!(BoundingBox::parse("bbox", "-8.5,41.1,-8.7,41.2").is_err());
+        assert_eq!(BoundingBox::parse("bbox", "0,95,1,96").unwrap_err().field, "bbox");
+    }
 
     #[test]
     fn rejects_out_of_range_and_nan() {

@@ -381,15 +381,28 @@ fn column_state(shown: &Effective, since: DateTime<Utc>) -> Option<SpaceState> {
     })
 }
 
-/// A subscription to a site's live state: where to start, then the feed.
+/// A subscription to the live state of one or more sites: where to start, then the feed.
 pub struct SiteSubscription {
     /// Events to send first: a resumed client's missed events, in order.
     pub replay: Vec<std::sync::Arc<crate::feed::LiveEvent>>,
-    /// A full snapshot, when the client is new or asked for events the buffer no longer has.
-    pub snapshot: Option<(u64, Availability)>,
+    /// A full snapshot (sequence number and each site's availability), when the client is new or
+    /// asked for events the buffer no longer has.
+    pub snapshot: Option<(u64, Vec<Availability>)>,
     pub receiver: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::feed::LiveEvent>>,
     pub operator_id: OperatorId,
+    /// The sites whose events belong to this subscription.
+    pub sites: std::collections::HashSet<SiteId>,
 }
+
+impl SiteSubscription {
+    /// Whether a feed event belongs to this subscription.
+    pub fn wants(&self, event: &crate::feed::LiveEvent) -> bool {
+        event.operator_id == self.operator_id && self.sites.contains(&event.site_id)
+    }
+}
+
+/// Sites an area subscription may cover at most.
+pub const MAX_AREA_SITES: usize = 500;
 
 impl Kernel {
     /// Subscribes to a site's changes. With `last_event_id` from a previous stream, replays what
@@ -398,25 +411,71 @@ impl Kernel {
         &self,
         caller: &Principal,
         site_id: SiteId,
-        last_event_id: Option<u64>,
+        last_event_id: Option<&str>,
     ) -> KernelResult<SiteSubscription> {
         let operator_id = operator_scope(caller, Access::Read)?;
+        self.store().get_site(operator_id, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
+        self.subscribe(caller, operator_id, vec![site_id], last_event_id).await
+    }
+
+    /// Subscribes to every site of the caller's operator inside a bounding box (sites created
+    /// later are not included; subscribe again).
+    pub async fn subscribe_area(
+        &self,
+        caller: &Principal,
+        area: crate::geo::BoundingBox,
+        last_event_id: Option<&str>,
+    ) -> KernelResult<SiteSubscription> {
+        let operator_id = operator_scope(caller, Access::Read)?;
+        let mut sites = Vec::new();
+        let mut page = crate::page::PageRequest::first(crate::page::MAX_PAGE_SIZE);
+        loop {
+            let found = self.store().list_sites(operator_id, &Default::default(), page).await?;
+            sites.extend(found.items.iter().filter(|site| area.contains(&site.details.location)).map(|site| site.id));
+            if sites.len() > MAX_AREA_SITES {
+                return Err(ValidationError::new(
+                    "bbox",
+                    format!("more than {MAX_AREA_SITES} sites in this box; narrow it"),
+                )
+                .into());
+            }
+            match found.next_after {
+                Some(after) => page = crate::page::PageRequest { after: Some(after), limit: page.limit },
+                None => break,
+            }
+        }
+        self.subscribe(caller, operator_id, sites, last_event_id).await
+    }
+
+    async fn subscribe(
+        &self,
+        caller: &Principal,
+        operator_id: OperatorId,
+        sites: Vec<SiteId>,
+        last_event_id: Option<&str>,
+    ) -> KernelResult<SiteSubscription> {
         // Subscribe before reading, so nothing falls between the snapshot and the stream.
         let receiver = self.feed().subscribe();
-        let replay = last_event_id.and_then(|seq| self.feed().since(seq));
-        let (replay, snapshot) = match replay {
-            Some(events) => {
-                self.store().get_site(operator_id, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
-                let events =
-                    events.into_iter().filter(|e| e.operator_id == operator_id && e.site_id == site_id).collect();
-                (events, None)
-            }
+        let replay = last_event_id.and_then(|id| self.feed().parse_event_id(id)).and_then(|seq| self.feed().since(seq));
+        let mut subscription = SiteSubscription {
+            replay: Vec::new(),
+            snapshot: None,
+            receiver,
+            operator_id,
+            sites: sites.iter().copied().collect(),
+        };
+        match replay {
+            Some(events) => subscription.replay = events.into_iter().filter(|e| subscription.wants(e)).collect(),
             None => {
                 let seq = self.feed().last_seq();
-                (Vec::new(), Some((seq, self.site_availability(caller, site_id).await?)))
+                let mut snapshot = Vec::with_capacity(sites.len());
+                for site in sites {
+                    snapshot.push(self.site_availability(caller, site).await?);
+                }
+                subscription.snapshot = Some((seq, snapshot));
             }
-        };
-        Ok(SiteSubscription { replay, snapshot, receiver, operator_id })
+        }
+        Ok(subscription)
     }
 }
 

@@ -59,6 +59,11 @@ impl Kernel {
         &self.feed
     }
 
+    /// The feed, for a listener that outlives this borrow (a stream, the fan-out).
+    pub fn feed_handle(&self) -> Arc<crate::feed::LiveFeed> {
+        self.feed.clone()
+    }
+
     /// Where rejected device data is counted and (throttled) logged.
     pub fn rejects(&self) -> &crate::reject::RejectLog {
         &self.rejects

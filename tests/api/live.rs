@@ -147,13 +147,13 @@ async fn bad_uplinks_are_refused_with_reasons(app: &TestApp) {
 }
 
 /// A minimal Server-Sent Events reader over a streaming response.
-struct Sse {
+pub(crate) struct Sse {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
 }
 
 impl Sse {
-    async fn open(app: &TestApp, path: &str, token: &str, last_event_id: Option<&str>) -> Sse {
+    pub(crate) async fn open(app: &TestApp, path: &str, token: &str, last_event_id: Option<&str>) -> Sse {
         let mut request = app.client.get(format!("{}{path}", app.base_url)).bearer_auth(token);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
@@ -165,7 +165,7 @@ impl Sse {
     }
 
     /// The next event with data: (id, event type, data).
-    async fn next(&mut self) -> (String, String, Value) {
+    pub(crate) async fn next(&mut self) -> (String, String, Value) {
         use futures_util::StreamExt;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -214,7 +214,8 @@ async fn availability_streams_and_resumes(app: &TestApp) {
         (change["space"]["id"].as_str(), change["space"]["status"].as_str()),
         (Some(spaces[1].as_str()), Some("occupied"))
     );
-    assert!(first_id.parse::<u64>().unwrap() > snapshot_id.parse::<u64>().unwrap());
+    let seq = |id: &str| id.split_once('.').unwrap().1.parse::<u64>().unwrap();
+    assert!(seq(&first_id) > seq(&snapshot_id));
 
     // Disconnected, the client misses a change; resuming replays exactly that one.
     drop(stream);
@@ -222,6 +223,25 @@ async fn availability_streams_and_resumes(app: &TestApp) {
     let mut resumed = Sse::open(app, &path, &tenant.staff_key, Some(&first_id)).await;
     let (_, kind, missed) = resumed.next().await;
     assert_eq!((kind.as_str(), missed["space"]["status"].as_str()), ("space", Some("free")));
+    // An id this server never issued (another node's, or from before a restart): a snapshot.
+    let mut fresh = Sse::open(app, &path, &tenant.staff_key, Some("0badf00d.3")).await;
+    assert_eq!(fresh.next().await.1, "snapshot");
+
+    // A bounding box of sites: the snapshot lists each site, changes name their site.
+    let area = "/v1/availability/stream?bbox=-8.70,41.10,-8.50,41.20";
+    let mut stream = Sse::open(app, area, &tenant.staff_key, None).await;
+    let (_, kind, snapshot) = stream.next().await;
+    assert_eq!(kind, "snapshot");
+    let sites = snapshot["sites"].as_array().unwrap();
+    assert_eq!((sites.len(), sites[0]["site_id"].as_str()), (1, Some(site_id.as_str())));
+    app.post("/v1/ingest/uplinks", &tenant.integration_key, uplink("01", 3)).await.expect(202);
+    let (_, kind, change) = stream.next().await;
+    assert_eq!((kind.as_str(), change["space"]["site_id"].as_str()), ("space", Some(site_id.as_str())));
+    // Elsewhere: nothing in the box.
+    let mut empty = Sse::open(app, "/v1/availability/stream?bbox=2.2,48.8,2.4,48.9", &tenant.staff_key, None).await;
+    assert_eq!(empty.next().await.2["sites"], json!([]));
+    let problem = app.get("/v1/availability/stream?bbox=1,2,3", &tenant.staff_key).await.problem(422);
+    assert_eq!(problem["field"], "bbox");
     // Another tenant cannot listen in.
     let other = app.new_tenant("spy").await;
     app.get(&path, &other.staff_key).await.problem(404);

@@ -38,8 +38,17 @@ fn scope_of(operation_id: &str) -> Scope {
         | "clearSpaceOverride"
         | "getSpaceHistory"
         | "getDeviceHealth" => Scope::OperatorResource,
-        "createKey" | "listKeys" | "createSite" | "listSites" | "listSpaces" | "registerDevice" | "listDevices"
-        | "ingestTtn" | "ingestChirpstack" | "ingestUplink" => Scope::OperatorCollection,
+        "createKey"
+        | "listKeys"
+        | "createSite"
+        | "listSites"
+        | "listSpaces"
+        | "registerDevice"
+        | "listDevices"
+        | "ingestTtn"
+        | "ingestChirpstack"
+        | "ingestUplink"
+        | "streamAreaAvailability" => Scope::OperatorCollection,
         "getMe" | "addVehicle" | "listVehicles" | "getVehicle" | "deleteVehicle" => Scope::Driver,
         "registerDriver" | "loginDriver" => Scope::Public,
         other => panic!("operation {other} is not classified in the tenancy test; add it to scope_of"),
@@ -105,6 +114,8 @@ fn fill_path(template: &str, victim: &Victim, operation_id: &str) -> String {
         // Filters naming the victim's resources must not reveal them either.
         "listSpaces" => format!("{path}?site_id={}", victim.site_id),
         "listDevices" => format!("{path}?space_id={}", victim.space_id),
+        // A box around the victim's site.
+        "streamAreaAvailability" => format!("{path}?bbox=-9,41,-8,42"),
         _ => path,
     }
 }
@@ -163,6 +174,13 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
             let body = body_for(operation_id, &victim);
             for (caller, token) in [("other tenant", attacker.admin_key.as_str()), ("driver", attacker_driver.as_str())]
             {
+                if operation_id == "streamAreaAvailability" && caller == "other tenant" {
+                    // An endless stream: read its snapshot, which must hold only the caller's sites.
+                    let mut stream = crate::live::Sse::open(app, &path, token, None).await;
+                    let (_, kind, snapshot) = stream.next().await;
+                    assert_eq!((kind.as_str(), snapshot["sites"].as_array().map(Vec::len)), ("snapshot", Some(0)));
+                    continue;
+                }
                 let resp = match &body {
                     Some((Value::String(text), content_type)) => {
                         app.raw(method.clone(), &path, Some(token), content_type, text.clone()).await

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use berth_kernel::feed::LiveEvent;
+use berth_kernel::feed::{LiveEvent, LiveFeed};
+use berth_kernel::geo::BoundingBox;
 use berth_kernel::ids::{DeviceId, SiteId, SpaceId};
-use berth_kernel::ingest::{Availability, IngestReport, OverrideInput};
+use berth_kernel::ingest::{Availability, IngestReport, OverrideInput, SiteSubscription};
 use berth_kernel::live::{DeviceHealth, Effective, SpaceEvent};
+use berth_kernel::{Kernel, KernelError};
 use berth_lorawan::{Envelope, EnvelopeError};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -202,10 +204,14 @@ impl From<DeviceHealth> for DeviceHealthView {
 pub struct StreamItem {
     /// `snapshot` or `space`.
     pub kind: String,
-    /// The event id (`Last-Event-ID`).
-    pub seq: u64,
+    /// The event id, as in the SSE `id:` field (send it back as `Last-Event-ID`).
+    pub id: String,
+    /// The site's availability (the snapshot of a site stream).
     #[oai(skip_serializing_if_is_none)]
     pub snapshot: Option<AvailabilityView>,
+    /// Every site's availability (the snapshot of an area stream).
+    #[oai(skip_serializing_if_is_none)]
+    pub sites: Option<Vec<AvailabilityView>>,
     #[oai(skip_serializing_if_is_none)]
     pub space: Option<SpaceChangeView>,
 }
@@ -214,6 +220,7 @@ pub struct StreamItem {
 #[derive(Debug, Clone, Object)]
 pub struct SpaceChangeView {
     pub id: Uuid,
+    pub site_id: Uuid,
     pub status: SpaceStatusDto,
     pub confidence: f64,
     pub stale: bool,
@@ -222,13 +229,15 @@ pub struct SpaceChangeView {
     pub at: DateTime<Utc>,
 }
 
-fn change_item(event: &LiveEvent) -> StreamItem {
+fn change_item(feed: &LiveFeed, event: &LiveEvent) -> StreamItem {
     StreamItem {
         kind: "space".into(),
-        seq: event.seq,
+        id: feed.event_id(event.seq),
         snapshot: None,
+        sites: None,
         space: Some(SpaceChangeView {
             id: event.space_id.as_uuid(),
+            site_id: event.site_id.as_uuid(),
             status: event.shown.status.into(),
             confidence: event.shown.confidence,
             stale: event.shown.stale,
@@ -280,6 +289,58 @@ async fn take(state: &AppState, auth: &BerthAuth, envelope: Envelope) -> ApiResu
 }
 
 pub struct LiveApi;
+
+/// The SSE stream of a subscription: snapshot or replay first, then the deltas. A client that
+/// falls behind the feed is disconnected (it reconnects with `Last-Event-ID`).
+fn live_stream(
+    kernel: &Kernel,
+    subscription: SiteSubscription,
+    area: bool,
+) -> EventStream<BoxStream<'static, StreamItem>> {
+    let feed = kernel.feed_handle();
+    let mut first: Vec<StreamItem> = Vec::new();
+    if let Some((seq, snapshot)) = &subscription.snapshot {
+        let mut views: Vec<AvailabilityView> = snapshot.iter().map(availability_view).collect();
+        first.push(StreamItem {
+            kind: "snapshot".into(),
+            id: feed.event_id(*seq),
+            snapshot: if area { None } else { views.pop() },
+            sites: area.then_some(views),
+            space: None,
+        });
+    }
+    // Deltas already in the snapshot or the replay are skipped by sequence number.
+    let mut sent = subscription.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
+    for event in &subscription.replay {
+        first.push(change_item(&feed, event));
+        sent = sent.max(event.seq);
+    }
+    let SiteSubscription { receiver, operator_id, sites, .. } = subscription;
+    let deltas_feed = feed.clone();
+    let deltas = futures_util::stream::unfold(receiver, move |mut receiver| {
+        let (feed, sites) = (deltas_feed.clone(), sites.clone());
+        async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event)
+                        if event.seq > sent && event.operator_id == operator_id && sites.contains(&event.site_id) =>
+                    {
+                        return Some((change_item(&feed, &event), receiver));
+                    }
+                    Ok(_) => continue,
+                    // Fell behind the feed, or the server is stopping: end the stream; the client
+                    // reconnects with Last-Event-ID.
+                    Err(_) => return None,
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::iter(first).chain(deltas).boxed();
+    EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)).to_event(|item| {
+        let data = serde_json::to_string(&item.to_json()).unwrap_or_default();
+        poem::web::sse::Event::message(data).id(item.id.clone()).event_type(item.kind.clone())
+    })
+}
 
 #[OpenApi(tag = "ApiTags::Live")]
 impl LiveApi {
@@ -343,43 +404,26 @@ impl LiveApi {
         site_id: Path<Uuid>,
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
     ) -> ApiResult<EventStream<BoxStream<'static, StreamItem>>> {
-        let site_id = SiteId::from_uuid(site_id.0);
-        let resume = last_event_id.0.and_then(|id| id.trim().parse::<u64>().ok());
-        let subscription = state.kernel.subscribe_site(&auth.0, site_id, resume).await?;
-        let mut first: Vec<StreamItem> = Vec::new();
-        if let Some((seq, availability)) = &subscription.snapshot {
-            first.push(StreamItem {
-                kind: "snapshot".into(),
-                seq: *seq,
-                snapshot: Some(availability_view(availability)),
-                space: None,
-            });
-        }
-        // Deltas already in the snapshot or the replay are skipped by sequence number.
-        let mut sent = subscription.snapshot.as_ref().map_or(resume.unwrap_or(0), |(seq, _)| *seq);
-        for event in &subscription.replay {
-            first.push(change_item(event));
-            sent = sent.max(event.seq);
-        }
-        let operator_id = subscription.operator_id;
-        let deltas = futures_util::stream::unfold(subscription.receiver, move |mut receiver| async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(event) if event.seq > sent && event.operator_id == operator_id && event.site_id == site_id => {
-                        return Some((change_item(&event), receiver));
-                    }
-                    Ok(_) => continue,
-                    // Fell behind the feed, or the server is stopping: end the stream; the client
-                    // reconnects with Last-Event-ID.
-                    Err(_) => return None,
-                }
-            }
-        });
-        let stream = futures_util::stream::iter(first).chain(deltas).boxed();
-        Ok(EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)).to_event(|item| {
-            let data = serde_json::to_string(&item.to_json()).unwrap_or_default();
-            poem::web::sse::Event::message(data).id(item.seq.to_string()).event_type(item.kind.clone())
-        }))
+        let subscription =
+            state.kernel.subscribe_site(&auth.0, SiteId::from_uuid(site_id.0), last_event_id.0.as_deref()).await?;
+        Ok(live_stream(&state.kernel, subscription, false))
+    }
+
+    /// Server-Sent Events of every site of the caller's operator inside a bounding box
+    /// (`bbox=min_lon,min_lat,max_lon,max_lat`, at most 500 sites): first a `snapshot` event
+    /// with each site's availability, then a `space` event (with its `site_id`) for every change.
+    /// Resumable with `Last-Event-ID` like the site stream. Sites created later are not included.
+    #[oai(path = "/v1/availability/stream", method = "get", operation_id = "streamAreaAvailability")]
+    async fn stream_area(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        bbox: Query<String>,
+        #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+    ) -> ApiResult<EventStream<BoxStream<'static, StreamItem>>> {
+        let area = BoundingBox::parse("bbox", &bbox.0).map_err(KernelError::from)?;
+        let subscription = state.kernel.subscribe_area(&auth.0, area, last_event_id.0.as_deref()).await?;
+        Ok(live_stream(&state.kernel, subscription, true))
     }
 
     /// Override what a space shows (operator admin): wins over the sensor until `until` or until

@@ -52,6 +52,23 @@ pub struct Config {
     pub log: LogConfig,
     pub plugins: PluginsConfig,
     pub mqtt: MqttConfig,
+    pub redis: RedisConfig,
+}
+
+/// Scale-out: with `url` set, live changes fan out to every node through Redis pub/sub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:6379` (may hold a password, so a secret). Unset: one node, no fan-out.
+    pub url: Option<Secret>,
+    /// The channel the nodes of one deployment share.
+    pub channel: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, channel: "berth:live".to_owned() }
+    }
 }
 
 /// Where MQTT uplinks come from.
@@ -231,6 +248,7 @@ impl Default for Config {
             log: LogConfig::default(),
             plugins: PluginsConfig::default(),
             mqtt: MqttConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 }

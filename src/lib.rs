@@ -2,6 +2,7 @@
 //! the server lifecycle. `main.rs` only parses the command line; tests start servers through
 //! [`start`] exactly as `berth serve` does.
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod plugin_cli;
@@ -124,6 +125,8 @@ pub struct RunningServer {
     pub state: AppState,
     /// Where MQTT uplinks go in (the embedded broker, or the external one), when MQTT is on.
     pub mqtt: Option<MqttRunning>,
+    /// The fan-out to other nodes, when `redis.url` is set.
+    pub fanout: Option<berth_redis::RedisFanout>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -153,9 +156,9 @@ impl RunningServer {
 
     /// Waits until the server stops by itself (after `shutdown` resolved).
     pub async fn wait(self) -> anyhow::Result<()> {
-        let RunningServer { task, shutdown, mqtt, .. } = self;
-        // Keep the sender alive so the server is not told to stop early.
-        let _keep = shutdown;
+        let RunningServer { task, shutdown, mqtt, fanout, .. } = self;
+        // Keep the sender (and the fan-out) alive so the server is not told to stop early.
+        let _keep = (shutdown, fanout);
         let served = task.await;
         if let Some(mqtt) = mqtt {
             mqtt.ingest.stop().await;
@@ -236,6 +239,12 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {} (setting http.listen)", config.http.listen))?;
     let addr = listener.local_addr();
+    let fanout = match &config.redis.url {
+        Some(url) => {
+            Some(berth_redis::RedisFanout::start(url.expose(), &config.redis.channel, state.kernel.clone()).await?)
+        }
+        None => None,
+    };
     let mqtt = start_mqtt(config, state.kernel.clone()).await?;
     let served_state = state.clone();
     let max_body_bytes = config.http.max_body_bytes;
@@ -255,7 +264,7 @@ pub async fn start(
         }
         result
     });
-    Ok(RunningServer { addr, state, mqtt, shutdown: Some(stop_sender), task })
+    Ok(RunningServer { addr, state, mqtt, fanout, shutdown: Some(stop_sender), task })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -43,6 +43,49 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Benchmarks that print figures for this machine.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// MQTT ingest end to end: raw broker rate vs uplinks applied per second, publish → SSE
+    /// latency at a fixed rate, and many SSE subscribers on one node.
+    Ingest {
+        /// Uplinks for the throughput runs.
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+        /// Simulated sensors (at most 240).
+        #[arg(long, default_value_t = 240)]
+        devices: usize,
+        /// Uplinks per second for the latency run.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u32,
+        /// Seconds of the latency run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent SSE subscribers (0 skips that run).
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        /// Database instead of a fresh SQLite file (an empty PostgreSQL database, say).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// The SSE clients of `bench ingest` (run by it in a child process).
+    #[command(hide = true)]
+    SseClients {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        events: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +215,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Demo { listen } => run_demo(config, listen).await,
         Command::Plugin { command } => run_plugin_command(command),
+        Command::Bench {
+            command: BenchCommand::Ingest { messages, devices, rate, seconds, subscribers, database_url },
+        } => {
+            let options = berth::bench::IngestBench { messages, devices, rate, seconds, subscribers, database_url };
+            berth::bench::ingest(options).await
+        }
+        Command::Bench { command: BenchCommand::SseClients { url, token, clients, events } } => {
+            berth::bench::sse_clients(url, token, clients, events).await
+        }
     }
 }
 
@@ -222,7 +274,7 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
     let credentials = berth::demo::seed(&kernel, &config.data_dir).await?;
     let operator_admin = kernel.authenticate_api_key(&credentials.operator_admin_key).await?;
     let garage: berth_kernel::ids::SiteId = credentials.off_street_site_id.parse().context("demo garage id")?;
-    let fleet = berth::simulator::ensure_fleet(&kernel, &operator_admin, garage).await?;
+    let fleet = berth::simulator::ensure_fleet(&kernel, &operator_admin, garage, berth::simulator::FLEET_SIZE).await?;
     let server = match berth::start(&config, store.clone(), berth::shutdown_signal()).await {
         Ok(server) => server,
         Err(error) if !explicit_listen => {

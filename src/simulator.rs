@@ -20,6 +20,7 @@ pub struct SimulatedSensor {
     pub external_id: String,
     pub vendor: &'static str,
     pub model: &'static str,
+    pub space_id: berth_kernel::ids::SpaceId,
 }
 
 /// The fleet's mix: vendor, model, DevEUI prefix (the vendor's OUI-like range).
@@ -58,21 +59,22 @@ pub fn payload(model: &str, occupied: bool, heartbeat: bool) -> (u8, Vec<u8>) {
     }
 }
 
-/// Registers the fleet on the garage's first spaces (once; later runs find it).
+/// Registers a fleet of `size` sensors on the site's first spaces (once; later runs find it).
 pub async fn ensure_fleet(
     kernel: &Kernel,
     operator_admin: &Principal,
     site: SiteId,
+    size: usize,
 ) -> anyhow::Result<Vec<SimulatedSensor>> {
     let filter = SpaceFilter { site_id: Some(site), ..Default::default() };
     let spaces = kernel
-        .list_spaces(operator_admin, filter, berth_kernel::page::PageRequest::first(FLEET_SIZE as u32))
+        .list_spaces(operator_admin, filter, berth_kernel::page::PageRequest::first(size as u32))
         .await
-        .context("listing the demo garage's spaces")?;
+        .context("listing the site's spaces")?;
     let mut fleet = Vec::with_capacity(spaces.items.len());
     for (index, space) in spaces.items.iter().enumerate() {
         let (vendor, model, prefix) = FLEET[index % FLEET.len()];
-        let sensor = SimulatedSensor { external_id: format!("{prefix}{index:08X}"), vendor, model };
+        let sensor = SimulatedSensor { external_id: format!("{prefix}{index:08X}"), vendor, model, space_id: space.id };
         let input = DeviceInput {
             external_id: sensor.external_id.clone(),
             vendor: vendor.to_owned(),
@@ -139,6 +141,24 @@ impl Simulator {
     }
 }
 
+/// A sensor's uplink as a berth native MQTT message: (topic, body).
+pub fn uplink_message(
+    operator: &str,
+    sensor: &SimulatedSensor,
+    counter: u32,
+    occupied: bool,
+    heartbeat: bool,
+) -> (String, Vec<u8>) {
+    let (f_port, bytes) = payload(sensor.model, occupied, heartbeat);
+    let body = serde_json::json!({
+        "f_port": f_port,
+        "payload_hex": hex::encode(bytes),
+        "counter": counter,
+        "time": chrono::Utc::now().to_rfc3339(),
+    });
+    (format!("berth/v1/{operator}/uplink/{}", sensor.external_id), body.to_string().into_bytes())
+}
+
 async fn send(
     publisher: &Publisher,
     operator: &str,
@@ -148,15 +168,8 @@ async fn send(
     heartbeat: bool,
 ) {
     *counter += 1;
-    let (f_port, bytes) = payload(sensor.model, occupied, heartbeat);
-    let body = serde_json::json!({
-        "f_port": f_port,
-        "payload_hex": hex::encode(bytes),
-        "counter": *counter,
-        "time": chrono::Utc::now().to_rfc3339(),
-    });
-    let topic = format!("berth/v1/{operator}/uplink/{}", sensor.external_id);
-    if let Err(error) = publisher.publish(&topic, body.to_string().into_bytes()).await {
+    let (topic, body) = uplink_message(operator, sensor, *counter, occupied, heartbeat);
+    if let Err(error) = publisher.publish(&topic, body).await {
         tracing::warn!(%error, "simulator could not publish");
     }
 }

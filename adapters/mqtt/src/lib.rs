@@ -27,4 +27,4 @@ pub enum MqttError {
 }
 
 mod publisher;
-pub use publisher::Publisher;
+pub use publisher::{CountingSubscriber, Publisher};

@@ -63,3 +63,50 @@ impl Publisher {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
     }
 }
+
+/// A plain QoS 1 subscriber that only counts what it receives: the benchmark's measure of the
+/// raw broker.
+pub struct CountingSubscriber {
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingSubscriber {
+    /// Connects, subscribes to `filter` and returns once the broker confirmed the subscription.
+    pub async fn start(
+        broker: &BrokerAddress,
+        client_id: &str,
+        filter: &str,
+    ) -> Result<Self, rumqttc::ConnectionError> {
+        let mut options = MqttOptions::new(client_id, &broker.host, broker.port);
+        options.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(1024 * 1024, 1024 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let _ = client.try_subscribe(filter, QoS::AtLeastOnce);
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await? {
+                break;
+            }
+        }
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = received.clone();
+        let task = tokio::spawn(async move {
+            let _client = client;
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(_)) = event {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(Self { received, task })
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for CountingSubscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,370 @@
+//! `berth bench ingest`: the ingest pipeline measured end to end on this machine, printed as
+//! figures (not a test). In one run, on the embedded broker:
+//!
+//! 1. the raw broker: the same messages published and received by a plain QoS 1 subscriber;
+//! 2. ingest: the same messages through berth (topic → envelope → plugin → live state →
+//!    database), uplinks applied per second, and the ratio to (1), which does not depend on the
+//!    machine;
+//! 3. publish → SSE latency p50/p99 at a fixed rate, every uplink a change of state;
+//! 4. many SSE subscribers on one node (the clients run in a child process): server RSS, and
+//!    delivery latency p50/p99 from the change to each client.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use berth_kernel::Kernel;
+use berth_kernel::ids::SpaceId;
+use berth_mqtt::{CountingSubscriber, Publisher};
+use futures_util::StreamExt;
+
+use crate::config::{Config, MqttMode, Secret};
+use crate::simulator::{SimulatedSensor, uplink_message};
+
+#[derive(Debug, Clone)]
+pub struct IngestBench {
+    /// Uplinks for the throughput runs (1 and 2).
+    pub messages: usize,
+    /// Simulated sensors (at most the demo garage's 240 spaces).
+    pub devices: usize,
+    /// Uplinks per second for the latency run (3).
+    pub rate: u32,
+    /// How long the latency run lasts.
+    pub seconds: u64,
+    /// SSE subscribers for run 4 (0 skips it).
+    pub subscribers: usize,
+    /// A database URL instead of a fresh SQLite file (PostgreSQL: give an empty database).
+    pub database_url: Option<String>,
+}
+
+pub async fn ingest(options: IngestBench) -> anyhow::Result<()> {
+    let data_dir = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let result = run(&options, &data_dir).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut config = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
+    config.http.listen = "127.0.0.1:0".parse()?;
+    config.mqtt.mode = MqttMode::Embedded;
+    config.mqtt.listen = "127.0.0.1:0".parse()?;
+    config.plugins.watch = false;
+    if let Some(url) = &options.database_url {
+        config.database.url = Some(Secret::new(url.clone()));
+    }
+    let store = crate::open_store(&config).await?;
+    let backend = store.backend_name();
+    let kernel = Kernel::new(Arc::new(store.clone()));
+    let credentials = crate::demo::seed(&kernel, data_dir).await?;
+    let operator_admin = kernel.authenticate_api_key(&credentials.operator_admin_key).await?;
+    let garage = credentials.off_street_site_id.parse().context("demo garage id")?;
+    let fleet = crate::simulator::ensure_fleet(&kernel, &operator_admin, garage, options.devices.clamp(1, 240)).await?;
+    let server = crate::start(&config, store, std::future::pending()).await?;
+    let mqtt = server.mqtt.as_ref().context("MQTT is off")?;
+    let broker = mqtt.broker.clone();
+    let stats = mqtt.ingest.stats().clone();
+    let base = format!("http://{}", server.addr);
+    println!("berth bench ingest: {backend}, embedded broker, {} sensors, {} cores", fleet.len(), cores());
+
+    // The messages: every sensor flips its state each time, so each uplink is a change.
+    let mut traffic = Traffic::new(fleet);
+    let messages: Vec<(String, Vec<u8>)> = (0..options.messages).map(|_| traffic.next().1).collect();
+
+    // 1. The raw broker, same messages, same QoS.
+    let raw = CountingSubscriber::start(&broker, "bench-raw-subscriber", "bench/raw/#").await?;
+    let publisher = Publisher::connect(&broker, "bench-raw-publisher", None);
+    let started = Instant::now();
+    for (index, (_, body)) in messages.iter().enumerate() {
+        publisher.publish(&format!("bench/raw/{}", index % 240), body.clone()).await?;
+    }
+    wait_for(|| raw.received() >= messages.len() as u64, Duration::from_secs(300)).await?;
+    let raw_rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    drop(raw);
+    publisher.disconnect().await;
+    println!("raw broker (QoS 1 publish → subscriber):  {:>9.0} messages/s", raw_rate);
+
+    // 2. Ingest: the same messages on berth's topics.
+    let processed = || {
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.applied.load(Relaxed)
+            + stats.rejected.load(Relaxed)
+            + stats.ignored.load(Relaxed)
+            + stats.failed.load(Relaxed)
+    };
+    let before = processed();
+    let applied_before = stats.applied.load(std::sync::atomic::Ordering::Relaxed);
+    let publisher = Publisher::connect(&broker, "bench-sensors", None);
+    let started = Instant::now();
+    for (topic, body) in &messages {
+        publisher.publish(topic, body.clone()).await?;
+    }
+    wait_for(|| processed() >= before + messages.len() as u64, Duration::from_secs(600)).await?;
+    let ingest_rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    let applied = stats.applied.load(std::sync::atomic::Ordering::Relaxed) - applied_before;
+    println!(
+        "ingest (broker → plugin → state → {backend}): {:>9.0} uplinks/s  ({:.1}% of the raw broker; {applied} of {} applied)",
+        ingest_rate,
+        100.0 * ingest_rate / raw_rate,
+        messages.len()
+    );
+
+    // 3. Publish → SSE client latency at a fixed rate.
+    let path = format!("/v1/sites/{garage}/availability/stream");
+    let (changes, mut seen) = tokio::sync::mpsc::unbounded_channel::<(SpaceId, Instant)>();
+    let stream = sse_reader(&base, &path, &credentials.operator_staff_key, changes).await?;
+    let mut sent: HashMap<SpaceId, VecDeque<Instant>> = HashMap::new();
+    let mut latencies = Vec::new();
+    let per_tick = (options.rate / 100).max(1);
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    let until = Instant::now() + Duration::from_secs(options.seconds);
+    let mut published = 0u64;
+    while Instant::now() < until {
+        ticker.tick().await;
+        for _ in 0..per_tick {
+            let (space, (topic, body)) = traffic.next();
+            sent.entry(space).or_default().push_back(Instant::now());
+            publisher.publish(&topic, body).await?;
+            published += 1;
+        }
+        while let Ok((space, at)) = seen.try_recv() {
+            if let Some(start) = sent.get_mut(&space).and_then(VecDeque::pop_front) {
+                latencies.push(at - start);
+            }
+        }
+    }
+    let drain_until = Instant::now() + Duration::from_secs(5);
+    while (latencies.len() as u64) < published && Instant::now() < drain_until {
+        match tokio::time::timeout(Duration::from_millis(200), seen.recv()).await {
+            Ok(Some((space, at))) => {
+                if let Some(start) = sent.get_mut(&space).and_then(VecDeque::pop_front) {
+                    latencies.push(at - start);
+                }
+            }
+            _ => continue,
+        }
+    }
+    stream.abort();
+    let (p50, p99) = percentiles(&mut latencies);
+    println!(
+        "publish → SSE client at {} uplinks/s for {} s: p50 {:.1} ms, p99 {:.1} ms ({} of {} changes seen)",
+        options.rate,
+        options.seconds,
+        ms(p50),
+        ms(p99),
+        latencies.len(),
+        published
+    );
+
+    // 4. Many subscribers on this node; the clients live in a child process.
+    if options.subscribers > 0 {
+        subscribers(options, &base, &path, &credentials.operator_staff_key, &publisher, &mut traffic).await?;
+    }
+    publisher.disconnect().await;
+    server.stop().await?;
+    Ok(())
+}
+
+/// Each sensor flips on every message.
+struct Traffic {
+    fleet: Vec<SimulatedSensor>,
+    next: usize,
+    counters: Vec<u32>,
+    occupied: Vec<bool>,
+}
+
+impl Traffic {
+    fn new(fleet: Vec<SimulatedSensor>) -> Self {
+        let n = fleet.len();
+        Self { fleet, next: 0, counters: vec![0; n], occupied: vec![false; n] }
+    }
+
+    fn next(&mut self) -> (SpaceId, (String, Vec<u8>)) {
+        let index = self.next % self.fleet.len();
+        self.next += 1;
+        self.counters[index] += 1;
+        self.occupied[index] = !self.occupied[index];
+        let sensor = &self.fleet[index];
+        let message = uplink_message(crate::demo::DEMO_SLUG, sensor, self.counters[index], self.occupied[index], false);
+        (sensor.space_id, message)
+    }
+}
+
+async fn subscribers(
+    options: &IngestBench,
+    base: &str,
+    path: &str,
+    token: &str,
+    publisher: &Publisher,
+    traffic: &mut Traffic,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    const EVENTS: usize = 20;
+    let rss_before = rss_kib();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "sse-clients", "--url"])
+        .arg(format!("{base}{path}"))
+        .args(["--token", token, "--clients"])
+        .arg(options.subscribers.to_string())
+        .args(["--events", &EVENTS.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the SSE client process")?;
+    let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
+    let started = Instant::now();
+    let ready = lines.next_line().await?.unwrap_or_default();
+    anyhow::ensure!(ready.starts_with("ready"), "SSE clients did not connect: {ready}");
+    let connect_secs = started.elapsed().as_secs_f64();
+    let rss_after = rss_kib();
+    for _ in 0..EVENTS {
+        let (_, (topic, body)) = traffic.next();
+        publisher.publish(&topic, body).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await??.unwrap_or_default();
+    let _ = child.wait().await;
+    println!(
+        "{} SSE subscribers on one node: connected in {:.1} s; server RSS {} MiB → {} MiB ({:.1} KiB per subscriber); delivery {report}",
+        options.subscribers,
+        connect_secs,
+        rss_before / 1024,
+        rss_after / 1024,
+        rss_after.saturating_sub(rss_before) as f64 / options.subscribers as f64
+    );
+    Ok(())
+}
+
+/// `berth bench sse-clients`: `clients` SSE streams; prints `ready` once every snapshot arrived,
+/// then, after `events` changes reached every client, the delivery latency (client clock minus
+/// the change's `at`).
+pub async fn sse_clients(url: String, token: String, clients: usize, events: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<f64>>();
+    for index in 0..clients {
+        let (client, url, token, ready_tx, done_tx) =
+            (client.clone(), url.clone(), token.clone(), ready_tx.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let Ok(response) = client.get(&url).bearer_auth(&token).send().await else { return };
+            let mut body = response.bytes_stream();
+            let mut buffer = String::new();
+            let mut latencies = Vec::with_capacity(events);
+            while let Some(Ok(chunk)) = body.next().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let Some(data) = block.lines().find_map(|line| line.strip_prefix("data:")) else { continue };
+                    let Ok(value) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+                    if value["kind"] == "snapshot" {
+                        let _ = ready_tx.send(());
+                    } else if let Some(at) = value["space"]["at"].as_str()
+                        && let Ok(at) = chrono::DateTime::parse_from_rfc3339(at)
+                    {
+                        let delay = chrono::Utc::now() - at.with_timezone(&chrono::Utc);
+                        latencies.push(delay.num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                        if latencies.len() == events {
+                            let _ = done_tx.send(latencies);
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        // Ramp up, so the listen backlog never overflows.
+        if index % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    drop((ready_tx, done_tx));
+    let mut n_ready = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while n_ready < clients {
+        match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
+            Ok(Some(())) => n_ready += 1,
+            _ => break,
+        }
+    }
+    println!("ready {n_ready}");
+    let mut all = Vec::new();
+    let mut n_done = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while n_done < n_ready {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(latencies)) => {
+                all.extend(latencies);
+                n_done += 1;
+            }
+            _ => break,
+        }
+    }
+    all.sort_by(f64::total_cmp);
+    let pick = |q: f64| all.get(((all.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
+    println!(
+        "p50 {:.1} ms, p99 {:.1} ms over {} deliveries ({n_done} of {clients} clients got all {events} changes)",
+        pick(0.5),
+        pick(0.99),
+        all.len()
+    );
+    Ok(())
+}
+
+/// Reads an SSE stream in the background and reports each space change with when it arrived.
+async fn sse_reader(
+    base: &str,
+    path: &str,
+    token: &str,
+    changes: tokio::sync::mpsc::UnboundedSender<(SpaceId, Instant)>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let response = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(token).send().await?;
+    anyhow::ensure!(response.status().is_success(), "SSE stream: {}", response.status());
+    let mut body = response.bytes_stream();
+    Ok(tokio::spawn(async move {
+        let mut buffer = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            let arrived = Instant::now();
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let Some(data) = block.lines().find_map(|line| line.strip_prefix("data:")) else { continue };
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+                if let Some(id) = value["space"]["id"].as_str().and_then(|id| id.parse().ok()) {
+                    let _ = changes.send((id, arrived));
+                }
+            }
+        }
+    }))
+}
+
+async fn wait_for(done: impl Fn() -> bool, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let pick = |q: f64| samples.get(((samples.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    (pick(0.5), pick(0.99))
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| status.lines().find(|line| line.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()))
+        .unwrap_or(0)
+}

@@ -214,6 +214,12 @@ pub async fn start_mqtt(config: &Config, kernel: Kernel) -> anyhow::Result<Optio
         (None, None) => {}
     }
     let ingest = MqttIngest::spawn(kernel, ingest)?;
+    // Ready means subscribed: a message published once `start` returned is not missed. An
+    // external broker that is down does not stop the server; the client keeps trying.
+    let patience = if embedded.is_some() { Duration::from_secs(30) } else { Duration::from_secs(5) };
+    if !ingest.wait_subscribed(patience).await {
+        tracing::warn!(broker = %format!("{}:{}", broker.host, broker.port), "MQTT not subscribed yet; continuing, the client keeps trying");
+    }
     Ok(Some(MqttRunning { broker, embedded, ingest }))
 }
 

@@ -86,7 +86,17 @@ async fn migrate_and_admin_create_key() {
 }
 
 /// Runs `berth demo` until it prints its banner; returns the child and the banner lines.
-fn start_demo(data_dir: &std::path::Path) -> (std::process::Child, Vec<String>) {
+/// A running demo, killed when dropped (a failing assertion must not leave it running).
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_demo(data_dir: &std::path::Path) -> (Demo, Vec<String>) {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["demo", "--listen", "127.0.0.1:0"])
@@ -105,7 +115,7 @@ fn start_demo(data_dir: &std::path::Path) -> (std::process::Child, Vec<String>) 
             break;
         }
     }
-    (child, lines)
+    (Demo(child), lines)
 }
 
 fn banner_value(lines: &[String], label: &str) -> String {
@@ -120,10 +130,9 @@ fn banner_value(lines: &[String], label: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_is_idempotent_across_restarts() {
     let data_dir = tempfile::tempdir().unwrap();
-    let (mut first, lines) = start_demo(data_dir.path());
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let (mut second, again) = start_demo(data_dir.path());
+    let (first, lines) = start_demo(data_dir.path());
+    drop(first);
+    let (second, again) = start_demo(data_dir.path());
 
     let key = banner_value(&again, "operator admin key");
     assert_eq!(key, banner_value(&lines, "operator admin key"), "restart printed different keys");
@@ -167,6 +176,5 @@ async fn demo_is_idempotent_across_restarts() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    second.kill().unwrap();
-    second.wait().unwrap();
+    drop(second);
 }

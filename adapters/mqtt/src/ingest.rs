@@ -136,6 +136,8 @@ pub struct IngestStats {
     pub failed: AtomicU64,
     pub connects: AtomicU64,
     pub connected: AtomicBool,
+    /// The broker confirmed the subscriptions on the current connection.
+    pub subscribed: AtomicBool,
     /// Which connection (1, 2, ...) is current.
     connection: AtomicU64,
 }
@@ -161,6 +163,19 @@ impl MqttIngest {
 
     pub fn stats(&self) -> &Arc<IngestStats> {
         &self.stats
+    }
+
+    /// Waits until the broker confirmed the subscriptions (so nothing published from now on is
+    /// missed); `false` after `timeout`.
+    pub async fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.stats.subscribed.load(Ordering::Relaxed) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Disconnects after the messages in flight are done.
@@ -221,6 +236,7 @@ async fn run(
                     tracing::warn!(%error, "MQTT subscribe could not be queued");
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => stats.subscribed.store(true, Ordering::Relaxed),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 // Back-pressure: beyond max_in_flight the loop stops reading the socket.
@@ -239,6 +255,7 @@ async fn run(
             Ok(_) => {}
             Err(error) => {
                 stats.connected.store(false, Ordering::Relaxed);
+                stats.subscribed.store(false, Ordering::Relaxed);
                 stats.connection.store(0, Ordering::Relaxed);
                 tracing::warn!(
                     %error,

@@ -26,7 +26,7 @@ use crate::simulator::{SimulatedSensor, uplink_message};
 pub struct IngestBench {
     /// Uplinks for the throughput runs (1 and 2).
     pub messages: usize,
-    /// Simulated sensors (at most the demo garage's 240 spaces).
+    /// Simulated sensors, each on a space of its own.
     pub devices: usize,
     /// Uplinks per second for the latency run (3).
     pub rate: u32,
@@ -52,6 +52,8 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     config.mqtt.mode = MqttMode::Embedded;
     config.mqtt.listen = "127.0.0.1:0".parse()?;
     config.plugins.watch = false;
+    // Enough messages in flight to fill large commits.
+    config.mqtt.max_in_flight = 8192;
     if let Some(url) = &options.database_url {
         config.database.url = Some(Secret::new(url.clone()));
     }
@@ -61,7 +63,8 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     let credentials = crate::demo::seed(&kernel, data_dir).await?;
     let operator_admin = kernel.authenticate_api_key(&credentials.operator_admin_key).await?;
     let garage = credentials.off_street_site_id.parse().context("demo garage id")?;
-    let fleet = crate::simulator::ensure_fleet(&kernel, &operator_admin, garage, options.devices.clamp(1, 240)).await?;
+    add_spaces(&kernel, &operator_admin, garage, options.devices.max(1)).await?;
+    let fleet = crate::simulator::ensure_fleet(&kernel, &operator_admin, garage, options.devices.max(1)).await?;
     let server = crate::start(&config, store, std::future::pending()).await?;
     let mqtt = server.mqtt.as_ref().context("MQTT is off")?;
     let broker = mqtt.broker.clone();
@@ -78,7 +81,7 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     let publisher = Publisher::connect(&broker, "bench-raw-publisher", None);
     let started = Instant::now();
     for (index, (_, body)) in messages.iter().enumerate() {
-        publisher.publish(&format!("bench/raw/{}", index % 240), body.clone()).await?;
+        publisher.publish(&format!("bench/raw/{}", index % options.devices.max(1)), body.clone()).await?;
     }
     wait_for(|| raw.received() >= messages.len() as u64, Duration::from_secs(300)).await?;
     let raw_rate = messages.len() as f64 / started.elapsed().as_secs_f64();
@@ -164,6 +167,33 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     }
     publisher.disconnect().await;
     server.stop().await?;
+    Ok(())
+}
+
+/// Adds spaces to the site until it has `n`.
+async fn add_spaces(
+    kernel: &Kernel,
+    admin: &berth_kernel::auth::Principal,
+    site: berth_kernel::ids::SiteId,
+    n: usize,
+) -> anyhow::Result<()> {
+    let filter = berth_kernel::ports::SpaceFilter { site_id: Some(site), ..Default::default() };
+    let have = kernel.list_spaces(admin, filter, berth_kernel::page::PageRequest::first(1000)).await?;
+    let missing = n.saturating_sub(have.items.len());
+    let inputs: Vec<berth_kernel::space::SpaceInput> = (0..missing)
+        .map(|index| berth_kernel::space::SpaceInput {
+            code: format!("BENCH-{index:06}"),
+            lat: None,
+            lon: None,
+            category: None,
+            vehicle_type: None,
+            ev_charger: false,
+            accessible: false,
+        })
+        .collect();
+    for chunk in inputs.chunks(1000) {
+        kernel.create_spaces(admin, site, chunk.to_vec()).await?;
+    }
     Ok(())
 }
 

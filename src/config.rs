@@ -128,7 +128,7 @@ impl Default for MqttConfig {
             password: None,
             users: Default::default(),
             max_payload_bytes: 256 * 1024,
-            max_in_flight: 256,
+            max_in_flight: 1024,
             subscriptions: vec![MqttSubscriptionConfig { topic: "berth/v1/+/uplink/+".to_owned(), operator: None }],
         }
     }

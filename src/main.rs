@@ -58,8 +58,8 @@ enum BenchCommand {
         /// Uplinks for the throughput runs.
         #[arg(long, default_value_t = 50_000)]
         messages: usize,
-        /// Simulated sensors (at most 240).
-        #[arg(long, default_value_t = 240)]
+        /// Simulated sensors, each on a space of its own.
+        #[arg(long, default_value_t = 2_000)]
         devices: usize,
         /// Uplinks per second for the latency run.
         #[arg(long, default_value_t = 5_000)]

@@ -66,13 +66,19 @@ pub async fn ensure_fleet(
     site: SiteId,
     size: usize,
 ) -> anyhow::Result<Vec<SimulatedSensor>> {
-    let filter = SpaceFilter { site_id: Some(site), ..Default::default() };
-    let spaces = kernel
-        .list_spaces(operator_admin, filter, berth_kernel::page::PageRequest::first(size as u32))
-        .await
-        .context("listing the site's spaces")?;
-    let mut fleet = Vec::with_capacity(spaces.items.len());
-    for (index, space) in spaces.items.iter().enumerate() {
+    let mut spaces = Vec::with_capacity(size);
+    let mut page = berth_kernel::page::PageRequest::first(berth_kernel::page::MAX_PAGE_SIZE);
+    while spaces.len() < size {
+        let filter = SpaceFilter { site_id: Some(site), ..Default::default() };
+        let found = kernel.list_spaces(operator_admin, filter, page).await.context("listing the site's spaces")?;
+        spaces.extend(found.items.into_iter().take(size - spaces.len()));
+        match found.next_after {
+            Some(after) => page.after = Some(after),
+            None => break,
+        }
+    }
+    let mut fleet = Vec::with_capacity(spaces.len());
+    for (index, space) in spaces.iter().enumerate() {
         let (vendor, model, prefix) = FLEET[index % FLEET.len()];
         let sensor = SimulatedSensor { external_id: format!("{prefix}{index:08X}"), vendor, model, space_id: space.id };
         let input = DeviceInput {

@@ -29,7 +29,7 @@ impl ValidationError {
 }
 
 /// What a storage adapter reports. Adapters never leak driver-specific error types.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// A uniqueness constraint was hit; the message names what collided.
     #[error("{0}")]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::{Access, Principal};
+use crate::commit::{KnownDevice, LiveWrite, SpaceWrite};
 use crate::error::{KernelError, KernelResult, ValidationError};
 use crate::ids::{DeviceId, OperatorId, SiteId, SpaceId};
 use crate::live::{
@@ -123,7 +124,7 @@ impl Kernel {
         let received_at = now();
         let event_time = input.event_time.map(|time| time.min(received_at + MAX_CLOCK_SKEW)).unwrap_or(received_at);
         let key = crate::device::normalise_external_id(&input.device_key);
-        let Some(device) = self.store().find_device_by_external_id(operator, &key).await? else {
+        let Some(KnownDevice { device, site }) = self.known_device(operator, &key).await? else {
             let error = ValidationError::new(
                 "device",
                 format!("no device with external_id '{key}' is registered for this operator"),
@@ -131,7 +132,7 @@ impl Kernel {
             self.rejects().reject("ingest", "unknown_device", &key, &error.message);
             return Err(error.into());
         };
-        let mut health = self.store().get_device_health(operator, device.id).await?.unwrap_or_default();
+        let stored_health = self.stored_health(operator, device.id).await?;
         let uplink = SensorUplink {
             device_id: device.details.external_id.clone(),
             model: device.details.model.clone(),
@@ -147,11 +148,13 @@ impl Kernel {
                     PluginPortError::Rejected(_) => "plugin_rejected",
                     _ => "plugin_fault",
                 };
-                *health.rejected.entry(reason.to_owned()).or_default() += 1;
                 self.rejects().reject("ingest", reason, &key, &error);
-                health.last_error = Some(error.to_string());
-                health.last_error_at = Some(received_at);
-                self.store().save_device_health(operator, device.id, &health).await?;
+                let health = self.caches().update_health(device.id, stored_health, |health| {
+                    *health.rejected.entry(reason.to_owned()).or_default() += 1;
+                    health.last_error = Some(error.to_string());
+                    health.last_error_at = Some(received_at);
+                });
+                self.commit(LiveWrite { operator, device: device.id, health, space: None }).await?;
                 return Err(match error {
                     PluginPortError::NoDecoder(model) => ValidationError::new(
                         "device",
@@ -167,13 +170,19 @@ impl Kernel {
                 });
             }
         };
-        health.last_seen = health.last_seen.max(Some(received_at));
-        health.battery_mv = reading.battery_mv.or(health.battery_mv);
-        health.temperature_c = reading.temperature_c.or(health.temperature_c);
-        health.last_object_json = Some(reading.object_json.clone());
-        let Some(space_id) = device.space_id else {
-            health.accepted += 1;
-            self.store().save_device_health(operator, device.id, &health).await?;
+        let seen = |health: &mut DeviceHealth| {
+            health.last_seen = health.last_seen.max(Some(received_at));
+            health.battery_mv = reading.battery_mv.or(health.battery_mv);
+            health.temperature_c = reading.temperature_c.or(health.temperature_c);
+            health.last_object_json = Some(reading.object_json.clone());
+        };
+        let (Some(space_id), Some(site_id)) = (device.space_id, site) else {
+            let health = self.caches().update_health(device.id, stored_health, |health| {
+                seen(health);
+                health.accepted += 1;
+            });
+            self.commit(LiveWrite { operator, device: device.id, health, space: None }).await?;
+            metrics::counter!("berth_ingest_uplinks_total", "result" => IngestResult::Unbound.as_str()).increment(1);
             return Ok(IngestReport {
                 device_id: device.id,
                 space_id: None,
@@ -186,7 +195,7 @@ impl Kernel {
             Occupancy::Free => Observation::Free,
             Occupancy::Unknown => Observation::Unknown,
         };
-        let reading = Reading {
+        let sensed = Reading {
             observation,
             event_time,
             received_at,
@@ -194,10 +203,14 @@ impl Kernel {
             payload_digest: payload_digest(&input.payload),
         };
         let config = self.live_config();
+        // Held until the commit: the next reading for this space starts from this one's state.
         let _guard = self.live_lock(space_id).lock().await;
-        let mut live = self.store().get_space_live(operator, space_id).await?.unwrap_or_default();
+        let mut live = match self.caches().live(space_id) {
+            Some(live) => live,
+            None => self.store().get_space_live(operator, space_id).await?.unwrap_or_default(),
+        };
         let before = live.effective(received_at, &config);
-        let applied = live.apply(&reading, &config);
+        let applied = live.apply(&sensed, &config);
         let after = live.effective(received_at, &config);
         let result = match applied {
             Applied::Changed { .. } => IngestResult::Changed,
@@ -206,12 +219,17 @@ impl Kernel {
             Applied::OutOfOrder => IngestResult::OutOfOrder,
         };
         metrics::counter!("berth_ingest_uplinks_total", "result" => result.as_str()).increment(1);
+        let health = self.caches().update_health(device.id, stored_health, |health| {
+            seen(health);
+            if result == IngestResult::Duplicate {
+                *health.rejected.entry("duplicate".to_owned()).or_default() += 1;
+            } else {
+                health.accepted += 1;
+            }
+        });
         if result == IngestResult::Duplicate {
             metrics::counter!("berth_ingest_rejected_total", "source" => "ingest", "reason" => "duplicate")
                 .increment(1);
-            *health.rejected.entry("duplicate".to_owned()).or_default() += 1;
-        } else {
-            health.accepted += 1;
         }
         let event = match applied {
             Applied::Changed { from, to } => Some(SpaceEvent {
@@ -233,16 +251,68 @@ impl Kernel {
         } else {
             None
         };
-        if result != IngestResult::Duplicate {
-            self.store().save_space_live(operator, space_id, &live, event.as_ref(), shown).await?;
+        let committed = live.clone();
+        let space = (result != IngestResult::Duplicate).then_some(SpaceWrite { space: space_id, live, event, shown });
+        if let Err(error) = self.commit(LiveWrite { operator, device: device.id, health, space }).await {
+            self.caches().forget_live(space_id);
+            return Err(error);
         }
-        self.store().save_device_health(operator, device.id, &health).await?;
-        if (before.status != after.status || before.flapping != after.flapping)
-            && let Some(space) = self.store().get_space(operator, space_id).await?
-        {
-            self.feed().publish(operator, space.site_id, space_id, after.clone());
+        self.caches().remember_live(space_id, committed);
+        if before.status != after.status || before.flapping != after.flapping {
+            self.feed().publish(operator, site_id, space_id, after.clone());
         }
         Ok(IngestReport { device_id: device.id, space_id: Some(space_id), result, shown: Some(after) })
+    }
+
+    /// A change another node made (heard through the fan-out): this node's cached state of the
+    /// space is out of date, and its listeners want the change.
+    pub fn take_remote_change(
+        &self,
+        operator: OperatorId,
+        site: SiteId,
+        space: SpaceId,
+        shown: Effective,
+        at: DateTime<Utc>,
+    ) {
+        self.caches().forget_live(space);
+        self.feed().publish_remote(operator, site, space, shown, at);
+    }
+
+    /// Stores one uplink's writes with the others waiting (group commit).
+    async fn commit(&self, write: LiveWrite) -> KernelResult<()> {
+        let device = write.device;
+        self.committer().commit(self.store(), write).await.map_err(|error| {
+            // What the cache says was never stored: read it again next time.
+            self.caches().forget_health(device);
+            KernelError::from(error)
+        })
+    }
+
+    /// The device an external id names, and its space's site (cached for a few seconds).
+    async fn known_device(&self, operator: OperatorId, key: &str) -> KernelResult<Option<KnownDevice>> {
+        if let Some(known) = self.caches().device(operator, key) {
+            return Ok(known);
+        }
+        let known = match self.store().find_device_by_external_id(operator, key).await? {
+            Some(device) => {
+                let site = match device.space_id {
+                    Some(space) => self.store().get_space(operator, space).await?.map(|space| space.site_id),
+                    None => None,
+                };
+                Some(KnownDevice { device, site })
+            }
+            None => None,
+        };
+        self.caches().remember_device(operator, key, known.clone());
+        Ok(known)
+    }
+
+    /// A device's health as last stored (the cache holds anything newer).
+    async fn stored_health(&self, operator: OperatorId, device: DeviceId) -> KernelResult<DeviceHealth> {
+        if let Some(health) = self.caches().health(device) {
+            return Ok(health);
+        }
+        Ok(self.store().get_device_health(operator, device).await?.unwrap_or_default())
     }
 
     pub(crate) fn live_lock(&self, space: SpaceId) -> &tokio::sync::Mutex<()> {
@@ -280,7 +350,9 @@ impl Kernel {
         let detail = format!("{reason} (by {set_by})");
         let event = override_event(operator, space_id, SpaceEventKind::OverrideSet, &before, &after, at, detail);
         let shown = column_state(&after, at);
+        self.caches().forget_live(space_id);
         self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
+        self.caches().remember_live(space_id, live.clone());
         self.feed().publish(operator, space.site_id, space_id, after.clone());
         Ok((live, after))
     }
@@ -301,7 +373,9 @@ impl Kernel {
         let detail = format!("cleared by {}", caller_label(caller));
         let event = override_event(operator, space_id, SpaceEventKind::OverrideCleared, &before, &after, at, detail);
         let shown = column_state(&after, at);
+        self.caches().forget_live(space_id);
         self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
+        self.caches().remember_live(space_id, live.clone());
         self.feed().publish(operator, space.site_id, space_id, after);
         Ok(())
     }
@@ -320,7 +394,7 @@ impl Kernel {
     pub async fn device_health(&self, caller: &Principal, device_id: DeviceId) -> KernelResult<DeviceHealth> {
         let operator = operator_scope(caller, Access::Read)?;
         self.store().get_device(operator, device_id).await?.ok_or_else(|| KernelError::not_found("device"))?;
-        Ok(self.store().get_device_health(operator, device_id).await?.unwrap_or_default())
+        self.stored_health(operator, device_id).await
     }
 
     /// Counts by status and vehicle type, and every space's shown state.

@@ -42,6 +42,9 @@ pub trait LiveStore: Send + Sync {
         event: Option<&SpaceEvent>,
         shown: Option<SpaceState>,
     ) -> StoreResult<()>;
+    /// Many uplinks' writes in one transaction: for each space its newest live row and status
+    /// columns, every history event, for each device its newest health.
+    async fn save_live_batch(&self, batch: &[crate::commit::LiveWrite]) -> StoreResult<()>;
     async fn list_space_events(&self, operator: OperatorId, space: SpaceId, limit: u64)
     -> StoreResult<Vec<SpaceEvent>>;
     async fn get_device_health(&self, operator: OperatorId, device: DeviceId) -> StoreResult<Option<DeviceHealth>>;

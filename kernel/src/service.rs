@@ -28,6 +28,8 @@ pub struct Kernel {
     live_locks: Arc<[tokio::sync::Mutex<()>]>,
     feed: Arc<crate::feed::LiveFeed>,
     rejects: Arc<crate::reject::RejectLog>,
+    committer: Arc<crate::commit::Committer>,
+    caches: Arc<crate::commit::IngestCaches>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -42,7 +44,15 @@ impl Kernel {
     /// A kernel without plugins; see [`Kernel::with_plugins`].
     pub fn new(store: Arc<dyn Store>) -> Self {
         let live_locks = (0..crate::ingest::LIVE_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self { store, plugins: Arc::new(NoPlugins), live_locks, feed: Arc::default(), rejects: Arc::default() }
+        Self {
+            store,
+            plugins: Arc::new(NoPlugins),
+            live_locks,
+            feed: Arc::default(),
+            rejects: Arc::default(),
+            committer: Arc::default(),
+            caches: Arc::default(),
+        }
     }
 
     pub fn with_plugins(mut self, plugins: Arc<dyn Plugins>) -> Self {
@@ -67,6 +77,14 @@ impl Kernel {
     /// Where rejected device data is counted and (throttled) logged.
     pub fn rejects(&self) -> &crate::reject::RejectLog {
         &self.rejects
+    }
+
+    pub(crate) fn committer(&self) -> &crate::commit::Committer {
+        &self.committer
+    }
+
+    pub(crate) fn caches(&self) -> &crate::commit::IngestCaches {
+        &self.caches
     }
 
     pub(crate) fn live_locks(&self) -> &[tokio::sync::Mutex<()>] {
@@ -364,7 +382,9 @@ impl Kernel {
 
     pub async fn delete_space(&self, caller: &Principal, id: SpaceId) -> KernelResult<()> {
         let operator_id = operator_scope(caller, Access::Write)?;
-        if !self.store.delete_space(operator_id, id).await? {
+        let deleted = self.store.delete_space(operator_id, id).await?;
+        self.caches.forget_devices();
+        if !deleted {
             return Err(KernelError::not_found("space"));
         }
         Ok(())
@@ -388,6 +408,7 @@ impl Kernel {
             updated_at: now,
         };
         self.store.insert_device(&device).await?;
+        self.caches.forget_devices();
         Ok(device)
     }
 
@@ -422,12 +443,15 @@ impl Kernel {
         device.space_id = space_id;
         device.updated_at = now();
         self.store.update_device(&device).await?;
+        self.caches.forget_devices();
         Ok(device)
     }
 
     pub async fn delete_device(&self, caller: &Principal, id: DeviceId) -> KernelResult<()> {
         let operator_id = operator_scope(caller, Access::Write)?;
-        if !self.store.delete_device(operator_id, id).await? {
+        let deleted = self.store.delete_device(operator_id, id).await?;
+        self.caches.forget_devices();
+        if !deleted {
             return Err(KernelError::not_found("device"));
         }
         Ok(())

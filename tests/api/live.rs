@@ -247,7 +247,34 @@ async fn availability_streams_and_resumes(app: &TestApp) {
     app.get(&path, &other.staff_key).await.problem(404);
 }
 
+/// Moving a sensor to another space takes effect at once, even right after it was heard (the
+/// ingest path caches device lookups and live state).
+async fn a_moved_sensor_drives_its_new_space(app: &TestApp) {
+    let tenant = app.new_tenant("moved").await;
+    let (site_id, spaces) = tenant.site_with_spaces(app, "Lot", 2).await;
+    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
+    let device_id =
+        app.post("/v1/devices", &tenant.admin_key, device).await.expect(201)["id"].as_str().unwrap().to_owned();
+    let uplink = |payload: &str, counter: u32| json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": payload, "counter": counter, "time": chrono::Utc::now().to_rfc3339()});
+    let key = &tenant.integration_key;
+    assert_eq!(app.post("/v1/ingest/uplinks", key, uplink("01", 1)).await.expect(202)["space_id"], spaces[0].as_str());
+    app.put(&format!("/v1/devices/{device_id}/space"), &tenant.admin_key, json!({"space_id": null})).await.expect(200);
+    assert_eq!(app.post("/v1/ingest/uplinks", key, uplink("00", 2)).await.expect(202)["result"], "unbound");
+    app.put(&format!("/v1/devices/{device_id}/space"), &tenant.admin_key, json!({"space_id": spaces[1]}))
+        .await
+        .expect(200);
+    let taken = app.post("/v1/ingest/uplinks", key, uplink("01", 3)).await.expect(202);
+    assert_eq!((taken["space_id"].as_str(), taken["status"].as_str()), (Some(spaces[1].as_str()), Some("occupied")));
+    let availability = app.get(&format!("/v1/sites/{site_id}/availability"), &tenant.staff_key).await.expect(200);
+    assert_eq!(count(&availability, "occupied"), 2, "the first space keeps its last reading");
+    // A deleted device is unknown at once.
+    app.delete(&format!("/v1/devices/{device_id}"), &tenant.admin_key).await.expect(204);
+    let problem = app.post("/v1/ingest/uplinks", key, uplink("00", 4)).await.problem(422);
+    assert_eq!(problem["field"], "device");
+}
+
 crate::on_each_backend!(
+    a_moved_sensor_drives_its_new_space,
     uplinks_drive_the_space,
     bad_uplinks_are_refused_with_reasons,
     availability_streams_and_resumes

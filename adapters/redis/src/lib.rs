@@ -177,7 +177,6 @@ async fn receive_remote(
     node: String,
     stats: Arc<FanoutStats>,
 ) {
-    let feed = kernel.feed_handle();
     let mut backoff = Duration::from_millis(100);
     loop {
         {
@@ -199,7 +198,7 @@ async fn receive_remote(
                     continue;
                 }
                 stats.received.fetch_add(1, Ordering::Relaxed);
-                feed.publish_remote(
+                kernel.take_remote_change(
                     OperatorId::from_uuid(event.operator_id),
                     SiteId::from_uuid(event.site_id),
                     SpaceId::from_uuid(event.space_id),

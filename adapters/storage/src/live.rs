@@ -1,7 +1,10 @@
 //! [`LiveStore`]: live space state, its history and device health.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use berth_kernel::StoreError;
+use berth_kernel::commit::LiveWrite;
 use berth_kernel::device::Device;
 use berth_kernel::ids::{DeviceId, OperatorId, SiteId, SpaceId};
 use berth_kernel::live::{DeviceHealth, Override, SpaceEvent, SpaceEventKind, SpaceLive};
@@ -10,7 +13,8 @@ use berth_kernel::space::{Space, SpaceState, SpaceStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -35,6 +39,133 @@ impl SqlStore {
         }
         Ok(live)
     }
+}
+
+/// Rows per multi-row statement: bind parameters stay under every database's limit.
+const CHUNK: usize = 400;
+
+async fn upsert_live(db: &impl ConnectionTrait, rows: Vec<space_live::Model>) -> StoreResult<()> {
+    for chunk in rows.chunks(CHUNK) {
+        space_live::Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
+            .on_conflict(
+                OnConflict::column(space_live::Column::SpaceId)
+                    .update_columns([
+                        space_live::Column::Sensed,
+                        space_live::Column::SensedSince,
+                        space_live::Column::ObservedAt,
+                        space_live::Column::LastSeen,
+                        space_live::Column::LastCounter,
+                        space_live::Column::LastPayload,
+                        space_live::Column::RecentChanges,
+                        space_live::Column::OverrideStatus,
+                        space_live::Column::OverrideReason,
+                        space_live::Column::OverrideUntil,
+                        space_live::Column::OverrideSetAt,
+                        space_live::Column::OverrideSetBy,
+                        space_live::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn event_to_row(event: &SpaceEvent) -> space_event::Model {
+    space_event::Model {
+        id: event.id,
+        operator_id: event.operator_id.as_uuid(),
+        space_id: event.space_id.as_uuid(),
+        device_id: event.device_id.map(|id| id.as_uuid()),
+        kind: event.kind.as_str().to_owned(),
+        from_status: event.from.as_str().to_owned(),
+        to_status: event.to.as_str().to_owned(),
+        at: event.at,
+        recorded_at: event.recorded_at,
+        detail: event.detail.clone(),
+    }
+}
+
+async fn insert_events(db: &impl ConnectionTrait, rows: Vec<space_event::Model>) -> StoreResult<()> {
+    for chunk in rows.chunks(CHUNK) {
+        space_event::Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
+            .exec_without_returning(db)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// The space's status columns; a space closed by hand stays closed in its own columns.
+async fn update_shown(
+    db: &impl ConnectionTrait,
+    operator: OperatorId,
+    space: SpaceId,
+    shown: SpaceState,
+) -> StoreResult<()> {
+    let update = space::ActiveModel {
+        status: ActiveValue::Set(shown.status.as_str().to_owned()),
+        status_since: ActiveValue::Set(shown.status_since),
+        confidence: ActiveValue::Set(shown.confidence),
+        ..Default::default()
+    };
+    space::Entity::update_many()
+        .set(update)
+        .filter(space::Column::Id.eq(space.as_uuid()))
+        .filter(space::Column::OperatorId.eq(operator.as_uuid()))
+        .filter(space::Column::Status.ne(SpaceStatus::Closed.as_str()))
+        .exec(db)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn health_to_row(
+    operator: OperatorId,
+    device: DeviceId,
+    health: &DeviceHealth,
+    at: DateTime<Utc>,
+) -> device_health::Model {
+    device_health::Model {
+        device_id: device.as_uuid(),
+        operator_id: operator.as_uuid(),
+        last_seen: health.last_seen,
+        battery_mv: health.battery_mv.map(i64::from),
+        temperature_c: health.temperature_c,
+        last_object: health.last_object_json.clone(),
+        last_error: health.last_error.clone(),
+        last_error_at: health.last_error_at,
+        accepted: health.accepted.min(i64::MAX as u64) as i64,
+        rejected: serde_json::to_string(&health.rejected).expect("invariant: a map of counts serialises"),
+        updated_at: at,
+    }
+}
+
+async fn upsert_health(db: &impl ConnectionTrait, rows: Vec<device_health::Model>) -> StoreResult<()> {
+    for chunk in rows.chunks(CHUNK) {
+        device_health::Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
+            .on_conflict(
+                OnConflict::column(device_health::Column::DeviceId)
+                    .update_columns([
+                        device_health::Column::LastSeen,
+                        device_health::Column::BatteryMv,
+                        device_health::Column::TemperatureC,
+                        device_health::Column::LastObject,
+                        device_health::Column::LastError,
+                        device_health::Column::LastErrorAt,
+                        device_health::Column::Accepted,
+                        device_health::Column::Rejected,
+                        device_health::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 fn status(table: &str, id: Uuid, text: &str) -> Result<SpaceStatus, StoreError> {
@@ -164,61 +295,53 @@ impl LiveStore for SqlStore {
     ) -> StoreResult<()> {
         let at = berth_kernel::service::now();
         let txn = self.db.begin().await.map_err(backend)?;
-        space_live::Entity::insert(live_to_row(operator, space, live, at).into_active_model())
-            .on_conflict(
-                OnConflict::column(space_live::Column::SpaceId)
-                    .update_columns([
-                        space_live::Column::Sensed,
-                        space_live::Column::SensedSince,
-                        space_live::Column::ObservedAt,
-                        space_live::Column::LastSeen,
-                        space_live::Column::LastCounter,
-                        space_live::Column::LastPayload,
-                        space_live::Column::RecentChanges,
-                        space_live::Column::OverrideStatus,
-                        space_live::Column::OverrideReason,
-                        space_live::Column::OverrideUntil,
-                        space_live::Column::OverrideSetAt,
-                        space_live::Column::OverrideSetBy,
-                        space_live::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await
-            .map_err(backend)?;
-        if let Some(event) = event {
-            let row = space_event::Model {
-                id: event.id,
-                operator_id: event.operator_id.as_uuid(),
-                space_id: event.space_id.as_uuid(),
-                device_id: event.device_id.map(|id| id.as_uuid()),
-                kind: event.kind.as_str().to_owned(),
-                from_status: event.from.as_str().to_owned(),
-                to_status: event.to.as_str().to_owned(),
-                at: event.at,
-                recorded_at: event.recorded_at,
-                detail: event.detail.clone(),
-            };
-            space_event::Entity::insert(row.into_active_model()).exec_without_returning(&txn).await.map_err(backend)?;
-        }
+        upsert_live(&txn, vec![live_to_row(operator, space, live, at)]).await?;
+        insert_events(&txn, event.into_iter().map(event_to_row).collect()).await?;
         if let Some(shown) = shown {
-            let update = space::ActiveModel {
-                status: ActiveValue::Set(shown.status.as_str().to_owned()),
-                status_since: ActiveValue::Set(shown.status_since),
-                confidence: ActiveValue::Set(shown.confidence),
-                ..Default::default()
-            };
-            space::Entity::update_many()
-                .set(update)
-                .filter(space::Column::Id.eq(space.as_uuid()))
-                .filter(space::Column::OperatorId.eq(operator.as_uuid()))
-                // A space closed by hand stays closed in its own columns.
-                .filter(space::Column::Status.ne(SpaceStatus::Closed.as_str()))
-                .exec(&txn)
-                .await
-                .map_err(backend)?;
+            update_shown(&txn, operator, space, shown).await?;
         }
+        txn.commit().await.map_err(backend)
+    }
+
+    async fn save_live_batch(&self, batch: &[LiveWrite]) -> StoreResult<()> {
+        let at = berth_kernel::service::now();
+        // Newest per space and per device; every event.
+        let mut lives: Vec<space_live::Model> = Vec::new();
+        let mut live_index: HashMap<Uuid, usize> = HashMap::new();
+        let mut shown: HashMap<(OperatorId, SpaceId), SpaceState> = HashMap::new();
+        let mut events = Vec::new();
+        let mut healths: Vec<device_health::Model> = Vec::new();
+        let mut health_index: HashMap<Uuid, usize> = HashMap::new();
+        for write in batch {
+            let health = health_to_row(write.operator, write.device, &write.health, at);
+            match health_index.get(&health.device_id) {
+                Some(&index) => healths[index] = health,
+                None => {
+                    health_index.insert(health.device_id, healths.len());
+                    healths.push(health);
+                }
+            }
+            let Some(space) = &write.space else { continue };
+            let live = live_to_row(write.operator, space.space, &space.live, at);
+            match live_index.get(&live.space_id) {
+                Some(&index) => lives[index] = live,
+                None => {
+                    live_index.insert(live.space_id, lives.len());
+                    lives.push(live);
+                }
+            }
+            events.extend(space.event.iter().map(event_to_row));
+            if let Some(state) = space.shown {
+                shown.insert((write.operator, space.space), state);
+            }
+        }
+        let txn = self.db.begin().await.map_err(backend)?;
+        upsert_live(&txn, lives).await?;
+        insert_events(&txn, events).await?;
+        for ((operator, space), state) in shown {
+            update_shown(&txn, operator, space, state).await?;
+        }
+        upsert_health(&txn, healths).await?;
         txn.commit().await.map_err(backend)
     }
 
@@ -267,38 +390,6 @@ impl LiveStore for SqlStore {
         device: DeviceId,
         health: &DeviceHealth,
     ) -> StoreResult<()> {
-        let row = device_health::Model {
-            device_id: device.as_uuid(),
-            operator_id: operator.as_uuid(),
-            last_seen: health.last_seen,
-            battery_mv: health.battery_mv.map(i64::from),
-            temperature_c: health.temperature_c,
-            last_object: health.last_object_json.clone(),
-            last_error: health.last_error.clone(),
-            last_error_at: health.last_error_at,
-            accepted: health.accepted.min(i64::MAX as u64) as i64,
-            rejected: serde_json::to_string(&health.rejected).expect("invariant: a map of counts serialises"),
-            updated_at: berth_kernel::service::now(),
-        };
-        device_health::Entity::insert(row.into_active_model())
-            .on_conflict(
-                OnConflict::column(device_health::Column::DeviceId)
-                    .update_columns([
-                        device_health::Column::LastSeen,
-                        device_health::Column::BatteryMv,
-                        device_health::Column::TemperatureC,
-                        device_health::Column::LastObject,
-                        device_health::Column::LastError,
-                        device_health::Column::LastErrorAt,
-                        device_health::Column::Accepted,
-                        device_health::Column::Rejected,
-                        device_health::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        upsert_health(&self.db, vec![health_to_row(operator, device, health, berth_kernel::service::now())]).await
     }
 }

@@ -1,0 +1,172 @@
+//! Group commit for ingest: every uplink's writes (live row, history event, space columns,
+//! device health) go to one writer task, which stores whatever has queued up in one transaction
+//! and then answers every uplink in it. Under load one commit (one fsync) carries hundreds of
+//! uplinks; alone, an uplink commits at once. An uplink is acknowledged only after its commit.
+//!
+//! Also here: the caches the ingest path reads instead of the database: which device an external
+//! id names (and its space's site), device health, and each space's live state as this node last
+//! committed it. Another node's change to a space (heard through the fan-out) drops the space's
+//! entry, so the next reading starts from the database again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::StoreError;
+use crate::device::Device;
+use crate::ids::{DeviceId, OperatorId, SiteId, SpaceId};
+use crate::live::{DeviceHealth, SpaceEvent, SpaceLive};
+use crate::ports::{Store, StoreResult};
+use crate::space::SpaceState;
+
+/// What one uplink writes.
+#[derive(Debug, Clone)]
+pub struct LiveWrite {
+    pub operator: OperatorId,
+    pub device: DeviceId,
+    pub health: DeviceHealth,
+    pub space: Option<SpaceWrite>,
+}
+
+/// What one uplink writes for its space.
+#[derive(Debug, Clone)]
+pub struct SpaceWrite {
+    pub space: SpaceId,
+    pub live: SpaceLive,
+    pub event: Option<SpaceEvent>,
+    /// The space's status columns, when what it shows changed.
+    pub shown: Option<SpaceState>,
+}
+
+/// Uplinks in one transaction at most.
+const MAX_BATCH: usize = 4096;
+
+type Pending = (LiveWrite, oneshot::Sender<StoreResult<()>>);
+
+/// The writer task's inbox, started on first use (it needs a runtime).
+#[derive(Default)]
+pub(crate) struct Committer {
+    inbox: OnceLock<mpsc::UnboundedSender<Pending>>,
+}
+
+impl Committer {
+    /// Stores `write` with whatever else is waiting; returns once it is committed.
+    pub(crate) async fn commit(&self, store: &Arc<dyn Store>, write: LiveWrite) -> StoreResult<()> {
+        let inbox = self.inbox.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(run(store.clone(), receiver));
+            sender
+        });
+        let (answer, answered) = oneshot::channel();
+        inbox.send((write, answer)).map_err(|_| StoreError::Backend("the ingest writer stopped".into()))?;
+        answered.await.map_err(|_| StoreError::Backend("the ingest writer stopped".into()))?
+    }
+}
+
+async fn run(store: Arc<dyn Store>, mut inbox: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while let Some(first) = inbox.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let writes: Vec<LiveWrite> = batch.iter().map(|(write, _)| write.clone()).collect();
+        let result = store.save_live_batch(&writes).await;
+        metrics::histogram!("berth_ingest_commit_batch_size").record(writes.len() as f64);
+        for (_, answer) in batch.drain(..) {
+            let _ = answer.send(result.clone());
+        }
+    }
+}
+
+/// How long a cached device lookup is trusted: changes made through another node show up
+/// within this time (this node's own changes clear the cache at once).
+const DEVICE_TTL: Duration = Duration::from_secs(10);
+const MAX_CACHED: usize = 200_000;
+
+/// A device as ingest needs it: the device and its space's site.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownDevice {
+    pub device: Device,
+    pub site: Option<SiteId>,
+}
+
+/// Device lookups by (operator, external id): what was found (or that nothing was), and when.
+type DeviceLookups = HashMap<(OperatorId, String), (Option<KnownDevice>, Instant)>;
+
+#[derive(Default)]
+pub(crate) struct IngestCaches {
+    devices: Mutex<DeviceLookups>,
+    health: Mutex<HashMap<DeviceId, DeviceHealth>>,
+    live: Mutex<HashMap<SpaceId, SpaceLive>>,
+}
+
+impl IngestCaches {
+    pub(crate) fn device(&self, operator: OperatorId, key: &str) -> Option<Option<KnownDevice>> {
+        let devices = self.devices.lock().expect("invariant: cache lock is never poisoned");
+        devices
+            .get(&(operator, key.to_owned()))
+            .filter(|(_, at)| at.elapsed() < DEVICE_TTL)
+            .map(|(known, _)| known.clone())
+    }
+
+    pub(crate) fn remember_device(&self, operator: OperatorId, key: &str, known: Option<KnownDevice>) {
+        let mut devices = self.devices.lock().expect("invariant: cache lock is never poisoned");
+        if devices.len() >= MAX_CACHED {
+            devices.clear();
+        }
+        devices.insert((operator, key.to_owned()), (known, Instant::now()));
+    }
+
+    /// Devices or spaces changed: look them up again.
+    pub(crate) fn forget_devices(&self) {
+        self.devices.lock().expect("invariant: cache lock is never poisoned").clear();
+    }
+
+    pub(crate) fn health(&self, device: DeviceId) -> Option<DeviceHealth> {
+        self.health.lock().expect("invariant: cache lock is never poisoned").get(&device).cloned()
+    }
+
+    /// Changes a device's health atomically (starting from `stored` if it is not cached yet)
+    /// and returns the result to write.
+    pub(crate) fn update_health(
+        &self,
+        device: DeviceId,
+        stored: DeviceHealth,
+        change: impl FnOnce(&mut DeviceHealth),
+    ) -> DeviceHealth {
+        let mut cache = self.health.lock().expect("invariant: cache lock is never poisoned");
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&device) {
+            cache.clear();
+        }
+        let health = cache.entry(device).or_insert(stored);
+        change(health);
+        health.clone()
+    }
+
+    pub(crate) fn live(&self, space: SpaceId) -> Option<SpaceLive> {
+        self.live.lock().expect("invariant: cache lock is never poisoned").get(&space).cloned()
+    }
+
+    /// What was just committed for a space.
+    pub(crate) fn remember_live(&self, space: SpaceId, live: SpaceLive) {
+        let mut cache = self.live.lock().expect("invariant: cache lock is never poisoned");
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&space) {
+            cache.clear();
+        }
+        cache.insert(space, live);
+    }
+
+    pub(crate) fn forget_live(&self, space: SpaceId) {
+        self.live.lock().expect("invariant: cache lock is never poisoned").remove(&space);
+    }
+
+    pub(crate) fn forget_health(&self, device: DeviceId) {
+        self.health.lock().expect("invariant: cache lock is never poisoned").remove(&device);
+    }
+}

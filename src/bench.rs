@@ -161,9 +161,13 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
         published
     );
 
-    // 4. Many subscribers on this node; the clients live in a child process.
+    // 4. Many subscribers on this node, watching the on-street zone (60 bays, 20 with sensors);
+    // the clients live in a child process.
     if options.subscribers > 0 {
-        subscribers(options, &base, &path, &credentials.operator_staff_key, &publisher, &mut traffic).await?;
+        let zone = credentials.on_street_site_id.parse().context("demo zone id")?;
+        let mut zone_traffic = Traffic::new(crate::simulator::ensure_fleet(&kernel, &operator_admin, zone, 20).await?);
+        let path = format!("/v1/sites/{zone}/availability/stream");
+        subscribers(options, &base, &path, &credentials.operator_staff_key, &publisher, &mut zone_traffic).await?;
     }
     publisher.disconnect().await;
     server.stop().await?;

@@ -77,10 +77,13 @@ pub async fn ensure_fleet(
             None => break,
         }
     }
+    // DevEUI-like ids: the vendor's prefix, 16 bits of the site, the sensor's number.
+    let site_tag = site.as_uuid().as_u128() as u16;
     let mut fleet = Vec::with_capacity(spaces.len());
     for (index, space) in spaces.iter().enumerate() {
         let (vendor, model, prefix) = FLEET[index % FLEET.len()];
-        let sensor = SimulatedSensor { external_id: format!("{prefix}{index:08X}"), vendor, model, space_id: space.id };
+        let external_id = format!("{prefix}{site_tag:04X}{index:04X}");
+        let sensor = SimulatedSensor { external_id, vendor, model, space_id: space.id };
         let input = DeviceInput {
             external_id: sensor.external_id.clone(),
             vendor: vendor.to_owned(),

@@ -96,6 +96,9 @@ pub(crate) struct KnownDevice {
     pub site: Option<SiteId>,
 }
 
+/// A site's availability as of a feed position, and when it was taken.
+type Snapshot = (u64, Instant, Arc<crate::ingest::Availability>);
+
 /// Device lookups by (operator, external id): what was found (or that nothing was), and when.
 type DeviceLookups = HashMap<(OperatorId, String), (Option<KnownDevice>, Instant)>;
 
@@ -104,7 +107,13 @@ pub(crate) struct IngestCaches {
     devices: Mutex<DeviceLookups>,
     health: Mutex<HashMap<DeviceId, DeviceHealth>>,
     live: Mutex<HashMap<SpaceId, SpaceLive>>,
+    /// Site snapshots for new subscribers: reused while no change happened and for at most
+    /// [`SNAPSHOT_TTL`], so a crowd of clients connecting at once costs one query.
+    snapshots: Mutex<HashMap<SiteId, Snapshot>>,
 }
+
+/// How long a site snapshot may be reused (its ages and confidences are as of its `at`).
+pub(crate) const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
 
 impl IngestCaches {
     pub(crate) fn device(&self, operator: OperatorId, key: &str) -> Option<Option<KnownDevice>> {
@@ -164,6 +173,23 @@ impl IngestCaches {
 
     pub(crate) fn forget_live(&self, space: SpaceId) {
         self.live.lock().expect("invariant: cache lock is never poisoned").remove(&space);
+    }
+
+    /// A snapshot of `site` taken when the feed was at `seq`, if still fresh.
+    pub(crate) fn snapshot(&self, site: SiteId, seq: u64) -> Option<Arc<crate::ingest::Availability>> {
+        let snapshots = self.snapshots.lock().expect("invariant: cache lock is never poisoned");
+        snapshots
+            .get(&site)
+            .filter(|(at_seq, taken, _)| *at_seq == seq && taken.elapsed() < SNAPSHOT_TTL)
+            .map(|(_, _, availability)| availability.clone())
+    }
+
+    pub(crate) fn remember_snapshot(&self, site: SiteId, seq: u64, availability: Arc<crate::ingest::Availability>) {
+        let mut snapshots = self.snapshots.lock().expect("invariant: cache lock is never poisoned");
+        if snapshots.len() >= 10_000 {
+            snapshots.clear();
+        }
+        snapshots.insert(site, (seq, Instant::now(), availability));
     }
 
     pub(crate) fn forget_health(&self, device: DeviceId) {

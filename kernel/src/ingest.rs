@@ -544,7 +544,16 @@ impl Kernel {
                 let seq = self.feed().last_seq();
                 let mut snapshot = Vec::with_capacity(sites.len());
                 for site in sites {
-                    snapshot.push(self.site_availability(caller, site).await?);
+                    // The caller's access to each site was checked when the sites were chosen.
+                    let availability = match self.caches().snapshot(site, seq) {
+                        Some(cached) => (*cached).clone(),
+                        None => {
+                            let fresh = self.site_availability(caller, site).await?;
+                            self.caches().remember_snapshot(site, seq, std::sync::Arc::new(fresh.clone()));
+                            fresh
+                        }
+                    };
+                    snapshot.push(availability);
                 }
                 subscription.snapshot = Some((seq, snapshot));
             }

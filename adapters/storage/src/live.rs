@@ -11,7 +11,7 @@ use berth_kernel::live::{DeviceHealth, Override, SpaceEvent, SpaceEventKind, Spa
 use berth_kernel::ports::{LiveStore, StoreResult};
 use berth_kernel::space::{Space, SpaceState, SpaceStatus};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
     ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
@@ -119,6 +119,39 @@ async fn update_shown(
         .exec(db)
         .await
         .map_err(backend)?;
+    Ok(())
+}
+
+/// Many spaces' status columns, a statement per operator and chunk (CASE on the id).
+async fn update_shown_many(
+    db: &impl ConnectionTrait,
+    shown: HashMap<(OperatorId, SpaceId), SpaceState>,
+) -> StoreResult<()> {
+    let mut by_operator: HashMap<OperatorId, Vec<(Uuid, SpaceState)>> = HashMap::new();
+    for ((operator, space), state) in shown {
+        by_operator.entry(operator).or_default().push((space.as_uuid(), state));
+    }
+    for (operator, rows) in by_operator {
+        for chunk in rows.chunks(CHUNK) {
+            let (mut status, mut since, mut confidence) = (CaseStatement::new(), CaseStatement::new(), CaseStatement::new());
+            for (id, state) in chunk {
+                let this = || Expr::col(space::Column::Id).eq(*id);
+                status = status.case(this(), Expr::val(state.status.as_str()));
+                since = since.case(this(), Expr::val(state.status_since));
+                confidence = confidence.case(this(), Expr::val(state.confidence));
+            }
+            space::Entity::update_many()
+                .col_expr(space::Column::Status, status.into())
+                .col_expr(space::Column::StatusSince, since.into())
+                .col_expr(space::Column::Confidence, confidence.into())
+                .filter(space::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+                .filter(space::Column::OperatorId.eq(operator.as_uuid()))
+                .filter(space::Column::Status.ne(SpaceStatus::Closed.as_str()))
+                .exec(db)
+                .await
+                .map_err(backend)?;
+        }
+    }
     Ok(())
 }
 
@@ -338,9 +371,7 @@ impl LiveStore for SqlStore {
         let txn = self.db.begin().await.map_err(backend)?;
         upsert_live(&txn, lives).await?;
         insert_events(&txn, events).await?;
-        for ((operator, space), state) in shown {
-            update_shown(&txn, operator, space, state).await?;
-        }
+        update_shown_many(&txn, shown).await?;
         upsert_health(&txn, healths).await?;
         txn.commit().await.map_err(backend)
     }

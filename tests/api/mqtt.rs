@@ -94,13 +94,14 @@ async fn embedded_broker_carries_every_envelope() {
     wait_for_status(&app, &tenant, &site, &spaces[1], "occupied").await;
 
     // Bad input: not JSON, an unknown device, an operator nobody has, a device nobody
-    // registered (The Things Stack), a payload the plugin refuses.
-    let bad: [(&str, Vec<u8>); 5] = [
+    // registered (The Things Stack), a payload the plugin refuses, an oversized message.
+    let bad: [(&str, Vec<u8>); 6] = [
         ("berth/v1/mqtt-porto/uplink/70B3D53100000001", b"{not json".to_vec()),
         ("berth/v1/mqtt-porto/uplink/FFFFFFFFFFFFFFFF", native(1, "01", 1)),
         ("berth/v1/nobody/uplink/70B3D53100000001", native(1, "01", 1)),
         ("v3/app@ttn/devices/x/up", fixture("ttn-v3-up.ezurio-rs26x.json")),
         ("berth/v1/mqtt-porto/uplink/1000000000000001", native(9, "01", 11)),
+        ("berth/v1/mqtt-porto/uplink/70B3D53100000001", vec![b' '; 100 * 1024]),
     ];
     for (topic, body) in bad {
         publisher.publish(topic, body).await.unwrap();
@@ -111,10 +112,10 @@ async fn embedded_broker_carries_every_envelope() {
 
     let stats = app.mqtt().ingest.stats().clone();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while stats.rejected.load(Ordering::Relaxed) < 5 && Instant::now() < deadline {
+    while stats.rejected.load(Ordering::Relaxed) < 6 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(stats.rejected.load(Ordering::Relaxed), 5);
+    assert_eq!(stats.rejected.load(Ordering::Relaxed), 6);
     assert_eq!(stats.ignored.load(Ordering::Relaxed), 1, "the status event");
     assert!(stats.applied.load(Ordering::Relaxed) >= 4);
     assert_eq!(stats.failed.load(Ordering::Relaxed), 0);
@@ -128,6 +129,7 @@ async fn embedded_broker_carries_every_envelope() {
     let metrics = app.client.get(format!("{}/metrics", app.base_url)).send().await.unwrap().text().await.unwrap();
     for line in [
         r#"berth_ingest_rejected_total{source="mqtt",reason="malformed_envelope"}"#,
+        r#"berth_ingest_rejected_total{source="mqtt",reason="oversized"}"#,
         r#"berth_ingest_rejected_total{source="mqtt",reason="unknown_operator"}"#,
         r#"berth_ingest_rejected_total{source="ingest",reason="unknown_device"}"#,
         r#"berth_ingest_rejected_total{source="ingest",reason="plugin_rejected"}"#,

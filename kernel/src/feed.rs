@@ -27,6 +27,9 @@ pub struct LiveEvent {
     pub at: DateTime<Utc>,
     /// Came from another node (through the fan-out), so it is not sent back out.
     pub remote: bool,
+    /// The event as a transport renders it, made once by the first listener that sends it and
+    /// shared by all the others (ten thousand SSE clients, one serialisation).
+    pub rendered: std::sync::OnceLock<Arc<str>>,
 }
 
 /// Events kept for resumption, and the per-listener queue bound.
@@ -80,7 +83,16 @@ impl LiveFeed {
         let mut recent = self.recent.lock().expect("invariant: feed lock is never poisoned");
         let seq = recent.1;
         recent.1 += 1;
-        let event = Arc::new(LiveEvent { seq, operator_id, site_id, space_id, shown, at, remote });
+        let event = Arc::new(LiveEvent {
+            seq,
+            operator_id,
+            site_id,
+            space_id,
+            shown,
+            at,
+            remote,
+            rendered: Default::default(),
+        });
         if recent.0.len() == FEED_BUFFER {
             recent.0.pop_front();
         }

@@ -248,6 +248,7 @@ mod tests {
             shown: shown.clone(),
             at: Utc::now(),
             remote: false,
+            rendered: Default::default(),
         };
         let wire = WireEvent::from_event("n1", &event);
         let back: WireEvent = serde_json::from_str(&serde_json::to_string(&wire).unwrap()).unwrap();

@@ -133,7 +133,8 @@ async fn update_shown_many(
     }
     for (operator, rows) in by_operator {
         for chunk in rows.chunks(CHUNK) {
-            let (mut status, mut since, mut confidence) = (CaseStatement::new(), CaseStatement::new(), CaseStatement::new());
+            let (mut status, mut since, mut confidence) =
+                (CaseStatement::new(), CaseStatement::new(), CaseStatement::new());
             for (id, state) in chunk {
                 let this = || Expr::col(space::Column::Id).eq(*id);
                 status = status.case(this(), Expr::val(state.status.as_str()));

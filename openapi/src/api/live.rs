@@ -2,6 +2,7 @@
 //! space history and device health.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use berth_kernel::feed::{LiveEvent, LiveFeed};
 use berth_kernel::geo::BoundingBox;
@@ -214,6 +215,9 @@ pub struct StreamItem {
     pub sites: Option<Vec<AvailabilityView>>,
     #[oai(skip_serializing_if_is_none)]
     pub space: Option<SpaceChangeView>,
+    /// This item already rendered as JSON (shared between streams).
+    #[oai(skip)]
+    pub rendered: Option<Arc<str>>,
 }
 
 /// What a space shows now.
@@ -245,6 +249,7 @@ fn change_item(feed: &LiveFeed, event: &LiveEvent) -> StreamItem {
             overridden: event.shown.overridden,
             at: event.at,
         }),
+        rendered: None,
     }
 }
 
@@ -307,6 +312,7 @@ fn live_stream(
             snapshot: if area { None } else { views.pop() },
             sites: area.then_some(views),
             space: None,
+            rendered: None,
         });
     }
     // Deltas already in the snapshot or the replay are skipped by sequence number.
@@ -316,7 +322,7 @@ fn live_stream(
         sent = sent.max(event.seq);
     }
     let SiteSubscription { receiver, operator_id, sites, .. } = subscription;
-    let deltas_feed = feed.clone();
+    let (deltas_feed, sites) = (feed.clone(), Arc::new(sites));
     let deltas = futures_util::stream::unfold(receiver, move |mut receiver| {
         let (feed, sites) = (deltas_feed.clone(), sites.clone());
         async move {
@@ -325,7 +331,22 @@ fn live_stream(
                     Ok(event)
                         if event.seq > sent && event.operator_id == operator_id && sites.contains(&event.site_id) =>
                     {
-                        return Some((change_item(&feed, &event), receiver));
+                        // Rendered once for every stream on this node.
+                        let rendered = event
+                            .rendered
+                            .get_or_init(|| {
+                                serde_json::to_string(&change_item(&feed, &event).to_json()).unwrap_or_default().into()
+                            })
+                            .clone();
+                        let item = StreamItem {
+                            kind: "space".into(),
+                            id: feed.event_id(event.seq),
+                            snapshot: None,
+                            sites: None,
+                            space: None,
+                            rendered: Some(rendered),
+                        };
+                        return Some((item, receiver));
                     }
                     Ok(_) => continue,
                     // Fell behind the feed, or the server is stopping: end the stream; the client
@@ -337,7 +358,10 @@ fn live_stream(
     });
     let stream = futures_util::stream::iter(first).chain(deltas).boxed();
     EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)).to_event(|item| {
-        let data = serde_json::to_string(&item.to_json()).unwrap_or_default();
+        let data = match &item.rendered {
+            Some(rendered) => rendered.to_string(),
+            None => serde_json::to_string(&item.to_json()).unwrap_or_default(),
+        };
         poem::web::sse::Event::message(data).id(item.id.clone()).event_type(item.kind.clone())
     })
 }

@@ -327,8 +327,12 @@ mod tests {
     fn secrets_are_redacted() {
         let mut config = Config::default();
         config.auth.admin_key = Some(Secret::new("berth_adm_supersecret"));
+        config.redis.url = Some(Secret::new("redis://:supersecret@cache:6379"));
+        config.mqtt.password = Some(Secret::new("supersecret"));
+        config.mqtt.users.insert("sensor".into(), Secret::new("supersecret"));
         let text = config.to_redacted_toml();
         assert!(!text.contains("supersecret"));
+        assert!(!format!("{config:?}").contains("supersecret"));
         assert!(text.contains("<redacted>"));
         assert_eq!(format!("{:?}", config.auth.admin_key), "Some(<redacted>)");
     }

@@ -26,7 +26,8 @@ use crate::space::SpaceState;
 pub struct LiveWrite {
     pub operator: OperatorId,
     pub device: DeviceId,
-    pub health: DeviceHealth,
+    /// The device's health, when it is due to be stored (see [`HEALTH_EVERY`]).
+    pub health: Option<DeviceHealth>,
     pub space: Option<SpaceWrite>,
 }
 
@@ -84,6 +85,10 @@ async fn run(store: Arc<dyn Store>, mut inbox: mpsc::UnboundedReceiver<Pending>)
     }
 }
 
+/// Device health (last seen, battery, counters) is stored at most this often per device, and at
+/// once on an error; the live state and history of every uplink are stored before its ack.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
+
 /// How long a cached device lookup is trusted: changes made through another node show up
 /// within this time (this node's own changes clear the cache at once).
 const DEVICE_TTL: Duration = Duration::from_secs(10);
@@ -105,7 +110,8 @@ type DeviceLookups = HashMap<(OperatorId, String), (Option<KnownDevice>, Instant
 #[derive(Default)]
 pub(crate) struct IngestCaches {
     devices: Mutex<DeviceLookups>,
-    health: Mutex<HashMap<DeviceId, DeviceHealth>>,
+    /// Each device's health, and when it was last handed to the writer.
+    health: Mutex<HashMap<DeviceId, (DeviceHealth, Option<Instant>)>>,
     live: Mutex<HashMap<SpaceId, SpaceLive>>,
     /// Site snapshots for new subscribers: reused while no change happened and for at most
     /// [`SNAPSHOT_TTL`], so a crowd of clients connecting at once costs one query.
@@ -138,24 +144,34 @@ impl IngestCaches {
     }
 
     pub(crate) fn health(&self, device: DeviceId) -> Option<DeviceHealth> {
-        self.health.lock().expect("invariant: cache lock is never poisoned").get(&device).cloned()
+        self.health
+            .lock()
+            .expect("invariant: cache lock is never poisoned")
+            .get(&device)
+            .map(|(health, _)| health.clone())
     }
 
     /// Changes a device's health atomically (starting from `stored` if it is not cached yet)
-    /// and returns the result to write.
+    /// and returns it when it is due to be stored: `urgent` (an error), or not stored for
+    /// [`HEALTH_EVERY`].
     pub(crate) fn update_health(
         &self,
         device: DeviceId,
         stored: DeviceHealth,
+        urgent: bool,
         change: impl FnOnce(&mut DeviceHealth),
-    ) -> DeviceHealth {
+    ) -> Option<DeviceHealth> {
         let mut cache = self.health.lock().expect("invariant: cache lock is never poisoned");
         if cache.len() >= MAX_CACHED && !cache.contains_key(&device) {
             cache.clear();
         }
-        let health = cache.entry(device).or_insert(stored);
+        let (health, written) = cache.entry(device).or_insert((stored, None));
         change(health);
-        health.clone()
+        let due = urgent || written.is_none_or(|at| at.elapsed() >= HEALTH_EVERY);
+        due.then(|| {
+            *written = Some(Instant::now());
+            health.clone()
+        })
     }
 
     pub(crate) fn live(&self, space: SpaceId) -> Option<SpaceLive> {

@@ -14,7 +14,7 @@ use crate::live::{
     Applied, DeviceHealth, Effective, LiveConfig, Observation, Override, Reading, SpaceEvent, SpaceEventKind,
     SpaceLive, payload_digest,
 };
-use crate::plugin::{Occupancy, PluginPortError, SensorUplink};
+use crate::plugin::{Occupancy, PluginPortError, SensorReading, SensorUplink};
 use crate::service::{Kernel, now, operator_scope};
 use crate::space::{Space, SpaceState, SpaceStatus};
 use crate::vehicle_type::VehicleType;
@@ -81,6 +81,30 @@ pub struct Availability {
     pub spaces: Vec<(Space, Effective)>,
 }
 
+/// An uplink whose device is known, ready to decode.
+struct Prepared {
+    operator: OperatorId,
+    input: UplinkInput,
+    key: String,
+    device: crate::device::Device,
+    site: Option<SiteId>,
+    stored_health: DeviceHealth,
+    received_at: DateTime<Utc>,
+    event_time: DateTime<Utc>,
+}
+
+impl Prepared {
+    fn sensor_uplink(&self) -> SensorUplink {
+        SensorUplink {
+            device_id: self.device.details.external_id.clone(),
+            model: self.device.details.model.clone(),
+            f_port: self.input.f_port,
+            payload: self.input.payload.clone(),
+            received_at: self.event_time,
+        }
+    }
+}
+
 /// Device clocks run fast; an event this far in the future is taken as now.
 const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
 /// Striped locks: readings for one space apply one at a time.
@@ -121,6 +145,42 @@ impl Kernel {
     /// subscription configured for that operator, or a topic on a broker only trusted publishers
     /// reach. Everything else goes through [`Kernel::ingest`] and its caller's scope.
     pub async fn ingest_for_operator(&self, operator: OperatorId, input: UplinkInput) -> KernelResult<IngestReport> {
+        let mut reports = self.ingest_many(vec![(operator, input)]).await;
+        reports.pop().unwrap_or_else(|| Err(KernelError::Unavailable("ingest answered nothing".into())))
+    }
+
+    /// Takes many uplinks at once (each for an operator the transport established), answering
+    /// in the same order. One decode hop and, mostly, one commit for the lot.
+    pub async fn ingest_many(&self, batch: Vec<(OperatorId, UplinkInput)>) -> Vec<KernelResult<IngestReport>> {
+        let mut prepared = Vec::with_capacity(batch.len());
+        for (operator, input) in batch {
+            prepared.push(self.prepare(operator, input).await);
+        }
+        let uplinks = prepared.iter().filter_map(|p| p.as_ref().ok()).map(Prepared::sensor_uplink).collect();
+        let mut readings = self.plugins().decode_many(uplinks).await.into_iter();
+        let work: Vec<_> = prepared
+            .into_iter()
+            .map(|prepared| {
+                let reading = prepared.is_ok().then(|| {
+                    readings
+                        .next()
+                        .unwrap_or_else(|| Err(PluginPortError::Fault("the plugin host answered nothing".into())))
+                });
+                async move {
+                    match (prepared, reading) {
+                        (Ok(prepared), Some(reading)) => self.apply_reading(prepared, reading).await,
+                        (Err(error), _) => Err(error),
+                        (Ok(_), None) => Err(KernelError::Unavailable("no decoding".into())),
+                    }
+                }
+            })
+            .collect();
+        // Polled together, their writes meet in the same commit.
+        futures_util::future::join_all(work).await
+    }
+
+    /// Finds the uplink's device (unknown devices are rejected here).
+    async fn prepare(&self, operator: OperatorId, input: UplinkInput) -> KernelResult<Prepared> {
         let received_at = now();
         let event_time = input.event_time.map(|time| time.min(received_at + MAX_CLOCK_SKEW)).unwrap_or(received_at);
         let key = crate::device::normalise_external_id(&input.device_key);
@@ -133,14 +193,17 @@ impl Kernel {
             return Err(error.into());
         };
         let stored_health = self.stored_health(operator, device.id).await?;
-        let uplink = SensorUplink {
-            device_id: device.details.external_id.clone(),
-            model: device.details.model.clone(),
-            f_port: input.f_port,
-            payload: input.payload.clone(),
-            received_at: event_time,
-        };
-        let reading = match self.plugins().decode(uplink).await {
+        Ok(Prepared { operator, input, key, device, site, stored_health, received_at, event_time })
+    }
+
+    /// The rest of an uplink's way, once decoded: device health, the space's state, the commit.
+    async fn apply_reading(
+        &self,
+        prepared: Prepared,
+        reading: Result<SensorReading, PluginPortError>,
+    ) -> KernelResult<IngestReport> {
+        let Prepared { operator, input, key, device, site, stored_health, received_at, event_time } = prepared;
+        let reading = match reading {
             Ok(reading) => reading,
             Err(error) => {
                 let reason = match &error {
@@ -149,7 +212,7 @@ impl Kernel {
                     _ => "plugin_fault",
                 };
                 self.rejects().reject("ingest", reason, &key, &error);
-                let health = self.caches().update_health(device.id, stored_health, |health| {
+                let health = self.caches().update_health(device.id, stored_health, true, |health| {
                     *health.rejected.entry(reason.to_owned()).or_default() += 1;
                     health.last_error = Some(error.to_string());
                     health.last_error_at = Some(received_at);
@@ -177,7 +240,7 @@ impl Kernel {
             health.last_object_json = Some(reading.object_json.clone());
         };
         let (Some(space_id), Some(site_id)) = (device.space_id, site) else {
-            let health = self.caches().update_health(device.id, stored_health, |health| {
+            let health = self.caches().update_health(device.id, stored_health, false, |health| {
                 seen(health);
                 health.accepted += 1;
             });
@@ -219,7 +282,7 @@ impl Kernel {
             Applied::OutOfOrder => IngestResult::OutOfOrder,
         };
         metrics::counter!("berth_ingest_uplinks_total", "result" => result.as_str()).increment(1);
-        let health = self.caches().update_health(device.id, stored_health, |health| {
+        let health = self.caches().update_health(device.id, stored_health, false, |health| {
             seen(health);
             if result == IngestResult::Duplicate {
                 *health.rejected.entry("duplicate".to_owned()).or_default() += 1;

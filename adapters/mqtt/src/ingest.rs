@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use berth_kernel::Kernel;
 use berth_kernel::error::KernelError;
 use berth_kernel::ids::OperatorId;
-use berth_kernel::ingest::IngestResult;
+use berth_kernel::ingest::{IngestResult, UplinkInput};
 use berth_lorawan::{Envelope, Topic};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{Mutex, Semaphore, watch};
@@ -205,9 +205,12 @@ async fn run(
     }
     let (client, mut eventloop) = AsyncClient::new(options, settings.max_in_flight.max(16));
     let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
-    // MQTT 3.1.1 (4.6) wants PUBACKs in the order the PUBLISHes came, and brokers enforce it, so
-    // messages are processed concurrently but acknowledged in order by one task.
-    let (pending, in_order) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+    // Messages are taken in batches (whatever has arrived while the previous batch started),
+    // processed concurrently, and acknowledged in the order they came: MQTT 3.1.1 (4.6) wants
+    // PUBACKs in PUBLISH order, and brokers enforce it.
+    let (pending, incoming) = tokio::sync::mpsc::unbounded_channel::<Incoming>();
+    let (batches, in_order) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+    let batcher = tokio::spawn(make_batches(incoming, batches, handler.clone(), stopped.clone()));
     let acker = tokio::spawn(acknowledge_in_order(in_order, client.clone(), stats.clone()));
     let mut connection = 0u64;
     let mut backoff = settings.backoff_min;
@@ -244,13 +247,7 @@ async fn run(
                     _ = stopped.changed() => break,
                     permit = permits.clone().acquire_owned() => permit.expect("invariant: the semaphore is never closed"),
                 };
-                let (handler, stopped) = (handler.clone(), stopped.clone());
-                let publish = Arc::new(publish);
-                let work = tokio::spawn({
-                    let publish = publish.clone();
-                    async move { handler.handle_until_stored(&publish, stopped).await }
-                });
-                let _ = pending.send(Pending { publish, connection, work, _permit: permit });
+                let _ = pending.send(Incoming { publish: Arc::new(publish), connection, _permit: permit });
             }
             Ok(_) => {}
             Err(error) => {
@@ -273,7 +270,11 @@ async fn run(
     }
     // Let the messages in flight finish and be acknowledged before disconnecting.
     drop(pending);
-    let _ = tokio::time::timeout(Duration::from_secs(10), acker).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = batcher.await;
+        let _ = acker.await;
+    })
+    .await;
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while let Ok(event) = eventloop.poll().await {
@@ -286,34 +287,78 @@ async fn run(
     stats.connected.store(false, Ordering::Relaxed);
 }
 
-/// A message being processed, in arrival order.
-struct Pending {
+/// A message received and not yet acknowledged.
+struct Incoming {
     publish: Arc<Publish>,
     connection: u64,
-    work: tokio::task::JoinHandle<Outcome>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// Messages processed together, in arrival order.
+struct Batch {
+    messages: Vec<Incoming>,
+    work: tokio::task::JoinHandle<Vec<Outcome>>,
+}
+
+/// Messages per batch at most.
+const MAX_BATCH: usize = 1024;
+/// Batches processed at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+async fn make_batches(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
+    batches: tokio::sync::mpsc::UnboundedSender<Batch>,
+    handler: Arc<Handler>,
+    stopped: watch::Receiver<bool>,
+) {
+    // A few batches at a time: while they run, the next one fills up.
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = incoming.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut messages = vec![first];
+        while messages.len() < MAX_BATCH {
+            match incoming.try_recv() {
+                Ok(next) => messages.push(next),
+                Err(_) => break,
+            }
+        }
+        let publishes: Vec<Arc<Publish>> = messages.iter().map(|message| message.publish.clone()).collect();
+        let (handler, stopped) = (handler.clone(), stopped.clone());
+        let work = tokio::spawn(async move {
+            let outcomes = handler.handle_batch(&publishes, stopped).await;
+            drop(slot);
+            outcomes
+        });
+        if batches.send(Batch { messages, work }).is_err() {
+            return;
+        }
+    }
+}
+
 async fn acknowledge_in_order(
-    mut in_order: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+    mut in_order: tokio::sync::mpsc::UnboundedReceiver<Batch>,
     client: AsyncClient,
     stats: Arc<IngestStats>,
 ) {
-    while let Some(pending) = in_order.recv().await {
-        let outcome = pending.work.await.unwrap_or_else(|error| Outcome::Failed(format!("handler panicked: {error}")));
-        let counter = match &outcome {
-            Outcome::Applied(_) => &stats.applied,
-            Outcome::Ignored => &stats.ignored,
-            Outcome::Rejected(_) => &stats.rejected,
-            Outcome::Failed(_) => &stats.failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        // Unacknowledged (stopping, or from an earlier connection), the broker sends it again.
-        if !matches!(outcome, Outcome::Failed(_))
-            && pending.connection == stats.connection.load(Ordering::Relaxed)
-            && let Err(error) = client.ack(&pending.publish).await
-        {
-            tracing::debug!(%error, "MQTT ack not sent (disconnecting?)");
+    while let Some(batch) = in_order.recv().await {
+        let outcomes = batch.work.await.unwrap_or_else(|error| {
+            batch.messages.iter().map(|_| Outcome::Failed(format!("handler panicked: {error}"))).collect()
+        });
+        for (message, outcome) in batch.messages.iter().zip(outcomes) {
+            let counter = match &outcome {
+                Outcome::Applied(_) => &stats.applied,
+                Outcome::Ignored => &stats.ignored,
+                Outcome::Rejected(_) => &stats.rejected,
+                Outcome::Failed(_) => &stats.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            // Unacknowledged (stopping, or from an earlier connection), the broker sends it again.
+            if !matches!(outcome, Outcome::Failed(_))
+                && message.connection == stats.connection.load(Ordering::Relaxed)
+                && let Err(error) = client.ack(&message.publish).await
+            {
+                tracing::debug!(%error, "MQTT ack not sent (disconnecting?)");
+            }
         }
     }
 }
@@ -337,6 +382,35 @@ const OPERATOR_CACHE_TTL: Duration = Duration::from_secs(60);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 impl Handler {
+    /// Handles messages together (one decode hop, mostly one commit), answering in order;
+    /// those whose storage failed are retried one by one until stored.
+    async fn handle_batch(&self, publishes: &[Arc<Publish>], stopped: watch::Receiver<bool>) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(publishes.len());
+        let mut inputs = Vec::new();
+        let mut taken = Vec::new();
+        for (index, publish) in publishes.iter().enumerate() {
+            match self.parse(&publish.topic, &publish.payload[..]).await {
+                Ok(input) => {
+                    inputs.push(input);
+                    taken.push(index);
+                    outcomes.push(None);
+                }
+                Err(outcome) => outcomes.push(Some(outcome)),
+            }
+        }
+        for (index, result) in taken.into_iter().zip(self.kernel.ingest_many(inputs).await) {
+            outcomes[index] = Some(outcome_of(result));
+        }
+        let mut answered = Vec::with_capacity(publishes.len());
+        for (publish, outcome) in publishes.iter().zip(outcomes) {
+            answered.push(match outcome {
+                Some(Outcome::Failed(_)) | None => self.handle_until_stored(publish, stopped.clone()).await,
+                Some(outcome) => outcome,
+            });
+        }
+        answered
+    }
+
     /// Handles a message; when storage fails, tries again (backing off, up to 5 s apart) until
     /// it works or the client stops. Meanwhile the message stays unacknowledged, and the
     /// in-flight bound stops reading more.
@@ -359,18 +433,26 @@ impl Handler {
     }
 
     async fn handle(&self, topic: &str, payload: &[u8]) -> Outcome {
+        match self.parse(topic, payload).await {
+            Ok((operator, input)) => outcome_of(self.kernel.ingest_for_operator(operator, input).await),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Reads a message: whose uplink it is, or what became of it if it is not one to ingest.
+    async fn parse(&self, topic: &str, payload: &[u8]) -> Result<(OperatorId, UplinkInput), Outcome> {
         let rejects = self.kernel.rejects();
         let device_hint = device_of(topic);
         let envelope = match berth_lorawan::parse_mqtt(topic, payload) {
             Ok(envelope) => envelope,
             Err(error) => {
                 rejects.reject("mqtt", error.reason(), device_hint, &error);
-                return Outcome::Rejected(error.reason());
+                return Err(Outcome::Rejected(error.reason()));
             }
         };
         let uplink = match envelope {
             Envelope::Uplink(uplink) => uplink,
-            Envelope::Ignored(_) => return Outcome::Ignored,
+            Envelope::Ignored(_) => return Err(Outcome::Ignored),
         };
         let configured =
             self.subscriptions.iter().find(|s| filter_matches(&s.filter, topic)).and_then(|s| s.operator.as_deref());
@@ -386,7 +468,7 @@ impl Handler {
                     device_hint,
                     &format!("topic names operator '{named}' under a subscription for '{configured}'"),
                 );
-                return Outcome::Rejected("operator_mismatch");
+                return Err(Outcome::Rejected("operator_mismatch"));
             }
             (Some(configured), _) => configured,
             (None, Some(named)) => named,
@@ -397,32 +479,22 @@ impl Handler {
                     device_hint,
                     &format!("topic '{topic}' is under no subscription with an operator"),
                 );
-                return Outcome::Rejected("no_operator");
+                return Err(Outcome::Rejected("no_operator"));
             }
         };
         let operator = match self.operator(reference).await {
             Ok(Some(operator)) => operator,
             Ok(None) => {
                 rejects.reject("mqtt", "unknown_operator", device_hint, &format!("no operator '{reference}'"));
-                return Outcome::Rejected("unknown_operator");
+                return Err(Outcome::Rejected("unknown_operator"));
             }
-            Err(error) => return Outcome::Failed(error.to_string()),
+            Err(error) => return Err(Outcome::Failed(error.to_string())),
         };
         let Some(input) = uplink.into_input() else {
             rejects.reject("mqtt", "no_device", device_hint, &"the envelope names no device");
-            return Outcome::Rejected("no_device");
+            return Err(Outcome::Rejected("no_device"));
         };
-        match self.kernel.ingest_for_operator(operator, input).await {
-            Ok(report) => Outcome::Applied(report.result),
-            // Counted and logged by the kernel.
-            Err(KernelError::Validation(error)) => {
-                Outcome::Rejected(if error.field == "device" { "unknown_device" } else { "plugin_rejected" })
-            }
-            Err(KernelError::NotFound { .. } | KernelError::Forbidden(_) | KernelError::Conflict(_)) => {
-                Outcome::Rejected("refused")
-            }
-            Err(error) => Outcome::Failed(error.to_string()),
-        }
+        Ok((operator, input))
     }
 
     async fn operator(&self, reference: &str) -> Result<Option<OperatorId>, KernelError> {
@@ -439,6 +511,21 @@ impl Handler {
         }
         cache.insert(reference.to_owned(), (operator, now));
         Ok(operator)
+    }
+}
+
+/// What became of an uplink the kernel took.
+fn outcome_of(result: Result<berth_kernel::ingest::IngestReport, KernelError>) -> Outcome {
+    match result {
+        Ok(report) => Outcome::Applied(report.result),
+        // Counted and logged by the kernel.
+        Err(KernelError::Validation(error)) => {
+            Outcome::Rejected(if error.field == "device" { "unknown_device" } else { "plugin_rejected" })
+        }
+        Err(KernelError::NotFound { .. } | KernelError::Forbidden(_) | KernelError::Conflict(_)) => {
+            Outcome::Rejected("refused")
+        }
+        Err(error) => Outcome::Failed(error.to_string()),
     }
 }
 

@@ -42,10 +42,23 @@ impl SqlStore {
 }
 
 /// Rows per multi-row statement: bind parameters stay under every database's limit.
-const CHUNK: usize = 400;
+const CHUNK: usize = 128;
+
+/// Splits rows into statements of 128 rows and then powers of two, so that only a handful of
+/// distinct statements exist and each stays in the driver's prepared-statement cache.
+fn statement_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    while !rows.is_empty() {
+        let size = if rows.len() >= CHUNK { CHUNK } else { 1 << rows.len().ilog2() };
+        let (chunk, rest) = rows.split_at(size);
+        chunks.push(chunk);
+        rows = rest;
+    }
+    chunks
+}
 
 async fn upsert_live(db: &impl ConnectionTrait, rows: Vec<space_live::Model>) -> StoreResult<()> {
-    for chunk in rows.chunks(CHUNK) {
+    for chunk in statement_chunks(&rows) {
         space_live::Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
             .on_conflict(
                 OnConflict::column(space_live::Column::SpaceId)
@@ -89,7 +102,7 @@ fn event_to_row(event: &SpaceEvent) -> space_event::Model {
 }
 
 async fn insert_events(db: &impl ConnectionTrait, rows: Vec<space_event::Model>) -> StoreResult<()> {
-    for chunk in rows.chunks(CHUNK) {
+    for chunk in statement_chunks(&rows) {
         space_event::Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
             .exec_without_returning(db)
             .await
@@ -132,7 +145,7 @@ async fn update_shown_many(
         by_operator.entry(operator).or_default().push((space.as_uuid(), state));
     }
     for (operator, rows) in by_operator {
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in statement_chunks(&rows) {
             let (mut status, mut since, mut confidence) =
                 (CaseStatement::new(), CaseStatement::new(), CaseStatement::new());
             for (id, state) in chunk {
@@ -178,7 +191,7 @@ fn health_to_row(
 }
 
 async fn upsert_health(db: &impl ConnectionTrait, rows: Vec<device_health::Model>) -> StoreResult<()> {
-    for chunk in rows.chunks(CHUNK) {
+    for chunk in statement_chunks(&rows) {
         device_health::Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
             .on_conflict(
                 OnConflict::column(device_health::Column::DeviceId)
@@ -347,12 +360,14 @@ impl LiveStore for SqlStore {
         let mut healths: Vec<device_health::Model> = Vec::new();
         let mut health_index: HashMap<Uuid, usize> = HashMap::new();
         for write in batch {
-            let health = health_to_row(write.operator, write.device, &write.health, at);
-            match health_index.get(&health.device_id) {
-                Some(&index) => healths[index] = health,
-                None => {
-                    health_index.insert(health.device_id, healths.len());
-                    healths.push(health);
+            if let Some(health) = &write.health {
+                let health = health_to_row(write.operator, write.device, health, at);
+                match health_index.get(&health.device_id) {
+                    Some(&index) => healths[index] = health,
+                    None => {
+                        health_index.insert(health.device_id, healths.len());
+                        healths.push(health);
+                    }
                 }
             }
             let Some(space) = &write.space else { continue };
@@ -423,5 +438,18 @@ impl LiveStore for SqlStore {
         health: &DeviceHealth,
     ) -> StoreResult<()> {
         upsert_health(&self.db, vec![health_to_row(operator, device, health, berth_kernel::service::now())]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_chunks;
+
+    #[test]
+    fn statements_come_in_few_sizes() {
+        let rows: Vec<u32> = (0..300).collect();
+        let sizes: Vec<usize> = statement_chunks(&rows).iter().map(|chunk| chunk.len()).collect();
+        assert_eq!(sizes, [128, 128, 32, 8, 4]);
+        assert!(statement_chunks::<u32>(&[]).is_empty());
     }
 }

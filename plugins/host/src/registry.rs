@@ -645,4 +645,9 @@ impl Plugins for Registry {
         let registry = self.clone();
         blocking(move || registry.decode_blocking(&uplink)).await
     }
+
+    async fn decode_many(&self, uplinks: Vec<SensorUplink>) -> Vec<Result<SensorReading, PluginPortError>> {
+        let registry = self.clone();
+        blocking(move || uplinks.iter().map(|uplink| registry.decode_blocking(uplink)).collect()).await
+    }
 }

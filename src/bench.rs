@@ -284,14 +284,10 @@ pub async fn sse_clients(url: String, token: String, clients: usize, events: usi
         tokio::spawn(async move {
             let Ok(response) = client.get(&url).bearer_auth(&token).send().await else { return };
             let mut body = response.bytes_stream();
-            let mut buffer = String::new();
+            let mut parser = SseEvents::default();
             let mut latencies = Vec::with_capacity(events);
             while let Some(Ok(chunk)) = body.next().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    let Some(data) = block.lines().find_map(|line| line.strip_prefix("data:")) else { continue };
-                    let Ok(value) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+                for value in parser.feed(&chunk) {
                     if value["kind"] == "snapshot" {
                         let _ = ready_tx.send(());
                     } else if let Some(at) = value["space"]["at"].as_str()
@@ -356,20 +352,38 @@ async fn sse_reader(
     anyhow::ensure!(response.status().is_success(), "SSE stream: {}", response.status());
     let mut body = response.bytes_stream();
     Ok(tokio::spawn(async move {
-        let mut buffer = String::new();
+        let mut parser = SseEvents::default();
         while let Some(Ok(chunk)) = body.next().await {
             let arrived = Instant::now();
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let Some(data) = block.lines().find_map(|line| line.strip_prefix("data:")) else { continue };
-                let Ok(value) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+            for value in parser.feed(&chunk) {
                 if let Some(id) = value["space"]["id"].as_str().and_then(|id| id.parse().ok()) {
                     let _ = changes.send((id, arrived));
                 }
             }
         }
     }))
+}
+
+/// Reassembles Server-Sent Events from a response's chunks: each complete event's `data`, as JSON.
+#[derive(Default)]
+struct SseEvents {
+    buffer: String,
+}
+
+impl SseEvents {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<serde_json::Value> {
+        self.buffer.push_str(&String::from_utf8_lossy(chunk));
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            if let Some(data) = block.lines().find_map(|line| line.strip_prefix("data:"))
+                && let Ok(value) = serde_json::from_str(data.trim())
+            {
+                events.push(value);
+            }
+        }
+        events
+    }
 }
 
 async fn wait_for(done: impl Fn() -> bool, limit: Duration) -> anyhow::Result<()> {

@@ -57,33 +57,50 @@ fn statement_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
     chunks
 }
 
-async fn upsert_live(db: &impl ConnectionTrait, rows: Vec<space_live::Model>) -> StoreResult<()> {
+/// Inserts rows, or updates `columns` of those whose `key` exists, in few statements.
+async fn upsert<E>(
+    db: &impl ConnectionTrait,
+    rows: Vec<E::Model>,
+    key: E::Column,
+    columns: &[E::Column],
+) -> StoreResult<()>
+where
+    E: EntityTrait,
+    E::Model: IntoActiveModel<E::ActiveModel> + Clone,
+{
     for chunk in statement_chunks(&rows) {
-        space_live::Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
-            .on_conflict(
-                OnConflict::column(space_live::Column::SpaceId)
-                    .update_columns([
-                        space_live::Column::Sensed,
-                        space_live::Column::SensedSince,
-                        space_live::Column::ObservedAt,
-                        space_live::Column::LastSeen,
-                        space_live::Column::LastCounter,
-                        space_live::Column::LastPayload,
-                        space_live::Column::RecentChanges,
-                        space_live::Column::OverrideStatus,
-                        space_live::Column::OverrideReason,
-                        space_live::Column::OverrideUntil,
-                        space_live::Column::OverrideSetAt,
-                        space_live::Column::OverrideSetBy,
-                        space_live::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
+        E::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
+            .on_conflict(OnConflict::column(key).update_columns(columns.iter().copied()).to_owned())
             .exec_without_returning(db)
             .await
             .map_err(backend)?;
     }
     Ok(())
+}
+
+async fn upsert_live(db: &impl ConnectionTrait, rows: Vec<space_live::Model>) -> StoreResult<()> {
+    use space_live::Column::*;
+    upsert::<space_live::Entity>(
+        db,
+        rows,
+        SpaceId,
+        &[
+            Sensed,
+            SensedSince,
+            ObservedAt,
+            LastSeen,
+            LastCounter,
+            LastPayload,
+            RecentChanges,
+            OverrideStatus,
+            OverrideReason,
+            OverrideUntil,
+            OverrideSetAt,
+            OverrideSetBy,
+            UpdatedAt,
+        ],
+    )
+    .await
 }
 
 fn event_to_row(event: &SpaceEvent) -> space_event::Model {
@@ -191,28 +208,14 @@ fn health_to_row(
 }
 
 async fn upsert_health(db: &impl ConnectionTrait, rows: Vec<device_health::Model>) -> StoreResult<()> {
-    for chunk in statement_chunks(&rows) {
-        device_health::Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
-            .on_conflict(
-                OnConflict::column(device_health::Column::DeviceId)
-                    .update_columns([
-                        device_health::Column::LastSeen,
-                        device_health::Column::BatteryMv,
-                        device_health::Column::TemperatureC,
-                        device_health::Column::LastObject,
-                        device_health::Column::LastError,
-                        device_health::Column::LastErrorAt,
-                        device_health::Column::Accepted,
-                        device_health::Column::Rejected,
-                        device_health::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await
-            .map_err(backend)?;
-    }
-    Ok(())
+    use device_health::Column::*;
+    upsert::<device_health::Entity>(
+        db,
+        rows,
+        DeviceId,
+        &[LastSeen, BatteryMv, TemperatureC, LastObject, LastError, LastErrorAt, Accepted, Rejected, UpdatedAt],
+    )
+    .await
 }
 
 fn status(table: &str, id: Uuid, text: &str) -> Result<SpaceStatus, StoreError> {

@@ -137,6 +137,9 @@ pub struct MqttRunning {
     pub broker: BrokerAddress,
     /// Set when berth runs the broker itself.
     pub embedded: Option<EmbeddedBroker>,
+    /// The account berth's client uses (configured, or its internal one on an embedded broker
+    /// with accounts); other clients of this process (the demo's sensors) use it too.
+    pub credentials: Option<(String, String)>,
     pub ingest: MqttIngest,
 }
 
@@ -171,7 +174,7 @@ impl RunningServer {
 /// Starts the embedded broker (if configured) and the ingest client.
 pub async fn start_mqtt(config: &Config, kernel: Kernel) -> anyhow::Result<Option<MqttRunning>> {
     let settings = &config.mqtt;
-    let (broker, embedded, mut users_password) = match settings.mode {
+    let (broker, embedded, internal_password) = match settings.mode {
         MqttMode::Off => return Ok(None),
         MqttMode::External => {
             let url = settings.url.as_deref().context("mqtt.mode is \"external\" but mqtt.url is not set")?;
@@ -202,17 +205,14 @@ pub async fn start_mqtt(config: &Config, kernel: Kernel) -> anyhow::Result<Optio
         .iter()
         .map(|s| Subscription { filter: s.topic.clone(), operator: s.operator.clone() })
         .collect();
-    match (&settings.username, users_password.take()) {
-        (Some(username), _) => {
-            ingest.username = Some(username.clone());
-            ingest.password = settings.password.as_ref().map(|p| p.expose().to_owned());
+    let credentials = match &settings.username {
+        Some(username) => {
+            Some((username.clone(), settings.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default()))
         }
-        (None, Some(password)) => {
-            ingest.username = Some(INTERNAL_MQTT_USER.to_owned());
-            ingest.password = Some(password);
-        }
-        (None, None) => {}
-    }
+        None => internal_password.map(|password| (INTERNAL_MQTT_USER.to_owned(), password)),
+    };
+    ingest.username = credentials.as_ref().map(|(user, _)| user.clone());
+    ingest.password = credentials.as_ref().map(|(_, pass)| pass.clone());
     let ingest = MqttIngest::spawn(kernel, ingest)?;
     // Ready means subscribed: a message published once `start` returned is not missed. An
     // external broker that is down does not stop the server; the client keeps trying.
@@ -220,7 +220,7 @@ pub async fn start_mqtt(config: &Config, kernel: Kernel) -> anyhow::Result<Optio
     if !ingest.wait_subscribed(patience).await {
         tracing::warn!(broker = %format!("{}:{}", broker.host, broker.port), "MQTT not subscribed yet; continuing, the client keeps trying");
     }
-    Ok(Some(MqttRunning { broker, embedded, ingest }))
+    Ok(Some(MqttRunning { broker, embedded, credentials, ingest }))
 }
 
 /// The account berth's own client uses on the embedded broker when accounts are configured.

@@ -302,17 +302,13 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
                 if mqtt.embedded.is_some() { " (embedded)" } else { "" }
             );
             println!("                publish to berth/v1/{}/uplink/{{device}}", berth::demo::DEMO_SLUG);
-            let credentials =
-                config.mqtt.username.clone().map(|user| {
-                    (user, config.mqtt.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())
-                });
             println!(
                 "  Simulator     {} sensors on the garage's ground floor (Bosch, Nwave, TEKZITEL, Dingtek)",
                 fleet.len()
             );
             Some(berth::simulator::Simulator::start(
                 broker,
-                credentials,
+                mqtt.credentials.clone(),
                 berth::demo::DEMO_SLUG,
                 fleet,
                 std::time::Duration::from_secs(2),

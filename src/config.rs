@@ -102,6 +102,9 @@ pub struct MqttConfig {
     pub max_payload_bytes: usize,
     /// Messages processed at once.
     pub max_in_flight: usize,
+    /// Connections to the broker, sharing one subscription so the broker spreads messages over
+    /// them (each connection has its own window of unacknowledged messages).
+    pub connections: usize,
     /// What to subscribe to. Default: the berth native topics of every operator.
     pub subscriptions: Vec<MqttSubscriptionConfig>,
 }
@@ -129,6 +132,7 @@ impl Default for MqttConfig {
             users: Default::default(),
             max_payload_bytes: 256 * 1024,
             max_in_flight: 1024,
+            connections: 4,
             subscriptions: vec![MqttSubscriptionConfig { topic: "berth/v1/+/uplink/+".to_owned(), operator: None }],
         }
     }

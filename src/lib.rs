@@ -200,6 +200,12 @@ pub async fn start_mqtt(config: &Config, kernel: Kernel) -> anyhow::Result<Optio
     };
     let mut ingest = IngestSettings::new(broker.clone(), settings.client_id.clone());
     ingest.max_in_flight = settings.max_in_flight;
+    ingest.connections = settings.connections;
+    if embedded.is_some() {
+        // The broker is in this process: see `IngestSettings::at_least_once`.
+        ingest.at_least_once = false;
+        ingest.connections = 1;
+    }
     ingest.subscriptions = settings
         .subscriptions
         .iter()

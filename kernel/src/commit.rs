@@ -9,6 +9,7 @@
 //! entry, so the next reading starts from the database again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -42,46 +43,140 @@ pub struct SpaceWrite {
 }
 
 /// Uplinks in one transaction at most.
-const MAX_BATCH: usize = 4096;
+const MAX_BATCH: usize = 16384;
 
-type Pending = (LiveWrite, oneshot::Sender<StoreResult<()>>);
+/// A change to publish once its commit is done: operator, site, space, what it shows.
+pub(crate) type Publish = (OperatorId, SiteId, SpaceId, crate::live::Effective);
+
+struct Pending {
+    writes: Vec<LiveWrite>,
+    /// The commit epoch the writes were computed in; `None`: unconditional (a flush).
+    epoch: Option<u64>,
+    publish: Vec<Publish>,
+    answer: oneshot::Sender<StoreResult<()>>,
+}
 
 /// The writer task's inbox, started on first use (it needs a runtime).
+///
+/// Commits are pipelined: a batch computes its writes under its spaces' locks, queues them here
+/// and releases the locks, so the next batch computes while this one commits (from the states
+/// this one left in the cache). Queued writes commit in queue order, several batches to a
+/// transaction, and their changes are published in that order once committed. When a commit
+/// fails, the epoch moves on: writes computed in the old epoch (possibly from the failed
+/// writes' states) are refused without being written, and cached states of the old epoch are
+/// no longer trusted, so everything after a failure starts again from the database.
 #[derive(Default)]
 pub(crate) struct Committer {
     inbox: OnceLock<mpsc::UnboundedSender<Pending>>,
+    epoch: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Committer {
-    /// Stores `write` with whatever else is waiting; returns once it is committed.
-    pub(crate) async fn commit(&self, store: &Arc<dyn Store>, write: LiveWrite) -> StoreResult<()> {
+    /// The current epoch: read it (under the spaces' locks) before reading cached states.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Writes queued and not yet answered.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Queues `writes` (computed in `epoch`), to be published as `publish` once committed.
+    /// Call it under the locks the writes were computed under, so the queue order is theirs;
+    /// await the answer after releasing them.
+    pub(crate) fn enqueue(
+        &self,
+        store: &Arc<dyn Store>,
+        feed: &Arc<crate::feed::LiveFeed>,
+        writes: Vec<LiveWrite>,
+        epoch: Option<u64>,
+        publish: Vec<Publish>,
+    ) -> oneshot::Receiver<StoreResult<()>> {
         let inbox = self.inbox.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(run(store.clone(), receiver));
+            let writer = Writer {
+                store: store.clone(),
+                feed: feed.clone(),
+                epoch: self.epoch.clone(),
+                queued: self.queued.clone(),
+            };
+            tokio::spawn(writer.run(receiver));
             sender
         });
         let (answer, answered) = oneshot::channel();
-        inbox.send((write, answer)).map_err(|_| StoreError::Backend("the ingest writer stopped".into()))?;
-        answered.await.map_err(|_| StoreError::Backend("the ingest writer stopped".into()))?
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(refused) = inbox.send(Pending { writes, epoch, publish, answer }) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            let _ = refused.0.answer.send(Err(StoreError::Backend("the ingest writer stopped".into())));
+        }
+        answered
+    }
+
+    /// Waits until everything queued so far is committed (or refused).
+    pub(crate) async fn flush(&self, store: &Arc<dyn Store>, feed: &Arc<crate::feed::LiveFeed>) -> StoreResult<()> {
+        answer(self.enqueue(store, feed, Vec::new(), None, Vec::new())).await
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut inbox: mpsc::UnboundedReceiver<Pending>) {
-    let mut batch: Vec<Pending> = Vec::new();
-    while let Some(first) = inbox.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match inbox.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+/// The writer's answer to a queued commit.
+pub(crate) async fn answer(answered: oneshot::Receiver<StoreResult<()>>) -> StoreResult<()> {
+    answered.await.map_err(|_| StoreError::Backend("the ingest writer stopped".into()))?
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    feed: Arc<crate::feed::LiveFeed>,
+    epoch: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    async fn run(self, mut inbox: mpsc::UnboundedReceiver<Pending>) {
+        let mut taken: Vec<Pending> = Vec::new();
+        let mut writes: Vec<LiveWrite> = Vec::new();
+        while let Some(first) = inbox.recv().await {
+            taken.push(first);
+            let mut size = taken[0].writes.len();
+            while size < MAX_BATCH {
+                match inbox.try_recv() {
+                    Ok(next) => {
+                        size += next.writes.len();
+                        taken.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let epoch = self.epoch.load(Ordering::Acquire);
+            let (mut current, stale): (Vec<Pending>, Vec<Pending>) =
+                taken.drain(..).partition(|pending| pending.epoch.is_none_or(|at| at == epoch));
+            for pending in stale {
+                self.answer(pending, Err(StoreError::Backend("an earlier ingest write failed; try again".into())));
+            }
+            for pending in &mut current {
+                writes.append(&mut pending.writes);
+            }
+            let result = if writes.is_empty() { Ok(()) } else { self.store.save_live_batch(&writes).await };
+            metrics::histogram!("berth_ingest_commit_batch_size").record(writes.len() as f64);
+            writes.clear();
+            if result.is_err() {
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+            }
+            for pending in current {
+                if result.is_ok() {
+                    for (operator, site, space, shown) in &pending.publish {
+                        self.feed.publish(*operator, *site, *space, shown.clone());
+                    }
+                }
+                self.answer(pending, result.clone());
             }
         }
-        let writes: Vec<LiveWrite> = batch.iter().map(|(write, _)| write.clone()).collect();
-        let result = store.save_live_batch(&writes).await;
-        metrics::histogram!("berth_ingest_commit_batch_size").record(writes.len() as f64);
-        for (_, answer) in batch.drain(..) {
-            let _ = answer.send(result.clone());
-        }
+    }
+
+    fn answer(&self, pending: Pending, result: StoreResult<()>) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let _ = pending.answer.send(result);
     }
 }
 
@@ -112,7 +207,8 @@ pub(crate) struct IngestCaches {
     devices: Mutex<DeviceLookups>,
     /// Each device's health, and when it was last handed to the writer.
     health: Mutex<HashMap<DeviceId, (DeviceHealth, Option<Instant>)>>,
-    live: Mutex<HashMap<SpaceId, SpaceLive>>,
+    /// Each space's newest state, with the commit epoch it was computed in.
+    live: Mutex<HashMap<SpaceId, (SpaceLive, u64)>>,
     /// Site snapshots for new subscribers: reused while no change happened and for at most
     /// [`SNAPSHOT_TTL`], so a crowd of clients connecting at once costs one query.
     snapshots: Mutex<HashMap<SiteId, Snapshot>>,
@@ -174,17 +270,19 @@ impl IngestCaches {
         })
     }
 
-    pub(crate) fn live(&self, space: SpaceId) -> Option<SpaceLive> {
-        self.live.lock().expect("invariant: cache lock is never poisoned").get(&space).cloned()
+    /// A space's newest state, if it was computed in `epoch` (see [`Committer`]).
+    pub(crate) fn live(&self, space: SpaceId, epoch: u64) -> Option<SpaceLive> {
+        let cache = self.live.lock().expect("invariant: cache lock is never poisoned");
+        cache.get(&space).filter(|(_, at)| *at == epoch).map(|(live, _)| live.clone())
     }
 
-    /// What was just committed for a space.
-    pub(crate) fn remember_live(&self, space: SpaceId, live: SpaceLive) {
+    /// A space's newest state, computed in `epoch` (committed, or queued to be).
+    pub(crate) fn remember_live(&self, space: SpaceId, live: SpaceLive, epoch: u64) {
         let mut cache = self.live.lock().expect("invariant: cache lock is never poisoned");
         if cache.len() >= MAX_CACHED && !cache.contains_key(&space) {
             cache.clear();
         }
-        cache.insert(space, live);
+        cache.insert(space, (live, epoch));
     }
 
     pub(crate) fn forget_live(&self, space: SpaceId) {

@@ -2,7 +2,7 @@
 //! vendor plugin → the space's live state, persisted with its history. Also the operator's
 //! override and the availability view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -110,6 +110,50 @@ const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
 /// Striped locks: readings for one space apply one at a time.
 pub(crate) const LIVE_LOCKS: usize = 64;
 
+fn live_stripe(space: SpaceId) -> usize {
+    (space.as_uuid().as_u128() % LIVE_LOCKS as u128) as usize
+}
+
+/// One decoded uplink's way: what to store, what to publish once stored, what to answer.
+struct Step {
+    write: Option<LiveWrite>,
+    answer: KernelResult<IngestReport>,
+    publish: Option<(OperatorId, SiteId, SpaceId, Effective)>,
+}
+
+/// Uplinks of a batch by result, counted into the metrics once per batch.
+#[derive(Default)]
+struct Tally {
+    results: [u64; 5],
+}
+
+impl Tally {
+    const RESULTS: [IngestResult; 5] = [
+        IngestResult::Changed,
+        IngestResult::Refreshed,
+        IngestResult::Duplicate,
+        IngestResult::OutOfOrder,
+        IngestResult::Unbound,
+    ];
+
+    fn count(&mut self, result: IngestResult) {
+        self.results[result as usize] += 1;
+    }
+
+    fn record(&self) {
+        for (result, count) in Self::RESULTS.iter().zip(self.results) {
+            if count > 0 {
+                metrics::counter!("berth_ingest_uplinks_total", "result" => result.as_str()).increment(count);
+            }
+        }
+        let duplicates = self.results[IngestResult::Duplicate as usize];
+        if duplicates > 0 {
+            metrics::counter!("berth_ingest_rejected_total", "source" => "ingest", "reason" => "duplicate")
+                .increment(duplicates);
+        }
+    }
+}
+
 fn ingest_scope(caller: &Principal) -> KernelResult<OperatorId> {
     match caller {
         Principal::Integration { operator_id, .. } => Ok(*operator_id),
@@ -150,7 +194,8 @@ impl Kernel {
     }
 
     /// Takes many uplinks at once (each for an operator the transport established), answering
-    /// in the same order. One decode hop and, mostly, one commit for the lot.
+    /// in the same order. One decode hop, one lock of the spaces involved and one commit for
+    /// the lot: readings for the same space apply in order, each from the one before.
     pub async fn ingest_many(&self, batch: Vec<(OperatorId, UplinkInput)>) -> Vec<KernelResult<IngestReport>> {
         let mut prepared = Vec::with_capacity(batch.len());
         for (operator, input) in batch {
@@ -158,25 +203,28 @@ impl Kernel {
         }
         let uplinks = prepared.iter().filter_map(|p| p.as_ref().ok()).map(Prepared::sensor_uplink).collect();
         let mut readings = self.plugins().decode_many(uplinks).await.into_iter();
-        let work: Vec<_> = prepared
-            .into_iter()
-            .map(|prepared| {
-                let reading = prepared.is_ok().then(|| {
-                    readings
+        let mut answers: Vec<Option<KernelResult<IngestReport>>> = Vec::with_capacity(prepared.len());
+        let mut decoded = Vec::with_capacity(prepared.len());
+        for (index, prepared) in prepared.into_iter().enumerate() {
+            match prepared {
+                Ok(prepared) => {
+                    let reading = readings
                         .next()
-                        .unwrap_or_else(|| Err(PluginPortError::Fault("the plugin host answered nothing".into())))
-                });
-                async move {
-                    match (prepared, reading) {
-                        (Ok(prepared), Some(reading)) => self.apply_reading(prepared, reading).await,
-                        (Err(error), _) => Err(error),
-                        (Ok(_), None) => Err(KernelError::Unavailable("no decoding".into())),
-                    }
+                        .unwrap_or_else(|| Err(PluginPortError::Fault("the plugin host answered nothing".into())));
+                    decoded.push((index, prepared, reading));
+                    answers.push(None);
                 }
-            })
-            .collect();
-        // Polled together, their writes meet in the same commit.
-        futures_util::future::join_all(work).await
+                Err(error) => answers.push(Some(Err(error))),
+            }
+        }
+        let steps = self.apply_decoded(decoded).await;
+        for (index, answer) in steps {
+            answers[index] = Some(answer);
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Err(KernelError::Unavailable("ingest answered nothing".into()))))
+            .collect()
     }
 
     /// Finds the uplink's device (unknown devices are rejected here).
@@ -196,12 +244,109 @@ impl Kernel {
         Ok(Prepared { operator, input, key, device, site, stored_health, received_at, event_time })
     }
 
-    /// The rest of an uplink's way, once decoded: device health, the space's state, the commit.
-    async fn apply_reading(
+    /// The rest of the uplinks' way, once decoded: the spaces' state and device health under
+    /// the spaces' locks, queued for the commit (which publishes the changes), then the answers.
+    async fn apply_decoded(
+        &self,
+        decoded: Vec<(usize, Prepared, Result<SensorReading, PluginPortError>)>,
+    ) -> Vec<(usize, KernelResult<IngestReport>)> {
+        // Every space the batch touches, locked in one order (so batches never deadlock) until
+        // its writes are queued: the next reading of a space starts from this one's state.
+        let stripes: std::collections::BTreeSet<usize> = decoded
+            .iter()
+            .filter(|(_, prepared, reading)| reading.is_ok() && prepared.site.is_some())
+            .filter_map(|(_, prepared, _)| prepared.device.space_id.map(live_stripe))
+            .collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.live_locks()[stripe].lock().await);
+        }
+        let epoch = self.committer().epoch();
+        let mut lives = match self.load_lives(&decoded, epoch).await {
+            Ok(lives) => lives,
+            Err(error) => return decoded.into_iter().map(|(index, ..)| (index, Err(error.clone().into()))).collect(),
+        };
+        let config = self.live_config();
+        let mut tally = Tally::default();
+        let mut answers = Vec::with_capacity(decoded.len());
+        let mut writes = Vec::with_capacity(decoded.len());
+        let mut publish = Vec::new();
+        for (index, prepared, reading) in decoded {
+            let step = self.step(prepared, reading, &mut lives, &config, &mut tally);
+            answers.push((index, step.answer, step.write.is_some()));
+            writes.extend(step.write);
+            publish.extend(step.publish);
+        }
+        tally.record();
+        for write in &writes {
+            if let Some(space) = &write.space {
+                self.caches().remember_live(space.space, space.live.clone(), epoch);
+            }
+        }
+        if writes.is_empty() {
+            return answers.into_iter().map(|(index, answer, _)| (index, answer)).collect();
+        }
+        let devices: Vec<DeviceId> = writes.iter().map(|write| write.device).collect();
+        let queued = self.committer().enqueue(self.store(), &self.feed_handle(), writes, Some(epoch), publish);
+        drop(guards);
+        match crate::commit::answer(queued).await {
+            Ok(()) => answers.into_iter().map(|(index, answer, _)| (index, answer)).collect(),
+            Err(error) => {
+                // The cached health was never stored: read it again next time (the cached
+                // states are of an epoch that has ended).
+                for device in devices {
+                    self.caches().forget_health(device);
+                }
+                answers
+                    .into_iter()
+                    .map(|(index, answer, wrote)| (index, if wrote { Err(error.clone().into()) } else { answer }))
+                    .collect()
+            }
+        }
+    }
+
+    /// The live state of every space the batch reads: this node's cache, or the database (a
+    /// query per operator for those not cached, once the writes queued before are committed).
+    async fn load_lives(
+        &self,
+        decoded: &[(usize, Prepared, Result<SensorReading, PluginPortError>)],
+        epoch: u64,
+    ) -> Result<HashMap<SpaceId, SpaceLive>, crate::StoreError> {
+        let mut lives = HashMap::with_capacity(decoded.len());
+        let mut missing: HashMap<OperatorId, Vec<SpaceId>> = HashMap::new();
+        for (_, prepared, _) in decoded {
+            let Some(space) = prepared.device.space_id else { continue };
+            if lives.contains_key(&space) {
+                continue;
+            }
+            match self.caches().live(space, epoch) {
+                Some(live) => {
+                    lives.insert(space, live);
+                }
+                None => missing.entry(prepared.operator).or_default().push(space),
+            }
+        }
+        if !missing.is_empty() && self.committer().queued() > 0 {
+            self.committer().flush(self.store(), &self.feed_handle()).await?;
+        }
+        for (operator, mut spaces) in missing {
+            spaces.sort_unstable();
+            spaces.dedup();
+            lives.extend(self.store().list_space_live(operator, &spaces).await?);
+        }
+        Ok(lives)
+    }
+
+    /// One decoded uplink: its effect on the space (in `lives`) and the device's health, what
+    /// to store, what to publish once stored, and what to answer.
+    fn step(
         &self,
         prepared: Prepared,
         reading: Result<SensorReading, PluginPortError>,
-    ) -> KernelResult<IngestReport> {
+        lives: &mut HashMap<SpaceId, SpaceLive>,
+        config: &LiveConfig,
+        tally: &mut Tally,
+    ) -> Step {
         let Prepared { operator, input, key, device, site, stored_health, received_at, event_time } = prepared;
         let reading = match reading {
             Ok(reading) => reading,
@@ -217,8 +362,7 @@ impl Kernel {
                     health.last_error = Some(error.to_string());
                     health.last_error_at = Some(received_at);
                 });
-                self.commit(LiveWrite { operator, device: device.id, health, space: None }).await?;
-                return Err(match error {
+                let answer = Err(match error {
                     PluginPortError::NoDecoder(model) => ValidationError::new(
                         "device",
                         format!("no plugin decodes device model '{model}'; install one or fix the device's model"),
@@ -231,6 +375,9 @@ impl Kernel {
                     .into(),
                     other => KernelError::Unavailable(format!("decoding failed: {other}")),
                 });
+                let write =
+                    health.map(|health| LiveWrite { operator, device: device.id, health: Some(health), space: None });
+                return Step { write, answer, publish: None };
             }
         };
         let seen = |health: &mut DeviceHealth| {
@@ -244,14 +391,12 @@ impl Kernel {
                 seen(health);
                 health.accepted += 1;
             });
-            self.commit(LiveWrite { operator, device: device.id, health, space: None }).await?;
-            metrics::counter!("berth_ingest_uplinks_total", "result" => IngestResult::Unbound.as_str()).increment(1);
-            return Ok(IngestReport {
-                device_id: device.id,
-                space_id: None,
-                result: IngestResult::Unbound,
-                shown: None,
-            });
+            tally.count(IngestResult::Unbound);
+            let write =
+                health.map(|health| LiveWrite { operator, device: device.id, health: Some(health), space: None });
+            let answer =
+                Ok(IngestReport { device_id: device.id, space_id: None, result: IngestResult::Unbound, shown: None });
+            return Step { write, answer, publish: None };
         };
         let observation = match reading.occupancy {
             Occupancy::Occupied => Observation::Occupied,
@@ -265,23 +410,17 @@ impl Kernel {
             counter: input.counter,
             payload_digest: payload_digest(&input.payload),
         };
-        let config = self.live_config();
-        // Held until the commit: the next reading for this space starts from this one's state.
-        let _guard = self.live_lock(space_id).lock().await;
-        let mut live = match self.caches().live(space_id) {
-            Some(live) => live,
-            None => self.store().get_space_live(operator, space_id).await?.unwrap_or_default(),
-        };
-        let before = live.effective(received_at, &config);
-        let applied = live.apply(&sensed, &config);
-        let after = live.effective(received_at, &config);
+        let live = lives.entry(space_id).or_default();
+        let before = live.effective(received_at, config);
+        let applied = live.apply(&sensed, config);
+        let after = live.effective(received_at, config);
         let result = match applied {
             Applied::Changed { .. } => IngestResult::Changed,
             Applied::Refreshed => IngestResult::Refreshed,
             Applied::Duplicate => IngestResult::Duplicate,
             Applied::OutOfOrder => IngestResult::OutOfOrder,
         };
-        metrics::counter!("berth_ingest_uplinks_total", "result" => result.as_str()).increment(1);
+        tally.count(result);
         let health = self.caches().update_health(device.id, stored_health, false, |health| {
             seen(health);
             if result == IngestResult::Duplicate {
@@ -290,10 +429,6 @@ impl Kernel {
                 health.accepted += 1;
             }
         });
-        if result == IngestResult::Duplicate {
-            metrics::counter!("berth_ingest_rejected_total", "source" => "ingest", "reason" => "duplicate")
-                .increment(1);
-        }
         let event = match applied {
             Applied::Changed { from, to } => Some(SpaceEvent {
                 id: uuid::Uuid::now_v7(),
@@ -314,17 +449,18 @@ impl Kernel {
         } else {
             None
         };
-        let committed = live.clone();
-        let space = (result != IngestResult::Duplicate).then_some(SpaceWrite { space: space_id, live, event, shown });
-        if let Err(error) = self.commit(LiveWrite { operator, device: device.id, health, space }).await {
-            self.caches().forget_live(space_id);
-            return Err(error);
-        }
-        self.caches().remember_live(space_id, committed);
-        if before.status != after.status || before.flapping != after.flapping {
-            self.feed().publish(operator, site_id, space_id, after.clone());
-        }
-        Ok(IngestReport { device_id: device.id, space_id: Some(space_id), result, shown: Some(after) })
+        let space = (result != IngestResult::Duplicate).then(|| SpaceWrite {
+            space: space_id,
+            live: live.clone(),
+            event,
+            shown,
+        });
+        let write =
+            (health.is_some() || space.is_some()).then_some(LiveWrite { operator, device: device.id, health, space });
+        let publish = (before.status != after.status || before.flapping != after.flapping)
+            .then(|| (operator, site_id, space_id, after.clone()));
+        let answer = Ok(IngestReport { device_id: device.id, space_id: Some(space_id), result, shown: Some(after) });
+        Step { write, answer, publish }
     }
 
     /// A change another node made (heard through the fan-out): this node's cached state of the
@@ -339,16 +475,6 @@ impl Kernel {
     ) {
         self.caches().forget_live(space);
         self.feed().publish_remote(operator, site, space, shown, at);
-    }
-
-    /// Stores one uplink's writes with the others waiting (group commit).
-    async fn commit(&self, write: LiveWrite) -> KernelResult<()> {
-        let device = write.device;
-        self.committer().commit(self.store(), write).await.map_err(|error| {
-            // What the cache says was never stored: read it again next time.
-            self.caches().forget_health(device);
-            KernelError::from(error)
-        })
     }
 
     /// The device an external id names, and its space's site (cached for a few seconds).
@@ -378,9 +504,16 @@ impl Kernel {
         Ok(self.store().get_device_health(operator, device).await?.unwrap_or_default())
     }
 
+    /// Waits until the ingest writes queued so far are committed (so the database holds the
+    /// newest state of the locked space) and returns the commit epoch. Call it under the
+    /// space's lock.
+    async fn settled_epoch(&self) -> KernelResult<u64> {
+        self.committer().flush(self.store(), &self.feed_handle()).await?;
+        Ok(self.committer().epoch())
+    }
+
     pub(crate) fn live_lock(&self, space: SpaceId) -> &tokio::sync::Mutex<()> {
-        let bytes = space.as_uuid().as_u128();
-        &self.live_locks()[(bytes % LIVE_LOCKS as u128) as usize]
+        &self.live_locks()[live_stripe(space)]
     }
 
     /// Sets an override: the space shows `status` until `until` (or until cleared).
@@ -400,6 +533,7 @@ impl Kernel {
         let space = self.store().get_space(operator, space_id).await?.ok_or_else(|| KernelError::not_found("space"))?;
         let config = self.live_config();
         let _guard = self.live_lock(space_id).lock().await;
+        let epoch = self.settled_epoch().await?;
         let mut live = self.store().get_space_live(operator, space_id).await?.unwrap_or_default();
         let before = live.effective(at, &config);
         live.override_ = Some(Override {
@@ -415,7 +549,7 @@ impl Kernel {
         let shown = column_state(&after, at);
         self.caches().forget_live(space_id);
         self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
-        self.caches().remember_live(space_id, live.clone());
+        self.caches().remember_live(space_id, live.clone(), epoch);
         self.feed().publish(operator, space.site_id, space_id, after.clone());
         Ok((live, after))
     }
@@ -426,6 +560,7 @@ impl Kernel {
         let at = now();
         let config = self.live_config();
         let _guard = self.live_lock(space_id).lock().await;
+        let epoch = self.settled_epoch().await?;
         let mut live = self.store().get_space_live(operator, space_id).await?.unwrap_or_default();
         if live.override_.is_none() {
             return Ok(());
@@ -438,7 +573,7 @@ impl Kernel {
         let shown = column_state(&after, at);
         self.caches().forget_live(space_id);
         self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
-        self.caches().remember_live(space_id, live.clone());
+        self.caches().remember_live(space_id, live.clone(), epoch);
         self.feed().publish(operator, space.site_id, space_id, after);
         Ok(())
     }

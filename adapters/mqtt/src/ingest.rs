@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_kernel::Kernel;
@@ -78,6 +78,16 @@ pub struct IngestSettings {
     pub keep_alive: Duration,
     /// Messages being processed at once; the client stops reading the socket beyond this.
     pub max_in_flight: usize,
+    /// Connections to the broker. With more than one, berth subscribes through a shared
+    /// subscription (`$share/{client_id}/{filter}`) and the broker spreads the messages over
+    /// them: brokers bound the unacknowledged messages per connection (rumqttd to 100, Mosquitto
+    /// to 20 by default), and an ack comes only after the commit, so one connection caps the rate.
+    pub connections: usize,
+    /// QoS 1 with each message acknowledged after its commit (the default), or QoS 0 for a
+    /// broker in this same process: its queue lives and dies with berth, so acknowledgements
+    /// would add nothing but a window (rumqttd's is 100 messages) on the rate. Back-pressure
+    /// then comes from TCP: berth stops reading beyond `max_in_flight`.
+    pub at_least_once: bool,
     /// Reconnect backoff bounds.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -93,6 +103,8 @@ impl IngestSettings {
             subscriptions: vec![Subscription::native()],
             keep_alive: Duration::from_secs(30),
             max_in_flight: 256,
+            connections: 1,
+            at_least_once: true,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
         }
@@ -101,6 +113,9 @@ impl IngestSettings {
     fn validate(&self) -> Result<(), MqttError> {
         if self.client_id.is_empty() || self.client_id.len() > 128 {
             return Err(MqttError::Config { setting: "mqtt.client_id", message: "must be 1 to 128 characters".into() });
+        }
+        if !(1..=64).contains(&self.connections) {
+            return Err(MqttError::Config { setting: "mqtt.connections", message: "must be 1 to 64".into() });
         }
         if self.subscriptions.is_empty() {
             return Err(MqttError::Config { setting: "mqtt.subscriptions", message: "subscribe to something".into() });
@@ -135,30 +150,85 @@ pub struct IngestStats {
     pub rejected: AtomicU64,
     pub failed: AtomicU64,
     pub connects: AtomicU64,
+    /// Every connection is up.
     pub connected: AtomicBool,
-    /// The broker confirmed the subscriptions on the current connection.
+    /// The broker confirmed the subscriptions on every connection.
     pub subscribed: AtomicBool,
-    /// Which connection (1, 2, ...) is current.
-    connection: AtomicU64,
+    connections: usize,
+    up: AtomicUsize,
+    confirmed: AtomicUsize,
+}
+
+impl IngestStats {
+    fn new(connections: usize) -> Self {
+        Self { connections, ..Self::default() }
+    }
+
+    /// One connection came up (`true`) or went down.
+    fn set_up(&self, was: &mut bool, up: bool) {
+        if std::mem::replace(was, up) != up {
+            let count = if up {
+                self.up.fetch_add(1, Ordering::Relaxed) + 1
+            } else {
+                self.up.fetch_sub(1, Ordering::Relaxed) - 1
+            };
+            self.connected.store(count == self.connections, Ordering::Relaxed);
+        }
+    }
+
+    /// One connection's subscriptions were confirmed (`true`) or lost with it.
+    fn set_confirmed(&self, was: &mut bool, confirmed: bool) {
+        if std::mem::replace(was, confirmed) != confirmed {
+            let count = if confirmed {
+                self.confirmed.fetch_add(1, Ordering::Relaxed) + 1
+            } else {
+                self.confirmed.fetch_sub(1, Ordering::Relaxed) - 1
+            };
+            self.subscribed.store(count == self.connections, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A running ingest client.
 pub struct MqttIngest {
     stats: Arc<IngestStats>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl MqttIngest {
     /// Starts the client; it connects (and reconnects) in the background.
     pub fn spawn(kernel: Kernel, settings: IngestSettings) -> Result<Self, MqttError> {
         settings.validate()?;
-        let stats = Arc::new(IngestStats::default());
+        let stats = Arc::new(IngestStats::new(settings.connections));
         let (stop, stopped) = watch::channel(false);
         let handler =
             Arc::new(Handler { kernel, subscriptions: settings.subscriptions.clone(), operators: Mutex::default() });
-        let task = tokio::spawn(run(settings, handler, stats.clone(), stopped));
-        Ok(Self { stats, stop, task })
+        let shared = settings.connections > 1;
+        let tasks = (0..settings.connections)
+            .map(|index| {
+                let mut connection = settings.clone();
+                if shared {
+                    // One group per client id: another berth deployment on the same broker gets
+                    // every message too.
+                    let group: String = settings
+                        .client_id
+                        .chars()
+                        .map(|c| if matches!(c, '/' | '+' | '#') { '_' } else { c })
+                        .collect();
+                    connection.client_id = format!("{}-{index}", settings.client_id);
+                    connection.max_in_flight = settings.max_in_flight.div_ceil(settings.connections);
+                    for subscription in &mut connection.subscriptions {
+                        // A filter shared already (between nodes) is shared by the connections too.
+                        if !subscription.filter.starts_with("$share/") {
+                            subscription.filter = format!("$share/{group}/{}", subscription.filter);
+                        }
+                    }
+                }
+                tokio::spawn(run(connection, handler.clone(), stats.clone(), stopped.clone()))
+            })
+            .collect();
+        Ok(Self { stats, stop, tasks })
     }
 
     pub fn stats(&self) -> &Arc<IngestStats> {
@@ -181,7 +251,9 @@ impl MqttIngest {
     /// Disconnects after the messages in flight are done.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -211,8 +283,12 @@ async fn run(
     let (pending, incoming) = tokio::sync::mpsc::unbounded_channel::<Incoming>();
     let (batches, in_order) = tokio::sync::mpsc::unbounded_channel::<Batch>();
     let batcher = tokio::spawn(make_batches(incoming, batches, handler.clone(), stopped.clone()));
-    let acker = tokio::spawn(acknowledge_in_order(in_order, client.clone(), stats.clone()));
+    // Which connection (1, 2, ...) is current; 0 while down.
+    let current = Arc::new(AtomicU64::new(0));
+    let acker = tokio::spawn(acknowledge_in_order(in_order, client.clone(), stats.clone(), current.clone()));
+    let qos = if settings.at_least_once { QoS::AtLeastOnce } else { QoS::AtMostOnce };
     let mut connection = 0u64;
+    let (mut up, mut confirmed) = (false, false);
     let mut backoff = settings.backoff_min;
     loop {
         let event = tokio::select! {
@@ -224,22 +300,20 @@ async fn run(
                 connection += 1;
                 // Acks only make sense on the connection their messages came on: after a
                 // reconnect the broker sends the unacknowledged ones again.
-                stats.connection.store(connection, Ordering::Relaxed);
+                current.store(connection, Ordering::Relaxed);
                 backoff = settings.backoff_min;
                 stats.connects.fetch_add(1, Ordering::Relaxed);
-                stats.connected.store(true, Ordering::Relaxed);
+                stats.set_up(&mut up, true);
                 tracing::info!(session_present = ack.session_present, client_id = %settings.client_id, "MQTT connected");
                 // Subscribing again on a resumed session is harmless and covers a broker that
                 // lost it.
-                let filters = settings
-                    .subscriptions
-                    .iter()
-                    .map(|s| rumqttc::SubscribeFilter::new(s.filter.clone(), QoS::AtLeastOnce));
+                let filters =
+                    settings.subscriptions.iter().map(|s| rumqttc::SubscribeFilter::new(s.filter.clone(), qos));
                 if let Err(error) = client.try_subscribe_many(filters) {
                     tracing::warn!(%error, "MQTT subscribe could not be queued");
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => stats.subscribed.store(true, Ordering::Relaxed),
+            Ok(Event::Incoming(Packet::SubAck(_))) => stats.set_confirmed(&mut confirmed, true),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 // Back-pressure: beyond max_in_flight the loop stops reading the socket.
@@ -251,9 +325,9 @@ async fn run(
             }
             Ok(_) => {}
             Err(error) => {
-                stats.connected.store(false, Ordering::Relaxed);
-                stats.subscribed.store(false, Ordering::Relaxed);
-                stats.connection.store(0, Ordering::Relaxed);
+                stats.set_up(&mut up, false);
+                stats.set_confirmed(&mut confirmed, false);
+                current.store(0, Ordering::Relaxed);
                 tracing::warn!(
                     %error,
                     broker = %format!("{}:{}", settings.broker.host, settings.broker.port),
@@ -284,7 +358,8 @@ async fn run(
         }
     })
     .await;
-    stats.connected.store(false, Ordering::Relaxed);
+    stats.set_up(&mut up, false);
+    stats.set_confirmed(&mut confirmed, false);
 }
 
 /// A message received and not yet acknowledged.
@@ -301,7 +376,7 @@ struct Batch {
 }
 
 /// Messages per batch at most.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 4096;
 /// Batches processed at once.
 const BATCHES_IN_FLIGHT: usize = 4;
 
@@ -339,6 +414,7 @@ async fn acknowledge_in_order(
     mut in_order: tokio::sync::mpsc::UnboundedReceiver<Batch>,
     client: AsyncClient,
     stats: Arc<IngestStats>,
+    current: Arc<AtomicU64>,
 ) {
     while let Some(batch) = in_order.recv().await {
         let outcomes = batch.work.await.unwrap_or_else(|error| {
@@ -354,7 +430,7 @@ async fn acknowledge_in_order(
             counter.fetch_add(1, Ordering::Relaxed);
             // Unacknowledged (stopping, or from an earlier connection), the broker sends it again.
             if !matches!(outcome, Outcome::Failed(_))
-                && message.connection == stats.connection.load(Ordering::Relaxed)
+                && message.connection == current.load(Ordering::Relaxed)
                 && let Err(error) = client.ack(&message.publish).await
             {
                 tracing::debug!(%error, "MQTT ack not sent (disconnecting?)");

@@ -2,6 +2,7 @@
 //! default: one file, WAL, `synchronous=FULL` so an acknowledged write survives a crash) or
 //! PostgreSQL. Every operator-scoped query carries `operator_id` in its `WHERE` clause.
 
+mod batch;
 mod convert;
 mod entity;
 mod live;
@@ -73,6 +74,9 @@ impl SqlStore {
             .min_connections(1)
             .connect_timeout(settings.connect_timeout)
             .acquire_timeout(settings.connect_timeout)
+            // A ping per acquire was a round trip to the driver's thread before every statement;
+            // a broken connection still fails its statement and is replaced.
+            .test_before_acquire(false)
             .sqlx_logging(false);
         if is_sqlite {
             options.map_sqlx_sqlite_opts(|sqlite| {
@@ -83,6 +87,11 @@ impl SqlStore {
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
+                    // Pages read through memory maps and a 64 MiB cache per connection, not a
+                    // read() call per page; temporary b-trees in memory.
+                    .pragma("mmap_size", "268435456")
+                    .pragma("cache_size", "-65536")
+                    .pragma("temp_store", "memory")
             });
         }
         let db = Database::connect(options).await.map_err(ConnectError::Connect)?;

@@ -11,13 +11,10 @@ use berth_kernel::live::{DeviceHealth, Override, SpaceEvent, SpaceEventKind, Spa
 use berth_kernel::ports::{LiveStore, StoreResult};
 use berth_kernel::space::{Space, SpaceState, SpaceStatus};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
-use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
+use crate::batch::{Rows, ShownRow};
 use crate::convert::{corrupt, device_from_row, space_from_row};
 use crate::entity::{device, device_health, space, space_event, space_live};
 use crate::{SqlStore, backend};
@@ -41,68 +38,6 @@ impl SqlStore {
     }
 }
 
-/// Rows per multi-row statement: bind parameters stay under every database's limit.
-const CHUNK: usize = 128;
-
-/// Splits rows into statements of 128 rows and then powers of two, so that only a handful of
-/// distinct statements exist and each stays in the driver's prepared-statement cache.
-fn statement_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
-    let mut chunks = Vec::new();
-    while !rows.is_empty() {
-        let size = if rows.len() >= CHUNK { CHUNK } else { 1 << rows.len().ilog2() };
-        let (chunk, rest) = rows.split_at(size);
-        chunks.push(chunk);
-        rows = rest;
-    }
-    chunks
-}
-
-/// Inserts rows, or updates `columns` of those whose `key` exists, in few statements.
-async fn upsert<E>(
-    db: &impl ConnectionTrait,
-    rows: Vec<E::Model>,
-    key: E::Column,
-    columns: &[E::Column],
-) -> StoreResult<()>
-where
-    E: EntityTrait,
-    E::Model: IntoActiveModel<E::ActiveModel> + Clone,
-{
-    for chunk in statement_chunks(&rows) {
-        E::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
-            .on_conflict(OnConflict::column(key).update_columns(columns.iter().copied()).to_owned())
-            .exec_without_returning(db)
-            .await
-            .map_err(backend)?;
-    }
-    Ok(())
-}
-
-async fn upsert_live(db: &impl ConnectionTrait, rows: Vec<space_live::Model>) -> StoreResult<()> {
-    use space_live::Column::*;
-    upsert::<space_live::Entity>(
-        db,
-        rows,
-        SpaceId,
-        &[
-            Sensed,
-            SensedSince,
-            ObservedAt,
-            LastSeen,
-            LastCounter,
-            LastPayload,
-            RecentChanges,
-            OverrideStatus,
-            OverrideReason,
-            OverrideUntil,
-            OverrideSetAt,
-            OverrideSetBy,
-            UpdatedAt,
-        ],
-    )
-    .await
-}
-
 fn event_to_row(event: &SpaceEvent) -> space_event::Model {
     space_event::Model {
         id: event.id,
@@ -118,72 +53,39 @@ fn event_to_row(event: &SpaceEvent) -> space_event::Model {
     }
 }
 
-async fn insert_events(db: &impl ConnectionTrait, rows: Vec<space_event::Model>) -> StoreResult<()> {
-    for chunk in statement_chunks(&rows) {
-        space_event::Entity::insert_many(chunk.iter().cloned().map(IntoActiveModel::into_active_model))
-            .exec_without_returning(db)
-            .await
-            .map_err(backend)?;
-    }
-    Ok(())
-}
-
-/// The space's status columns; a space closed by hand stays closed in its own columns.
-async fn update_shown(
-    db: &impl ConnectionTrait,
-    operator: OperatorId,
-    space: SpaceId,
-    shown: SpaceState,
-) -> StoreResult<()> {
-    let update = space::ActiveModel {
-        status: ActiveValue::Set(shown.status.as_str().to_owned()),
-        status_since: ActiveValue::Set(shown.status_since),
-        confidence: ActiveValue::Set(shown.confidence),
-        ..Default::default()
-    };
-    space::Entity::update_many()
-        .set(update)
-        .filter(space::Column::Id.eq(space.as_uuid()))
-        .filter(space::Column::OperatorId.eq(operator.as_uuid()))
-        .filter(space::Column::Status.ne(SpaceStatus::Closed.as_str()))
-        .exec(db)
-        .await
-        .map_err(backend)?;
-    Ok(())
-}
-
-/// Many spaces' status columns, a statement per operator and chunk (CASE on the id).
-async fn update_shown_many(
-    db: &impl ConnectionTrait,
-    shown: HashMap<(OperatorId, SpaceId), SpaceState>,
-) -> StoreResult<()> {
-    let mut by_operator: HashMap<OperatorId, Vec<(Uuid, SpaceState)>> = HashMap::new();
-    for ((operator, space), state) in shown {
-        by_operator.entry(operator).or_default().push((space.as_uuid(), state));
-    }
-    for (operator, rows) in by_operator {
-        for chunk in statement_chunks(&rows) {
-            let (mut status, mut since, mut confidence) =
-                (CaseStatement::new(), CaseStatement::new(), CaseStatement::new());
-            for (id, state) in chunk {
-                let this = || Expr::col(space::Column::Id).eq(*id);
-                status = status.case(this(), Expr::val(state.status.as_str()));
-                since = since.case(this(), Expr::val(state.status_since));
-                confidence = confidence.case(this(), Expr::val(state.confidence));
-            }
-            space::Entity::update_many()
-                .col_expr(space::Column::Status, status.into())
-                .col_expr(space::Column::StatusSince, since.into())
-                .col_expr(space::Column::Confidence, confidence.into())
-                .filter(space::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
-                .filter(space::Column::OperatorId.eq(operator.as_uuid()))
-                .filter(space::Column::Status.ne(SpaceStatus::Closed.as_str()))
-                .exec(db)
-                .await
-                .map_err(backend)?;
+/// Puts `row` in `rows`, replacing an earlier row with the same key.
+fn keep_newest<T>(rows: &mut Vec<T>, index: &mut HashMap<Uuid, usize>, key: Uuid, row: T) {
+    match index.get(&key) {
+        Some(&at) => rows[at] = row,
+        None => {
+            index.insert(key, rows.len());
+            rows.push(row);
         }
     }
-    Ok(())
+}
+
+fn shown_row(operator: OperatorId, space: SpaceId, state: SpaceState) -> ShownRow {
+    ShownRow {
+        id: space.as_uuid(),
+        operator_id: operator.as_uuid(),
+        status: state.status.as_str().to_owned(),
+        since: state.status_since,
+        confidence: state.confidence,
+    }
+}
+
+impl SqlStore {
+    /// Writes one commit's rows in one transaction.
+    async fn write_rows(&self, rows: &Rows) -> StoreResult<()> {
+        let written = match self.db.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => crate::batch::write_sqlite(self.db.get_sqlite_connection_pool(), rows).await,
+            sea_orm::DbBackend::Postgres => {
+                crate::batch::write_postgres(self.db.get_postgres_connection_pool(), rows).await
+            }
+            sea_orm::DbBackend::MySql => return Err(StoreError::Backend("MySQL is not supported".into())),
+        };
+        written.map_err(|error| backend(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(error))))
+    }
 }
 
 fn health_to_row(
@@ -207,17 +109,6 @@ fn health_to_row(
     }
 }
 
-async fn upsert_health(db: &impl ConnectionTrait, rows: Vec<device_health::Model>) -> StoreResult<()> {
-    use device_health::Column::*;
-    upsert::<device_health::Entity>(
-        db,
-        rows,
-        DeviceId,
-        &[LastSeen, BatteryMv, TemperatureC, LastObject, LastError, LastErrorAt, Accepted, Rejected, UpdatedAt],
-    )
-    .await
-}
-
 fn status(table: &str, id: Uuid, text: &str) -> Result<SpaceStatus, StoreError> {
     SpaceStatus::parse(text).ok_or_else(|| corrupt(table, id, format!("status '{text}'")))
 }
@@ -234,7 +125,7 @@ fn live_to_row(operator: OperatorId, space: SpaceId, live: &SpaceLive, at: DateT
         last_counter: live.last_counter.map(i64::from),
         // Stored as the same 64 bits, signed.
         last_payload: live.last_payload.map(|digest| digest as i64),
-        recent_changes: serde_json::to_string(&live.recent_changes).expect("invariant: times serialise"),
+        recent_changes: crate::batch::times_json(&live.recent_changes),
         override_status: manual.map(|o| o.status.as_str().to_owned()),
         override_reason: manual.map(|o| o.reason.clone()),
         override_until: manual.and_then(|o| o.until),
@@ -344,55 +235,41 @@ impl LiveStore for SqlStore {
         shown: Option<SpaceState>,
     ) -> StoreResult<()> {
         let at = berth_kernel::service::now();
-        let txn = self.db.begin().await.map_err(backend)?;
-        upsert_live(&txn, vec![live_to_row(operator, space, live, at)]).await?;
-        insert_events(&txn, event.into_iter().map(event_to_row).collect()).await?;
-        if let Some(shown) = shown {
-            update_shown(&txn, operator, space, shown).await?;
-        }
-        txn.commit().await.map_err(backend)
+        let rows = Rows {
+            lives: vec![live_to_row(operator, space, live, at)],
+            events: event.into_iter().map(event_to_row).collect(),
+            shown: shown.into_iter().map(|state| shown_row(operator, space, state)).collect(),
+            healths: Vec::new(),
+        };
+        self.write_rows(&rows).await
     }
 
     async fn save_live_batch(&self, batch: &[LiveWrite]) -> StoreResult<()> {
         let at = berth_kernel::service::now();
         // Newest per space and per device; every event.
-        let mut lives: Vec<space_live::Model> = Vec::new();
+        let mut rows = Rows::default();
         let mut live_index: HashMap<Uuid, usize> = HashMap::new();
-        let mut shown: HashMap<(OperatorId, SpaceId), SpaceState> = HashMap::new();
-        let mut events = Vec::new();
-        let mut healths: Vec<device_health::Model> = Vec::new();
+        let mut shown_index: HashMap<Uuid, usize> = HashMap::new();
         let mut health_index: HashMap<Uuid, usize> = HashMap::new();
         for write in batch {
             if let Some(health) = &write.health {
                 let health = health_to_row(write.operator, write.device, health, at);
-                match health_index.get(&health.device_id) {
-                    Some(&index) => healths[index] = health,
-                    None => {
-                        health_index.insert(health.device_id, healths.len());
-                        healths.push(health);
-                    }
-                }
+                keep_newest(&mut rows.healths, &mut health_index, health.device_id, health);
             }
             let Some(space) = &write.space else { continue };
             let live = live_to_row(write.operator, space.space, &space.live, at);
-            match live_index.get(&live.space_id) {
-                Some(&index) => lives[index] = live,
-                None => {
-                    live_index.insert(live.space_id, lives.len());
-                    lives.push(live);
-                }
-            }
-            events.extend(space.event.iter().map(event_to_row));
+            keep_newest(&mut rows.lives, &mut live_index, live.space_id, live);
+            rows.events.extend(space.event.iter().map(event_to_row));
             if let Some(state) = space.shown {
-                shown.insert((write.operator, space.space), state);
+                keep_newest(
+                    &mut rows.shown,
+                    &mut shown_index,
+                    space.space.as_uuid(),
+                    shown_row(write.operator, space.space, state),
+                );
             }
         }
-        let txn = self.db.begin().await.map_err(backend)?;
-        upsert_live(&txn, lives).await?;
-        insert_events(&txn, events).await?;
-        update_shown_many(&txn, shown).await?;
-        upsert_health(&txn, healths).await?;
-        txn.commit().await.map_err(backend)
+        self.write_rows(&rows).await
     }
 
     async fn list_space_events(
@@ -440,19 +317,7 @@ impl LiveStore for SqlStore {
         device: DeviceId,
         health: &DeviceHealth,
     ) -> StoreResult<()> {
-        upsert_health(&self.db, vec![health_to_row(operator, device, health, berth_kernel::service::now())]).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::statement_chunks;
-
-    #[test]
-    fn statements_come_in_few_sizes() {
-        let rows: Vec<u32> = (0..300).collect();
-        let sizes: Vec<usize> = statement_chunks(&rows).iter().map(|chunk| chunk.len()).collect();
-        assert_eq!(sizes, [128, 128, 32, 8, 4]);
-        assert!(statement_chunks::<u32>(&[]).is_empty());
+        let health = health_to_row(operator, device, health, berth_kernel::service::now());
+        self.write_rows(&Rows { healths: vec![health], ..Rows::default() }).await
     }
 }

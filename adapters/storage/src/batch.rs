@@ -1,0 +1,475 @@
+//! The ingest writer's batches, written straight through sqlx with fixed SQL: this is the
+//! platform's hottest write path, and building each statement through the query builder cost
+//! more than the database's own work.
+//!
+//! - SQLite: multi-row `INSERT … VALUES (…), (…) ON CONFLICT … DO UPDATE` and one
+//!   `UPDATE … FROM (VALUES …)` per chunk, in a few chunk sizes so every statement stays prepared.
+//! - PostgreSQL: one statement per table per batch, whatever its size, each column bound as an
+//!   array and turned back into rows by `UNNEST`.
+//!
+//! Values are bound as the same Rust types the entities use, so they are stored exactly as the
+//! rest of the store writes and reads them.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sqlx::postgres::{PgArguments, Postgres};
+use sea_orm::sqlx::query::Query;
+use sea_orm::sqlx::sqlite::{Sqlite, SqliteArguments};
+use sea_orm::sqlx::{self, PgPool, SqlitePool};
+use uuid::Uuid;
+
+use crate::entity::{device_health, space_event, space_live};
+
+/// A space's status columns, as the live state shows it.
+pub(crate) struct ShownRow {
+    pub id: Uuid,
+    pub operator_id: Uuid,
+    pub status: String,
+    pub since: DateTime<Utc>,
+    pub confidence: f64,
+}
+
+/// One commit's rows: the newest live row per space and health row per device, every event.
+#[derive(Default)]
+pub(crate) struct Rows {
+    pub lives: Vec<space_live::Model>,
+    pub events: Vec<space_event::Model>,
+    pub shown: Vec<ShownRow>,
+    pub healths: Vec<device_health::Model>,
+}
+
+const LIVE_COLUMNS: [&str; 15] = [
+    "space_id",
+    "operator_id",
+    "sensed",
+    "sensed_since",
+    "observed_at",
+    "last_seen",
+    "last_counter",
+    "last_payload",
+    "recent_changes",
+    "override_status",
+    "override_reason",
+    "override_until",
+    "override_set_at",
+    "override_set_by",
+    "updated_at",
+];
+
+const EVENT_COLUMNS: [&str; 10] =
+    ["id", "operator_id", "space_id", "device_id", "kind", "from_status", "to_status", "at", "recorded_at", "detail"];
+
+const HEALTH_COLUMNS: [&str; 11] = [
+    "device_id",
+    "operator_id",
+    "last_seen",
+    "battery_mv",
+    "temperature_c",
+    "last_object",
+    "last_error",
+    "last_error_at",
+    "accepted",
+    "rejected",
+    "updated_at",
+];
+
+/// `ON CONFLICT (key) DO UPDATE SET` every column but the first two (the key and the operator).
+fn upsert_tail(columns: &[&str]) -> String {
+    let mut tail = format!(" ON CONFLICT ({}) DO UPDATE SET ", columns[0]);
+    for (index, column) in columns[2..].iter().enumerate() {
+        if index > 0 {
+            tail.push_str(", ");
+        }
+        let _ = write!(tail, "{column} = excluded.{column}");
+    }
+    tail
+}
+
+/// `(?, ?, …), (?, ?, …)`: `rows` rows of `columns` parameters.
+fn placeholders(columns: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
+}
+
+fn insert_sql(table: &str, columns: &[&str], rows: usize, upsert: bool) -> String {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES {}", columns.join(", "), placeholders(columns.len(), rows));
+    if upsert {
+        sql.push_str(&upsert_tail(columns));
+    }
+    sql
+}
+
+/// Rows per SQLite statement at most (bind parameters stay far under SQLite's limit).
+const CHUNK: usize = 256;
+
+/// Splits rows into statements of [`CHUNK`] rows and then powers of two, so that only a handful
+/// of distinct statements exist and each stays in the driver's prepared-statement cache.
+pub(crate) fn statement_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    while !rows.is_empty() {
+        let size = if rows.len() >= CHUNK { CHUNK } else { 1 << rows.len().ilog2() };
+        let (chunk, rest) = rows.split_at(size);
+        chunks.push(chunk);
+        rows = rest;
+    }
+    chunks
+}
+
+type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
+
+fn bind_live<'q>(query: SqliteQuery<'q>, row: &'q space_live::Model) -> SqliteQuery<'q> {
+    query
+        .bind(row.space_id)
+        .bind(row.operator_id)
+        .bind(row.sensed.as_str())
+        .bind(row.sensed_since.map(sqlite_time))
+        .bind(row.observed_at.map(sqlite_time))
+        .bind(row.last_seen.map(sqlite_time))
+        .bind(row.last_counter)
+        .bind(row.last_payload)
+        .bind(row.recent_changes.as_str())
+        .bind(row.override_status.as_deref())
+        .bind(row.override_reason.as_deref())
+        .bind(row.override_until.map(sqlite_time))
+        .bind(row.override_set_at.map(sqlite_time))
+        .bind(row.override_set_by.as_deref())
+        .bind(sqlite_time(row.updated_at))
+}
+
+fn bind_event<'q>(query: SqliteQuery<'q>, row: &'q space_event::Model) -> SqliteQuery<'q> {
+    query
+        .bind(row.id)
+        .bind(row.operator_id)
+        .bind(row.space_id)
+        .bind(row.device_id)
+        .bind(row.kind.as_str())
+        .bind(row.from_status.as_str())
+        .bind(row.to_status.as_str())
+        .bind(sqlite_time(row.at))
+        .bind(sqlite_time(row.recorded_at))
+        .bind(row.detail.as_deref())
+}
+
+fn bind_health<'q>(query: SqliteQuery<'q>, row: &'q device_health::Model) -> SqliteQuery<'q> {
+    query
+        .bind(row.device_id)
+        .bind(row.operator_id)
+        .bind(row.last_seen.map(sqlite_time))
+        .bind(row.battery_mv)
+        .bind(row.temperature_c)
+        .bind(row.last_object.as_deref())
+        .bind(row.last_error.as_deref())
+        .bind(row.last_error_at.map(sqlite_time))
+        .bind(row.accepted)
+        .bind(row.rejected.as_str())
+        .bind(sqlite_time(row.updated_at))
+}
+
+fn bind_shown<'q>(query: SqliteQuery<'q>, row: &'q ShownRow) -> SqliteQuery<'q> {
+    query.bind(row.id).bind(row.operator_id).bind(row.status.as_str()).bind(sqlite_time(row.since)).bind(row.confidence)
+}
+
+/// A space closed by hand stays closed in its own columns; the operator must match too.
+fn sqlite_shown_sql(rows: usize) -> String {
+    format!(
+        "UPDATE spaces SET status = v.column3, status_since = v.column4, confidence = v.column5 \
+         FROM (VALUES {}) AS v WHERE spaces.id = v.column1 AND spaces.operator_id = v.column2 \
+         AND spaces.status <> 'closed'",
+        placeholders(5, rows)
+    )
+}
+
+/// Runs `rows` through statements of [`statement_chunks`] sizes.
+async fn sqlite_rows<T>(
+    tx: &mut sqlx::SqliteConnection,
+    rows: &[T],
+    sql: impl Fn(usize) -> String,
+    bind: for<'q> fn(SqliteQuery<'q>, &'q T) -> SqliteQuery<'q>,
+) -> Result<(), sqlx::Error> {
+    for chunk in statement_chunks(rows) {
+        let sql = sql(chunk.len());
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = bind(query, row);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn write_sqlite(pool: &SqlitePool, rows: &Rows) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlite_rows(&mut tx, &rows.lives, |n| insert_sql("space_live", &LIVE_COLUMNS, n, true), bind_live).await?;
+    sqlite_rows(&mut tx, &rows.events, |n| insert_sql("space_events", &EVENT_COLUMNS, n, false), bind_event).await?;
+    sqlite_rows(&mut tx, &rows.shown, sqlite_shown_sql, bind_shown).await?;
+    sqlite_rows(&mut tx, &rows.healths, |n| insert_sql("device_health", &HEALTH_COLUMNS, n, true), bind_health).await?;
+    tx.commit().await
+}
+
+/// `INSERT INTO table (columns) SELECT * FROM UNNEST($1::type[], …)`, upserting when asked.
+fn unnest_insert_sql(table: &str, columns: &[&str], types: &[&str], upsert: bool) -> String {
+    let arrays: Vec<String> = types.iter().enumerate().map(|(index, ty)| format!("${}::{ty}[]", index + 1)).collect();
+    let mut sql = format!("INSERT INTO {table} ({}) SELECT * FROM UNNEST({})", columns.join(", "), arrays.join(", "));
+    if upsert {
+        sql.push_str(&upsert_tail(columns));
+    }
+    sql
+}
+
+/// Each column of `rows` as one array parameter.
+fn column<T, V>(rows: &[T], value: impl Fn(&T) -> V) -> Vec<V> {
+    rows.iter().map(value).collect()
+}
+
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
+
+fn pg_lives<'q>(sql: &'q str, rows: &[space_live::Model]) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(column(rows, |r| r.space_id))
+        .bind(column(rows, |r| r.operator_id))
+        .bind(column(rows, |r| r.sensed.clone()))
+        .bind(column(rows, |r| r.sensed_since))
+        .bind(column(rows, |r| r.observed_at))
+        .bind(column(rows, |r| r.last_seen))
+        .bind(column(rows, |r| r.last_counter))
+        .bind(column(rows, |r| r.last_payload))
+        .bind(column(rows, |r| r.recent_changes.clone()))
+        .bind(column(rows, |r| r.override_status.clone()))
+        .bind(column(rows, |r| r.override_reason.clone()))
+        .bind(column(rows, |r| r.override_until))
+        .bind(column(rows, |r| r.override_set_at))
+        .bind(column(rows, |r| r.override_set_by.clone()))
+        .bind(column(rows, |r| r.updated_at))
+}
+
+fn pg_events<'q>(sql: &'q str, rows: &[space_event::Model]) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(column(rows, |r| r.id))
+        .bind(column(rows, |r| r.operator_id))
+        .bind(column(rows, |r| r.space_id))
+        .bind(column(rows, |r| r.device_id))
+        .bind(column(rows, |r| r.kind.clone()))
+        .bind(column(rows, |r| r.from_status.clone()))
+        .bind(column(rows, |r| r.to_status.clone()))
+        .bind(column(rows, |r| r.at))
+        .bind(column(rows, |r| r.recorded_at))
+        .bind(column(rows, |r| r.detail.clone()))
+}
+
+fn pg_healths<'q>(sql: &'q str, rows: &[device_health::Model]) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(column(rows, |r| r.device_id))
+        .bind(column(rows, |r| r.operator_id))
+        .bind(column(rows, |r| r.last_seen))
+        .bind(column(rows, |r| r.battery_mv))
+        .bind(column(rows, |r| r.temperature_c))
+        .bind(column(rows, |r| r.last_object.clone()))
+        .bind(column(rows, |r| r.last_error.clone()))
+        .bind(column(rows, |r| r.last_error_at))
+        .bind(column(rows, |r| r.accepted))
+        .bind(column(rows, |r| r.rejected.clone()))
+        .bind(column(rows, |r| r.updated_at))
+}
+
+fn pg_shown<'q>(sql: &'q str, rows: &[ShownRow]) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(column(rows, |r| r.id))
+        .bind(column(rows, |r| r.operator_id))
+        .bind(column(rows, |r| r.status.clone()))
+        .bind(column(rows, |r| r.since))
+        .bind(column(rows, |r| r.confidence))
+}
+
+const PG_SHOWN: &str = "UPDATE spaces SET status = v.status, status_since = v.since, confidence = v.confidence \
+     FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::float8[]) \
+     AS v(id, operator_id, status, since, confidence) \
+     WHERE spaces.id = v.id AND spaces.operator_id = v.operator_id AND spaces.status <> 'closed'";
+
+pub(crate) async fn write_postgres(pool: &PgPool, rows: &Rows) -> Result<(), sqlx::Error> {
+    static SQL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    let [lives, events, healths] = SQL.get_or_init(|| {
+        [
+            unnest_insert_sql(
+                "space_live",
+                &LIVE_COLUMNS,
+                &[
+                    "uuid",
+                    "uuid",
+                    "text",
+                    "timestamptz",
+                    "timestamptz",
+                    "timestamptz",
+                    "int8",
+                    "int8",
+                    "text",
+                    "text",
+                    "text",
+                    "timestamptz",
+                    "timestamptz",
+                    "text",
+                    "timestamptz",
+                ],
+                true,
+            ),
+            unnest_insert_sql(
+                "space_events",
+                &EVENT_COLUMNS,
+                &["uuid", "uuid", "uuid", "uuid", "text", "text", "text", "timestamptz", "timestamptz", "text"],
+                false,
+            ),
+            unnest_insert_sql(
+                "device_health",
+                &HEALTH_COLUMNS,
+                &[
+                    "uuid",
+                    "uuid",
+                    "timestamptz",
+                    "int8",
+                    "float8",
+                    "text",
+                    "text",
+                    "timestamptz",
+                    "int8",
+                    "text",
+                    "timestamptz",
+                ],
+                true,
+            ),
+        ]
+    });
+    let mut tx = pool.begin().await?;
+    if !rows.lives.is_empty() {
+        pg_lives(lives, &rows.lives).execute(&mut *tx).await?;
+    }
+    if !rows.events.is_empty() {
+        pg_events(events, &rows.events).execute(&mut *tx).await?;
+    }
+    if !rows.shown.is_empty() {
+        pg_shown(PG_SHOWN, &rows.shown).execute(&mut *tx).await?;
+    }
+    if !rows.healths.is_empty() {
+        pg_healths(healths, &rows.healths).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// A time as the SQLite driver stores it (`to_rfc3339_opts(AutoSi, false)`:
+/// `2026-11-26T21:15:55.123+00:00`), written directly: chrono's general formatter was the
+/// largest single cost of binding a batch.
+pub(crate) fn sqlite_time(time: DateTime<Utc>) -> String {
+    rfc3339(time, "+00:00")
+}
+
+fn rfc3339(time: DateTime<Utc>, zone: &str) -> String {
+    use chrono::{Datelike, Timelike};
+    let nanos = time.nanosecond();
+    let year = time.year();
+    if nanos >= 1_000_000_000 || !(0..=9999).contains(&year) {
+        // Leap seconds and far years: chrono's own (rare) formatting.
+        let use_z = zone == "Z";
+        return time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, use_z);
+    }
+    let mut text = String::with_capacity(36);
+    let _ = write!(
+        text,
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        time.month(),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    );
+    if nanos == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
+        let _ = write!(text, ".{:03}", nanos / 1_000_000);
+    } else if nanos.is_multiple_of(1_000) {
+        let _ = write!(text, ".{:06}", nanos / 1_000);
+    } else {
+        let _ = write!(text, ".{nanos:09}");
+    }
+    text.push_str(zone);
+    text
+}
+
+/// Times as a JSON array of RFC 3339 strings (what `serde_json` reads back as
+/// `Vec<DateTime<Utc>>`), without the serializer's per-character escaping: these strings have
+/// nothing to escape.
+pub(crate) fn times_json(times: &[DateTime<Utc>]) -> String {
+    let mut json = String::with_capacity(2 + times.len() * 40);
+    json.push('[');
+    for (index, time) in times.iter().enumerate() {
+        if index > 0 {
+            json.push(',');
+        }
+        json.push('"');
+        json.push_str(&rfc3339(*time, "Z"));
+        json.push('"');
+    }
+    json.push(']');
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_come_in_few_sizes() {
+        let rows: Vec<u32> = (0..600).collect();
+        let sizes: Vec<usize> = statement_chunks(&rows).iter().map(|chunk| chunk.len()).collect();
+        assert_eq!(sizes, [256, 256, 64, 16, 8]);
+        assert!(statement_chunks::<u32>(&[]).is_empty());
+    }
+
+    #[test]
+    fn times_read_back() {
+        let times = vec![
+            DateTime::parse_from_rfc3339("2026-11-26T21:15:55.123456789Z").unwrap().to_utc(),
+            DateTime::parse_from_rfc3339("2026-11-26T21:16:00Z").unwrap().to_utc(),
+        ];
+        let json = times_json(&times);
+        assert_eq!(serde_json::from_str::<Vec<DateTime<Utc>>>(&json).unwrap(), times);
+        assert_eq!(times_json(&[]), "[]");
+        assert_eq!(json, serde_json::to_string(&times).unwrap());
+    }
+
+    #[test]
+    fn times_are_written_as_the_driver_writes_them() {
+        let base = DateTime::parse_from_rfc3339("2026-11-26T21:15:55Z").unwrap().to_utc();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut times = vec![base, DateTime::UNIX_EPOCH];
+        for nanos in [0, 1, 999, 1_000, 120_000, 1_000_000, 5_000_000, 999_999_999] {
+            times.push(base + chrono::Duration::nanoseconds(nanos));
+        }
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let nanos = (seed % 1_000_000_000) as i64;
+            let nanos = match seed % 4 {
+                0 => nanos - nanos % 1_000_000,
+                1 => nanos - nanos % 1_000,
+                _ => nanos,
+            };
+            times.push(
+                base + chrono::Duration::seconds((seed >> 34) as i64 % 400_000_000)
+                    + chrono::Duration::nanoseconds(nanos),
+            );
+        }
+        for time in times {
+            assert_eq!(sqlite_time(time), time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false), "{time:?}");
+            assert_eq!(rfc3339(time, "Z"), time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true), "{time:?}");
+        }
+    }
+
+    #[test]
+    fn upserts_update_all_but_key_and_operator() {
+        let sql = insert_sql("t", &["k", "o", "a", "b"], 2, true);
+        assert_eq!(
+            sql,
+            "INSERT INTO t (k, o, a, b) VALUES (?, ?, ?, ?), (?, ?, ?, ?) \
+             ON CONFLICT (k) DO UPDATE SET a = excluded.a, b = excluded.b"
+        );
+    }
+}

@@ -120,6 +120,15 @@ impl TestApp {
         }
     }
 
+    /// Runs SQL on the test database over a connection of its own (to set up what the API
+    /// cannot, such as a trigger that makes a write fail).
+    pub async fn execute_sql(&self, sql: &str) {
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect(self.config.database_url()).await.expect("connect to the test database");
+        db.execute_unprepared(sql).await.unwrap_or_else(|error| panic!("{sql}: {error}"));
+        db.close().await.expect("close");
+    }
+
     /// The running server's MQTT side, when the test turned MQTT on.
     pub fn mqtt(&self) -> &berth::MqttRunning {
         self.server.as_ref().expect("server running").mqtt.as_ref().expect("MQTT is on for this test")

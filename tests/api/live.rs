@@ -273,7 +273,66 @@ async fn a_moved_sensor_drives_its_new_space(app: &TestApp) {
     assert_eq!(problem["field"], "device");
 }
 
+/// A commit that fails (here a trigger refuses one space's history row) stores nothing of its
+/// uplink: the client gets 503, the space keeps its stored state, nothing is published, and the
+/// state this node had computed for it is not trusted afterwards, so the same reading, sent
+/// again once the database takes it, is a change with its history row.
+async fn a_failed_commit_leaves_no_trace(app: &TestApp) {
+    let tenant = app.new_tenant("faro").await;
+    let (site_id, spaces) = tenant.site_with_spaces(app, "Garage", 2).await;
+    let (failing, healthy) = ("0000000000000A01", "0000000000000B01");
+    for (eui, space) in [(failing, &spaces[0]), (healthy, &spaces[1])] {
+        let device = json!({"external_id": eui, "vendor": "bosch", "model": "tps110", "space_id": space});
+        app.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    }
+    let key = &tenant.integration_key;
+    let uplink = |eui: &str, hex: &str, counter: u32| json!({"device": eui, "f_port": 1, "payload_hex": hex, "counter": counter});
+    for eui in [failing, healthy] {
+        let taken = app.post("/v1/ingest/uplinks", key, uplink(eui, "01", 1)).await.expect(202);
+        assert_eq!((taken["result"].as_str(), taken["status"].as_str()), (Some("changed"), Some("occupied")));
+    }
+
+    let refuse = format!("(SELECT space_id FROM devices WHERE external_id = '{failing}')");
+    if app.config.database_url().starts_with("sqlite") {
+        app.execute_sql(&format!(
+            "CREATE TRIGGER refuse_history BEFORE INSERT ON space_events WHEN NEW.space_id = {refuse} \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        ))
+        .await;
+    } else {
+        app.execute_sql(&format!(
+            "CREATE FUNCTION refuse_history() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.space_id = {refuse} THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_history BEFORE INSERT ON space_events FOR EACH ROW EXECUTE FUNCTION refuse_history()"
+        ))
+        .await;
+    }
+    let problem = app.post("/v1/ingest/uplinks", key, uplink(failing, "00", 2)).await.problem(503);
+    assert!(problem["detail"].as_str().unwrap().contains("retry"), "{problem}");
+    // The other space goes on working meanwhile.
+    let taken = app.post("/v1/ingest/uplinks", key, uplink(healthy, "00", 2)).await.expect(202);
+    assert_eq!((taken["result"].as_str(), taken["status"].as_str()), (Some("changed"), Some("free")));
+    let space = app.get(&format!("/v1/spaces/{}", spaces[0]), &tenant.staff_key).await.expect(200);
+    assert_eq!(space["status"], "occupied", "{space}");
+    let availability = app.get(&format!("/v1/sites/{site_id}/availability"), &tenant.staff_key).await.expect(200);
+    assert_eq!((count(&availability, "occupied"), count(&availability, "free")), (1, 1));
+
+    // Once the database takes it again, the same reading is a change, with its history row.
+    if app.config.database_url().starts_with("sqlite") {
+        app.execute_sql("DROP TRIGGER refuse_history").await;
+    } else {
+        app.execute_sql("DROP TRIGGER refuse_history ON space_events; DROP FUNCTION refuse_history()").await;
+    }
+    let taken = app.post("/v1/ingest/uplinks", key, uplink(failing, "00", 2)).await.expect(202);
+    assert_eq!((taken["result"].as_str(), taken["status"].as_str()), (Some("changed"), Some("free")), "{taken}");
+    let history = app.get(&format!("/v1/spaces/{}/history", spaces[0]), &tenant.staff_key).await.expect(200);
+    let changes: Vec<&str> =
+        history["items"].as_array().unwrap().iter().map(|event| event["to"].as_str().unwrap()).collect();
+    assert_eq!(changes, ["free", "occupied"], "{history}");
+}
+
 crate::on_each_backend!(
+    a_failed_commit_leaves_no_trace,
     a_moved_sensor_drives_its_new_space,
     uplinks_drive_the_space,
     bad_uplinks_are_refused_with_reasons,

@@ -163,6 +163,10 @@ impl SpaceLive {
         self.recent_changes.push(reading.event_time);
         let horizon = reading.event_time - config.flap_window;
         self.recent_changes.retain(|at| *at >= horizon);
+        // Oldest first, and flapping is "more than `flap_max_changes` in the window": the
+        // newest `flap_max_changes + 1` decide it, so a busy sensor's list stays that short.
+        let excess = self.recent_changes.len().saturating_sub(config.flap_max_changes + 1);
+        self.recent_changes.drain(..excess);
         Applied::Changed { from, to }
     }
 
@@ -338,6 +342,30 @@ mod tests {
         let calm = live.effective(at(30), &config);
         assert!(!calm.flapping);
         assert_eq!(calm.confidence, 1.0);
+    }
+
+    #[test]
+    fn a_busy_sensor_keeps_a_short_list_and_the_same_verdict() {
+        let config = LiveConfig::default();
+        let mut live = SpaceLive::default();
+        // 400 changes, 1.5 s apart: far more than the window's limit, all inside the window.
+        for step in 0..400u32 {
+            let observation = if step % 2 == 0 { Observation::Occupied } else { Observation::Free };
+            let time = at(0) + Duration::milliseconds(1500 * i64::from(step));
+            let reading = Reading {
+                observation,
+                event_time: time,
+                received_at: time,
+                counter: Some(step),
+                payload_digest: payload_digest(&[step as u8 % 2]),
+            };
+            assert!(matches!(live.apply(&reading, &config), Applied::Changed { .. }));
+            assert!(live.recent_changes.len() <= config.flap_max_changes + 1);
+            assert_eq!(live.is_flapping(time, &config), step as usize >= config.flap_max_changes, "step {step}");
+        }
+        assert!(live.recent_changes.windows(2).all(|pair| pair[0] < pair[1]));
+        let later = at(0) + Duration::milliseconds(1500 * 400) + config.flap_window;
+        assert!(!live.is_flapping(later, &config));
     }
 
     #[test]

@@ -53,7 +53,7 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     config.mqtt.listen = "127.0.0.1:0".parse()?;
     config.plugins.watch = false;
     // Enough messages in flight to fill large commits.
-    config.mqtt.max_in_flight = 16384;
+    config.mqtt.max_in_flight = 32768;
     if let Some(url) = &options.database_url {
         config.database.url = Some(Secret::new(url.clone()));
     }

@@ -131,7 +131,7 @@ impl Default for MqttConfig {
             password: None,
             users: Default::default(),
             max_payload_bytes: 256 * 1024,
-            max_in_flight: 1024,
+            max_in_flight: 16384,
             connections: 4,
             subscriptions: vec![MqttSubscriptionConfig { topic: "berth/v1/+/uplink/+".to_owned(), operator: None }],
         }

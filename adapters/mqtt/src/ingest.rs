@@ -378,7 +378,7 @@ struct Batch {
 /// Messages per batch at most.
 const MAX_BATCH: usize = 4096;
 /// Batches processed at once.
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 8;
 
 async fn make_batches(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Incoming>,

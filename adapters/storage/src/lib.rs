@@ -87,10 +87,10 @@ impl SqlStore {
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
-                    // Pages read through memory maps and a 64 MiB cache per connection, not a
+                    // Pages read through memory maps and a 16 MiB cache per connection, not a
                     // read() call per page; temporary b-trees in memory.
                     .pragma("mmap_size", "268435456")
-                    .pragma("cache_size", "-65536")
+                    .pragma("cache_size", "-16384")
                     .pragma("temp_store", "memory")
             });
         }

@@ -166,26 +166,21 @@ impl IngestStats {
 
     /// One connection came up (`true`) or went down.
     fn set_up(&self, was: &mut bool, up: bool) {
-        if std::mem::replace(was, up) != up {
-            let count = if up {
-                self.up.fetch_add(1, Ordering::Relaxed) + 1
-            } else {
-                self.up.fetch_sub(1, Ordering::Relaxed) - 1
-            };
-            self.connected.store(count == self.connections, Ordering::Relaxed);
-        }
+        tally(&self.up, &self.connected, self.connections, was, up);
     }
 
     /// One connection's subscriptions were confirmed (`true`) or lost with it.
     fn set_confirmed(&self, was: &mut bool, confirmed: bool) {
-        if std::mem::replace(was, confirmed) != confirmed {
-            let count = if confirmed {
-                self.confirmed.fetch_add(1, Ordering::Relaxed) + 1
-            } else {
-                self.confirmed.fetch_sub(1, Ordering::Relaxed) - 1
-            };
-            self.subscribed.store(count == self.connections, Ordering::Relaxed);
-        }
+        tally(&self.confirmed, &self.subscribed, self.connections, was, confirmed);
+    }
+}
+
+/// Counts one connection's flag in `count`; `all` says whether every connection has it.
+fn tally(count: &AtomicUsize, all: &AtomicBool, connections: usize, was: &mut bool, now: bool) {
+    if std::mem::replace(was, now) != now {
+        let counted =
+            if now { count.fetch_add(1, Ordering::Relaxed) + 1 } else { count.fetch_sub(1, Ordering::Relaxed) - 1 };
+        all.store(counted == connections, Ordering::Relaxed);
     }
 }
 

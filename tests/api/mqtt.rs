@@ -215,9 +215,24 @@ async fn external_broker_session_survives_a_broken_connection() {
     let _cable = Cable::plug(addr, mosquitto).await;
     wait_for_status(&app, &tenant, &site, &spaces[0], "free").await;
     assert!(ingest.connects.load(Ordering::Relaxed) >= 2);
+
+    // The connections share the subscription: each message is handled once (not once per
+    // connection), and readings apply by device time whichever connection took them.
+    let connections = app.config.mqtt.connections;
+    assert!(connections > 1);
+    let before = ingest.received.load(Ordering::Relaxed);
+    for counter in 3..13u32 {
+        publisher.publish(&topic, native(1, if counter % 2 == 0 { "01" } else { "00" }, counter)).await.unwrap();
+    }
+    wait_until(|| ingest.received.load(Ordering::Relaxed) >= before + 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ingest.received.load(Ordering::Relaxed) - before, 10, "each message once");
+    wait_for_status(&app, &tenant, &site, &spaces[0], "occupied").await;
     publisher.disconnect().await;
     app.cleanup().await;
-    forget_session(&direct, &client_id).await;
+    for connection in 0..connections {
+        forget_session(&direct, &format!("{client_id}-{connection}")).await;
+    }
 }
 
 async fn wait_until(condition: impl Fn() -> bool) {

@@ -199,8 +199,8 @@ pub(crate) struct KnownDevice {
 /// A site's availability as of a feed position, and when it was taken.
 type Snapshot = (u64, Instant, Arc<crate::ingest::Availability>);
 
-/// Device lookups by (operator, external id): what was found (or that nothing was), and when.
-type DeviceLookups = HashMap<(OperatorId, String), (Option<KnownDevice>, Instant)>;
+/// Device lookups by operator and external id: what was found (or that nothing was), and when.
+type DeviceLookups = HashMap<OperatorId, HashMap<String, (Option<Arc<KnownDevice>>, Instant)>>;
 
 #[derive(Default)]
 pub(crate) struct IngestCaches {
@@ -218,20 +218,21 @@ pub(crate) struct IngestCaches {
 pub(crate) const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
 
 impl IngestCaches {
-    pub(crate) fn device(&self, operator: OperatorId, key: &str) -> Option<Option<KnownDevice>> {
+    pub(crate) fn device(&self, operator: OperatorId, key: &str) -> Option<Option<Arc<KnownDevice>>> {
         let devices = self.devices.lock().expect("invariant: cache lock is never poisoned");
         devices
-            .get(&(operator, key.to_owned()))
+            .get(&operator)
+            .and_then(|keys| keys.get(key))
             .filter(|(_, at)| at.elapsed() < DEVICE_TTL)
             .map(|(known, _)| known.clone())
     }
 
-    pub(crate) fn remember_device(&self, operator: OperatorId, key: &str, known: Option<KnownDevice>) {
+    pub(crate) fn remember_device(&self, operator: OperatorId, key: &str, known: Option<Arc<KnownDevice>>) {
         let mut devices = self.devices.lock().expect("invariant: cache lock is never poisoned");
-        if devices.len() >= MAX_CACHED {
+        if devices.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED {
             devices.clear();
         }
-        devices.insert((operator, key.to_owned()), (known, Instant::now()));
+        devices.entry(operator).or_default().insert(key.to_owned(), (known, Instant::now()));
     }
 
     /// Devices or spaces changed: look them up again.

@@ -86,8 +86,7 @@ struct Prepared {
     operator: OperatorId,
     input: UplinkInput,
     key: String,
-    device: crate::device::Device,
-    site: Option<SiteId>,
+    known: std::sync::Arc<KnownDevice>,
     stored_health: DeviceHealth,
     received_at: DateTime<Utc>,
     event_time: DateTime<Utc>,
@@ -96,8 +95,8 @@ struct Prepared {
 impl Prepared {
     fn sensor_uplink(&self) -> SensorUplink {
         SensorUplink {
-            device_id: self.device.details.external_id.clone(),
-            model: self.device.details.model.clone(),
+            device_id: self.known.device.details.external_id.clone(),
+            model: self.known.device.details.model.clone(),
             f_port: self.input.f_port,
             payload: self.input.payload.clone(),
             received_at: self.event_time,
@@ -232,7 +231,7 @@ impl Kernel {
         let received_at = now();
         let event_time = input.event_time.map(|time| time.min(received_at + MAX_CLOCK_SKEW)).unwrap_or(received_at);
         let key = crate::device::normalise_external_id(&input.device_key);
-        let Some(KnownDevice { device, site }) = self.known_device(operator, &key).await? else {
+        let Some(known) = self.known_device(operator, &key).await? else {
             let error = ValidationError::new(
                 "device",
                 format!("no device with external_id '{key}' is registered for this operator"),
@@ -240,8 +239,8 @@ impl Kernel {
             self.rejects().reject("ingest", "unknown_device", &key, &error.message);
             return Err(error.into());
         };
-        let stored_health = self.stored_health(operator, device.id).await?;
-        Ok(Prepared { operator, input, key, device, site, stored_health, received_at, event_time })
+        let stored_health = self.stored_health(operator, known.device.id).await?;
+        Ok(Prepared { operator, input, key, known, stored_health, received_at, event_time })
     }
 
     /// The rest of the uplinks' way, once decoded: the spaces' state and device health under
@@ -254,8 +253,8 @@ impl Kernel {
         // its writes are queued: the next reading of a space starts from this one's state.
         let stripes: std::collections::BTreeSet<usize> = decoded
             .iter()
-            .filter(|(_, prepared, reading)| reading.is_ok() && prepared.site.is_some())
-            .filter_map(|(_, prepared, _)| prepared.device.space_id.map(live_stripe))
+            .filter(|(_, prepared, reading)| reading.is_ok() && prepared.known.site.is_some())
+            .filter_map(|(_, prepared, _)| prepared.known.device.space_id.map(live_stripe))
             .collect();
         let mut guards = Vec::with_capacity(stripes.len());
         for stripe in stripes {
@@ -315,7 +314,7 @@ impl Kernel {
         let mut lives = HashMap::with_capacity(decoded.len());
         let mut missing: HashMap<OperatorId, Vec<SpaceId>> = HashMap::new();
         for (_, prepared, _) in decoded {
-            let Some(space) = prepared.device.space_id else { continue };
+            let Some(space) = prepared.known.device.space_id else { continue };
             if lives.contains_key(&space) {
                 continue;
             }
@@ -347,7 +346,8 @@ impl Kernel {
         config: &LiveConfig,
         tally: &mut Tally,
     ) -> Step {
-        let Prepared { operator, input, key, device, site, stored_health, received_at, event_time } = prepared;
+        let Prepared { operator, input, key, known, stored_health, received_at, event_time } = prepared;
+        let (device, site) = (&known.device, known.site);
         let reading = match reading {
             Ok(reading) => reading,
             Err(error) => {
@@ -478,7 +478,7 @@ impl Kernel {
     }
 
     /// The device an external id names, and its space's site (cached for a few seconds).
-    async fn known_device(&self, operator: OperatorId, key: &str) -> KernelResult<Option<KnownDevice>> {
+    async fn known_device(&self, operator: OperatorId, key: &str) -> KernelResult<Option<std::sync::Arc<KnownDevice>>> {
         if let Some(known) = self.caches().device(operator, key) {
             return Ok(known);
         }
@@ -488,7 +488,7 @@ impl Kernel {
                     Some(space) => self.store().get_space(operator, space).await?.map(|space| space.site_id),
                     None => None,
                 };
-                Some(KnownDevice { device, site })
+                Some(std::sync::Arc::new(KnownDevice { device, site }))
             }
             None => None,
         };

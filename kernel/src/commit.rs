@@ -4,9 +4,10 @@
 //! uplinks; alone, an uplink commits at once. An uplink is acknowledged only after its commit.
 //!
 //! Also here: the caches the ingest path reads instead of the database: which device an external
-//! id names (and its space's site), device health, and each space's live state as this node last
-//! committed it. Another node's change to a space (heard through the fan-out) drops the space's
-//! entry, so the next reading starts from the database again.
+//! id names (and its space's site), device health, and each space's newest live state as this
+//! node computed it (committed, or queued to be; see [`Committer`] for failed commits). Another
+//! node's change to a space (heard through the fan-out) drops the space's entry, so the next
+//! reading starts from the database again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -79,7 +80,7 @@ impl Committer {
     }
 
     /// Writes queued and not yet answered.
-    pub(crate) fn queued(&self) -> usize {
+    fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
 
@@ -109,20 +110,27 @@ impl Committer {
         self.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(refused) = inbox.send(Pending { writes, epoch, publish, answer }) {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            let _ = refused.0.answer.send(Err(StoreError::Backend("the ingest writer stopped".into())));
+            let _ = refused.0.answer.send(Err(writer_stopped()));
         }
         answered
     }
 
-    /// Waits until everything queued so far is committed (or refused).
+    /// Waits until everything queued so far is committed (or refused); at once when nothing is.
     pub(crate) async fn flush(&self, store: &Arc<dyn Store>, feed: &Arc<crate::feed::LiveFeed>) -> StoreResult<()> {
+        if self.queued() == 0 {
+            return Ok(());
+        }
         answer(self.enqueue(store, feed, Vec::new(), None, Vec::new())).await
     }
 }
 
 /// The writer's answer to a queued commit.
 pub(crate) async fn answer(answered: oneshot::Receiver<StoreResult<()>>) -> StoreResult<()> {
-    answered.await.map_err(|_| StoreError::Backend("the ingest writer stopped".into()))?
+    answered.await.map_err(|_| writer_stopped())?
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Backend("the ingest writer stopped".into())
 }
 
 struct Writer {
@@ -188,6 +196,13 @@ pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// within this time (this node's own changes clear the cache at once).
 const DEVICE_TTL: Duration = Duration::from_secs(10);
 const MAX_CACHED: usize = 200_000;
+
+/// Bounds a cache: when it is full and `key` would be a new entry, it starts again empty.
+fn make_room<K: Eq + std::hash::Hash, V>(cache: &mut HashMap<K, V>, key: &K) {
+    if cache.len() >= MAX_CACHED && !cache.contains_key(key) {
+        cache.clear();
+    }
+}
 
 /// A device as ingest needs it: the device and its space's site.
 #[derive(Debug, Clone)]
@@ -259,9 +274,7 @@ impl IngestCaches {
         change: impl FnOnce(&mut DeviceHealth),
     ) -> Option<DeviceHealth> {
         let mut cache = self.health.lock().expect("invariant: cache lock is never poisoned");
-        if cache.len() >= MAX_CACHED && !cache.contains_key(&device) {
-            cache.clear();
-        }
+        make_room(&mut cache, &device);
         let (health, written) = cache.entry(device).or_insert((stored, None));
         change(health);
         let due = urgent || written.is_none_or(|at| at.elapsed() >= HEALTH_EVERY);
@@ -280,9 +293,7 @@ impl IngestCaches {
     /// A space's newest state, computed in `epoch` (committed, or queued to be).
     pub(crate) fn remember_live(&self, space: SpaceId, live: SpaceLive, epoch: u64) {
         let mut cache = self.live.lock().expect("invariant: cache lock is never poisoned");
-        if cache.len() >= MAX_CACHED && !cache.contains_key(&space) {
-            cache.clear();
-        }
+        make_room(&mut cache, &space);
         cache.insert(space, (live, epoch));
     }
 

@@ -117,7 +117,7 @@ fn live_stripe(space: SpaceId) -> usize {
 struct Step {
     write: Option<LiveWrite>,
     answer: KernelResult<IngestReport>,
-    publish: Option<(OperatorId, SiteId, SpaceId, Effective)>,
+    publish: Option<crate::commit::Publish>,
 }
 
 /// Uplinks of a batch by result, counted into the metrics once per batch.
@@ -325,7 +325,7 @@ impl Kernel {
                 None => missing.entry(prepared.operator).or_default().push(space),
             }
         }
-        if !missing.is_empty() && self.committer().queued() > 0 {
+        if !missing.is_empty() {
             self.committer().flush(self.store(), &self.feed_handle()).await?;
         }
         for (operator, mut spaces) in missing {

@@ -200,17 +200,14 @@ impl MqttIngest {
         let handler =
             Arc::new(Handler { kernel, subscriptions: settings.subscriptions.clone(), operators: Mutex::default() });
         let shared = settings.connections > 1;
+        // One group per client id: another berth deployment on the same broker gets every
+        // message too.
+        let group: String =
+            settings.client_id.chars().map(|c| if matches!(c, '/' | '+' | '#') { '_' } else { c }).collect();
         let tasks = (0..settings.connections)
             .map(|index| {
                 let mut connection = settings.clone();
                 if shared {
-                    // One group per client id: another berth deployment on the same broker gets
-                    // every message too.
-                    let group: String = settings
-                        .client_id
-                        .chars()
-                        .map(|c| if matches!(c, '/' | '+' | '#') { '_' } else { c })
-                        .collect();
                     connection.client_id = format!("{}-{index}", settings.client_id);
                     connection.max_in_flight = settings.max_in_flight.div_ceil(settings.connections);
                     for subscription in &mut connection.subscriptions {

@@ -11,6 +11,7 @@
 //! rest of the store writes and reads them.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sqlx::postgres::{PgArguments, Postgres};
@@ -105,7 +106,7 @@ const CHUNK: usize = 256;
 
 /// Splits rows into statements of [`CHUNK`] rows and then powers of two, so that only a handful
 /// of distinct statements exist and each stays in the driver's prepared-statement cache.
-pub(crate) fn statement_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
+fn statement_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
     let mut chunks = Vec::new();
     while !rows.is_empty() {
         let size = if rows.len() >= CHUNK { CHUNK } else { 1 << rows.len().ilog2() };
@@ -115,6 +116,29 @@ pub(crate) fn statement_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
     }
     chunks
 }
+
+/// One kind of SQLite statement: `build` makes its SQL for a number of rows, once for each
+/// chunk size (the powers of two up to [`CHUNK`]) the first time that size is needed.
+struct ChunkSql {
+    build: fn(usize) -> String,
+    sizes: [OnceLock<String>; CHUNK.ilog2() as usize + 1],
+}
+
+impl ChunkSql {
+    const fn new(build: fn(usize) -> String) -> Self {
+        Self { build, sizes: [const { OnceLock::new() }; CHUNK.ilog2() as usize + 1] }
+    }
+
+    fn get(&self, rows: usize) -> &str {
+        debug_assert!(rows.is_power_of_two() && rows <= CHUNK, "statement_chunks sizes only");
+        self.sizes[rows.ilog2() as usize].get_or_init(|| (self.build)(rows))
+    }
+}
+
+static LIVE_SQL: ChunkSql = ChunkSql::new(sqlite_live_sql);
+static EVENT_SQL: ChunkSql = ChunkSql::new(sqlite_event_sql);
+static SHOWN_SQL: ChunkSql = ChunkSql::new(sqlite_shown_sql);
+static HEALTH_SQL: ChunkSql = ChunkSql::new(sqlite_health_sql);
 
 type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
 
@@ -170,6 +194,18 @@ fn bind_shown<'q>(query: SqliteQuery<'q>, row: &'q ShownRow) -> SqliteQuery<'q> 
     query.bind(row.id).bind(row.operator_id).bind(row.status.as_str()).bind(sqlite_time(row.since)).bind(row.confidence)
 }
 
+fn sqlite_live_sql(rows: usize) -> String {
+    insert_sql("space_live", &LIVE_COLUMNS, rows, true)
+}
+
+fn sqlite_event_sql(rows: usize) -> String {
+    insert_sql("space_events", &EVENT_COLUMNS, rows, false)
+}
+
+fn sqlite_health_sql(rows: usize) -> String {
+    insert_sql("device_health", &HEALTH_COLUMNS, rows, true)
+}
+
 /// A space closed by hand stays closed in its own columns; the operator must match too.
 fn sqlite_shown_sql(rows: usize) -> String {
     format!(
@@ -184,12 +220,11 @@ fn sqlite_shown_sql(rows: usize) -> String {
 async fn sqlite_rows<T>(
     tx: &mut sqlx::SqliteConnection,
     rows: &[T],
-    sql: impl Fn(usize) -> String,
+    sql: &'static ChunkSql,
     bind: for<'q> fn(SqliteQuery<'q>, &'q T) -> SqliteQuery<'q>,
 ) -> Result<(), sqlx::Error> {
     for chunk in statement_chunks(rows) {
-        let sql = sql(chunk.len());
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(sql.get(chunk.len()));
         for row in chunk {
             query = bind(query, row);
         }
@@ -200,10 +235,10 @@ async fn sqlite_rows<T>(
 
 pub(crate) async fn write_sqlite(pool: &SqlitePool, rows: &Rows) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlite_rows(&mut tx, &rows.lives, |n| insert_sql("space_live", &LIVE_COLUMNS, n, true), bind_live).await?;
-    sqlite_rows(&mut tx, &rows.events, |n| insert_sql("space_events", &EVENT_COLUMNS, n, false), bind_event).await?;
-    sqlite_rows(&mut tx, &rows.shown, sqlite_shown_sql, bind_shown).await?;
-    sqlite_rows(&mut tx, &rows.healths, |n| insert_sql("device_health", &HEALTH_COLUMNS, n, true), bind_health).await?;
+    sqlite_rows(&mut tx, &rows.lives, &LIVE_SQL, bind_live).await?;
+    sqlite_rows(&mut tx, &rows.events, &EVENT_SQL, bind_event).await?;
+    sqlite_rows(&mut tx, &rows.shown, &SHOWN_SQL, bind_shown).await?;
+    sqlite_rows(&mut tx, &rows.healths, &HEALTH_SQL, bind_health).await?;
     tx.commit().await
 }
 
@@ -287,7 +322,7 @@ const PG_SHOWN: &str = "UPDATE spaces SET status = v.status, status_since = v.si
      WHERE spaces.id = v.id AND spaces.operator_id = v.operator_id AND spaces.status <> 'closed'";
 
 pub(crate) async fn write_postgres(pool: &PgPool, rows: &Rows) -> Result<(), sqlx::Error> {
-    static SQL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    static SQL: OnceLock<[String; 3]> = OnceLock::new();
     let [lives, events, healths] = SQL.get_or_init(|| {
         [
             unnest_insert_sql(
@@ -461,6 +496,15 @@ mod tests {
             assert_eq!(sqlite_time(time), time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false), "{time:?}");
             assert_eq!(rfc3339(time, "Z"), time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true), "{time:?}");
         }
+    }
+
+    #[test]
+    fn each_chunk_size_has_its_own_sql() {
+        for rows in [1, 2, 64, CHUNK] {
+            assert_eq!(LIVE_SQL.get(rows), sqlite_live_sql(rows));
+            assert_eq!(SHOWN_SQL.get(rows), sqlite_shown_sql(rows));
+        }
+        assert_eq!(LIVE_SQL.get(4).matches("(?,").count(), 4);
     }
 
     #[test]

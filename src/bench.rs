@@ -416,3 +416,68 @@ fn rss_kib() -> u64 {
         .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()))
         .unwrap_or(0)
 }
+
+/// `berth bench rules`: for each bundled template, compile time, then quotes (allow_booking +
+/// price + checks, as `POST /v1/quotes` evaluates them) on every core at once: quotes/s and
+/// latency percentiles.
+pub fn rules(evaluations: usize) -> anyhow::Result<()> {
+    use berth_kernel::rules::{EntryPoint, evaluate_checked};
+    use berth_rules::project::RuleProject;
+
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/examples");
+    let engine = berth_rules::RhaiRules::new(berth_rules::Limits::default());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!("rules bench: {evaluations} quotes per template on {threads} threads");
+    println!("{:<28} {:>10} {:>12} {:>9} {:>9} {:>9}", "template", "compile", "quotes/s", "p50", "p99", "max");
+    for project in RuleProject::discover(&examples)? {
+        let compile_started = Instant::now();
+        const COMPILES: u32 = 20;
+        for _ in 0..COMPILES {
+            project.compile(&engine)?;
+        }
+        let compile = compile_started.elapsed() / COMPILES;
+        let script = project.compile(&engine)?;
+        let fixture = project
+            .tests
+            .iter()
+            .find(|test| test.entry.is_none() && test.expect.total_minor.is_some())
+            .ok_or_else(|| anyhow::anyhow!("{}: no price test case to time", project.dir.display()))?;
+        let settings = &project.settings;
+        let ctx = fixture.context.to_context(settings.site.as_ref(), &settings.currency, &settings.holidays)?;
+        let per_thread = evaluations.div_ceil(threads);
+        let started = Instant::now();
+        let mut latencies: Vec<u64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (script, ctx) = (script.clone(), ctx.clone());
+                    scope.spawn(move || {
+                        let mut latencies = Vec::with_capacity(per_thread);
+                        for _ in 0..per_thread {
+                            let quote_started = Instant::now();
+                            let decision =
+                                evaluate_checked(script.as_ref(), EntryPoint::AllowBooking, &ctx, &settings.guardrails);
+                            let price = evaluate_checked(script.as_ref(), EntryPoint::Price, &ctx, &settings.guardrails);
+                            assert!(decision.is_ok() && price.is_ok(), "the timed test case evaluates");
+                            latencies.push(quote_started.elapsed().as_nanos() as u64);
+                        }
+                        latencies
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|handle| handle.join().expect("bench thread")).collect()
+        });
+        let elapsed = started.elapsed();
+        latencies.sort_unstable();
+        let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+        println!(
+            "{:<28} {:>8.0}µs {:>12.0} {:>7.1}µs {:>7.1}µs {:>7.1}µs",
+            settings.name,
+            compile.as_secs_f64() * 1e6,
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            percentile(0.50),
+            percentile(0.99),
+            *latencies.last().unwrap_or(&0) as f64 / 1000.0,
+        );
+    }
+    Ok(())
+}

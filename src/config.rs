@@ -53,6 +53,34 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub mqtt: MqttConfig,
     pub redis: RedisConfig,
+    pub rules: RulesConfig,
+}
+
+/// Budgets of every operator rule evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Rhai operations per evaluation; a realistic tariff needs a few thousand.
+    pub max_operations: u64,
+    /// Wall-clock budget per evaluation.
+    pub timeout_ms: u64,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        let limits = berth_rules::Limits::default();
+        Self { max_operations: limits.max_operations, timeout_ms: limits.timeout.as_millis() as u64 }
+    }
+}
+
+impl RulesConfig {
+    pub fn limits(&self) -> berth_rules::Limits {
+        berth_rules::Limits {
+            max_operations: self.max_operations,
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            ..berth_rules::Limits::default()
+        }
+    }
 }
 
 /// Scale-out: with `url` set, live changes fan out to every node through Redis pub/sub.
@@ -253,6 +281,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             mqtt: MqttConfig::default(),
             redis: RedisConfig::default(),
+            rules: RulesConfig::default(),
         }
     }
 }

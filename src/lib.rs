@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod plugin_cli;
+pub mod rules_cli;
 pub mod simulator;
 
 use std::net::SocketAddr;
@@ -112,7 +113,8 @@ pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<App
     });
     let tokens =
         TokenService::new(&token_secret(config)?, Duration::from_secs(config.auth.token_ttl_secs), oidc).await?;
-    let mut kernel = Kernel::new(Arc::new(store));
+    let mut kernel =
+        Kernel::new(Arc::new(store)).with_rules(Arc::new(berth_rules::RhaiRules::new(config.rules.limits())));
     if let Some(registry) = open_plugins(config).await? {
         kernel = kernel.with_plugins(Arc::new(registry));
     }

@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// The operator's kit for rules: run a rule set's test cases, explain a price.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Benchmarks that print figures for this machine.
     Bench {
         #[command(subcommand)]
@@ -51,7 +56,34 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Run the test cases of the rule set in DIR (ruleset.toml, rules.rhai, tests.toml), or of
+    /// every rule set in its subdirectories. Exits 1 when any fails.
+    Test { dir: PathBuf },
+    /// Explain one context through the rule set in DIR: what fired, line by line, and the price.
+    Explain {
+        dir: PathBuf,
+        /// A test case of tests.toml, by name.
+        #[arg(long, conflicts_with = "context")]
+        test: Option<String>,
+        /// A context file (JSON, or TOML by extension) in the shape of a test case's context.
+        #[arg(long)]
+        context: Option<PathBuf>,
+        /// Only this entry point (default: allow_booking and price).
+        #[arg(long)]
+        entry: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Operator rules: quotes per second and latency percentiles for the bundled templates on
+    /// all cores, and compile time per rule set.
+    Rules {
+        /// Evaluations per template.
+        #[arg(long, default_value_t = 200_000)]
+        evaluations: usize,
+    },
     /// MQTT ingest end to end: raw broker rate vs uplinks applied per second, publish → SSE
     /// latency at a fixed rate, and many SSE subscribers on one node.
     Ingest {
@@ -221,6 +253,19 @@ async fn main() -> anyhow::Result<()> {
             let options = berth::bench::IngestBench { messages, devices, rate, seconds, subscribers, database_url };
             berth::bench::ingest(options).await
         }
+        Command::Rules { command: RulesCommand::Test { dir } } => {
+            let run = berth::rules_cli::test(&dir)?;
+            print!("{}", run.text);
+            if run.failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Rules { command: RulesCommand::Explain { dir, test, context, entry } } => {
+            print!("{}", berth::rules_cli::explain(&dir, test.as_deref(), context.as_deref(), entry.as_deref())?);
+            Ok(())
+        }
+        Command::Bench { command: BenchCommand::Rules { evaluations } } => berth::bench::rules(evaluations),
         Command::Bench { command: BenchCommand::SseClients { url, token, clients, events } } => {
             berth::bench::sse_clients(url, token, clients, events).await
         }

@@ -59,6 +59,12 @@ pub enum KernelError {
     Unauthenticated(String),
     #[error(transparent)]
     Store(StoreError),
+    /// The operator's rules refuse this; the message is their reason, for the driver.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The operator's rules failed and their error policy is to refuse.
+    #[error("{0}")]
+    RuleFailed(String),
     /// A dependency other than storage cannot serve now; the message says which.
     #[error("{0}")]
     Unavailable(String),

@@ -101,3 +101,11 @@ id_type!(
     /// An API key (platform admin, operator or integration).
     ApiKeyId
 );
+id_type!(
+    /// An operator's rule set (pricing and policies), for a site or the whole operator.
+    RuleSetId
+);
+id_type!(
+    /// A price quote: what a stay costs under the rules in force, valid for a while.
+    QuoteId
+);

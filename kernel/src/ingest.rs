@@ -599,6 +599,11 @@ impl Kernel {
     pub async fn site_availability(&self, caller: &Principal, site_id: SiteId) -> KernelResult<Availability> {
         let operator = operator_scope(caller, Access::Read)?;
         self.store().get_site(operator, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
+        self.site_availability_for(operator, site_id).await
+    }
+
+    /// [`Kernel::site_availability`] of a site already known to belong to `operator`.
+    pub(crate) async fn site_availability_for(&self, operator: OperatorId, site_id: SiteId) -> KernelResult<Availability> {
         let at = now();
         let config = self.live_config();
         let rows = self.store().list_site_live(operator, site_id).await?;

@@ -11,10 +11,12 @@ use crate::auth::{ApiKey, SecretHash};
 use crate::device::Device;
 use crate::driver::{Driver, Email, Vehicle};
 use crate::error::StoreError;
-use crate::ids::{ApiKeyId, DeviceId, DriverId, OperatorId, SiteId, SpaceId, VehicleId};
+use crate::ids::{ApiKeyId, DeviceId, DriverId, OperatorId, QuoteId, RuleSetId, SiteId, SpaceId, VehicleId};
 use crate::live::{DeviceHealth, SpaceEvent, SpaceLive};
 use crate::operator::Operator;
 use crate::page::{Page, PageRequest};
+use crate::pricing::Quote;
+use crate::rules::{Activation, RuleSet, RuleVersion};
 use crate::site::{Site, SiteKind};
 use crate::space::{Space, SpaceState, SpaceStatus};
 use crate::vehicle_type::VehicleType;
@@ -54,6 +56,51 @@ pub trait LiveStore: Send + Sync {
         device: DeviceId,
         health: &DeviceHealth,
     ) -> StoreResult<()>;
+}
+
+/// Rule sets, their versions and activations, and quotes.
+#[async_trait]
+pub trait RuleStore: Send + Sync {
+    /// A second rule set for the same site (or a second operator-wide one) is a conflict.
+    async fn insert_rule_set(&self, rule_set: &RuleSet) -> StoreResult<()>;
+    async fn get_rule_set(&self, operator: OperatorId, id: RuleSetId) -> StoreResult<Option<RuleSet>>;
+    async fn list_rule_sets(&self, operator: OperatorId, page: PageRequest) -> StoreResult<Page<RuleSet>>;
+    /// Replaces name, policy, guardrails and holidays.
+    async fn update_rule_set(&self, rule_set: &RuleSet) -> StoreResult<()>;
+    /// The site's own rule set and the operator-wide one, whichever exist.
+    async fn rule_sets_for_site(&self, operator: OperatorId, site: SiteId) -> StoreResult<Vec<RuleSet>>;
+    /// A version number already taken is a conflict.
+    async fn insert_rule_version(&self, operator: OperatorId, version: &RuleVersion) -> StoreResult<()>;
+    async fn get_rule_version(&self, operator: OperatorId, id: RuleSetId, version: u32)
+    -> StoreResult<Option<RuleVersion>>;
+    async fn list_rule_versions(&self, operator: OperatorId, id: RuleSetId) -> StoreResult<Vec<RuleVersion>>;
+    /// In one transaction: marks the draft published and records its activation. A version
+    /// that is no longer a draft is a conflict.
+    async fn publish_rule_version(
+        &self,
+        operator: OperatorId,
+        id: RuleSetId,
+        version: u32,
+        activation: &Activation,
+    ) -> StoreResult<()>;
+    /// In one transaction: cancels activations scheduled after `activation.effective_from` and
+    /// records `activation`.
+    async fn insert_rollback(&self, operator: OperatorId, activation: &Activation) -> StoreResult<()>;
+    async fn list_activations(&self, operator: OperatorId, id: RuleSetId) -> StoreResult<Vec<Activation>>;
+    async fn insert_quote(&self, quote: &Quote) -> StoreResult<()>;
+    /// Any operator's quote: the kernel checks who may see it.
+    async fn get_quote(&self, id: QuoteId) -> StoreResult<Option<Quote>>;
+    /// Quotes made with any version of the rule set since `since`, newest first.
+    async fn list_quotes_for_rule_set(
+        &self,
+        operator: OperatorId,
+        id: RuleSetId,
+        since: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<Quote>>;
+    /// The operator a site belongs to, for callers (drivers) who see every operator's sites.
+    async fn find_site_operator(&self, site: SiteId) -> StoreResult<Option<OperatorId>>;
+    async fn find_space_operator(&self, space: SpaceId) -> StoreResult<Option<OperatorId>>;
 }
 
 #[async_trait]
@@ -161,7 +208,15 @@ pub trait VehicleStore: Send + Sync {
 /// Everything the kernel persists.
 #[async_trait]
 pub trait Store:
-    OperatorStore + ApiKeyStore + SiteStore + SpaceStore + DeviceStore + DriverStore + VehicleStore + LiveStore
+    OperatorStore
+    + ApiKeyStore
+    + SiteStore
+    + SpaceStore
+    + DeviceStore
+    + DriverStore
+    + VehicleStore
+    + LiveStore
+    + RuleStore
 {
     /// Cheap round trip to the database, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

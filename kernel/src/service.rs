@@ -30,6 +30,8 @@ pub struct Kernel {
     rejects: Arc<crate::reject::RejectLog>,
     committer: Arc<crate::commit::Committer>,
     caches: Arc<crate::commit::IngestCaches>,
+    rules_engine: Arc<dyn crate::rules::RulesEngine>,
+    pub(crate) rule_cache: Arc<crate::pricing::RuleCache>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -52,7 +54,19 @@ impl Kernel {
             rejects: Arc::default(),
             committer: Arc::default(),
             caches: Arc::default(),
+            rules_engine: Arc::new(crate::pricing::NoRules),
+            rule_cache: Arc::default(),
         }
+    }
+
+    /// The engine that compiles and runs operators' rules.
+    pub fn with_rules(mut self, engine: Arc<dyn crate::rules::RulesEngine>) -> Self {
+        self.rules_engine = engine;
+        self
+    }
+
+    pub fn rules_engine(&self) -> &Arc<dyn crate::rules::RulesEngine> {
+        &self.rules_engine
     }
 
     pub fn with_plugins(mut self, plugins: Arc<dyn Plugins>) -> Self {

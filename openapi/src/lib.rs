@@ -12,6 +12,7 @@ pub mod api;
 mod csv_import;
 pub mod metrics;
 pub mod problem;
+pub mod rules_dto;
 pub mod server;
 pub mod state;
 pub mod tokens;

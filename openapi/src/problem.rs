@@ -125,6 +125,16 @@ impl From<KernelError> for ApiError {
             KernelError::Unavailable(message) => {
                 ApiError::Unavailable(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, message)))
             }
+            KernelError::NotAllowed(reason) => {
+                let mut problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, reason);
+                problem.problem_type = "https://berth.dev/problems/not-allowed".to_owned();
+                ApiError::Unprocessable(Json(problem))
+            }
+            KernelError::RuleFailed(detail) => {
+                let mut problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail);
+                problem.problem_type = "https://berth.dev/problems/rule-failed".to_owned();
+                ApiError::Unprocessable(Json(problem))
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::api::devices::DevicesApi;
 use crate::api::drivers::DriversApi;
 use crate::api::keys::KeysApi;
 use crate::api::live::LiveApi;
+use crate::api::rules::RulesApi;
 use crate::api::operators::OperatorsApi;
 use crate::api::plugins::PluginsApi;
 use crate::api::sites::SitesApi;
@@ -19,11 +20,11 @@ use crate::metrics::{RequestMetrics, prometheus_handle};
 use crate::problem::{Problem, error_to_problem};
 use crate::state::AppState;
 
-type Apis = (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi);
+type Apis = (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi, RulesApi);
 
 fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi),
+        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi, RulesApi),
         "berth",
         env!("CARGO_PKG_VERSION"),
     )

@@ -7,6 +7,7 @@ mod convert;
 mod entity;
 mod live;
 pub mod migration;
+mod rules;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Spine), Box::new(M0002Live)]
+        vec![Box::new(M0001Spine), Box::new(M0002Live), Box::new(M0003Rules)]
     }
 }
 
@@ -553,6 +553,234 @@ impl MigrationTrait for M0002Live {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [DeviceHealth::Table.into_iden(), SpaceEvents::Table.into_iden(), SpaceLive::Table.into_iden()] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum RuleSets {
+    Table,
+    Id,
+    OperatorId,
+    SiteId,
+    Scope,
+    Name,
+    Currency,
+    ErrorPolicy,
+    Guardrails,
+    Holidays,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RuleVersions {
+    Table,
+    RuleSetId,
+    Version,
+    OperatorId,
+    Source,
+    Tests,
+    Status,
+    CreatedAt,
+    PublishedAt,
+}
+
+#[derive(DeriveIden)]
+enum RuleActivations {
+    Table,
+    Id,
+    RuleSetId,
+    OperatorId,
+    Version,
+    EffectiveFrom,
+    Reason,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Quotes {
+    Table,
+    Id,
+    OperatorId,
+    SiteId,
+    SpaceId,
+    DriverId,
+    VehicleType,
+    StartAt,
+    EndAt,
+    TotalMinor,
+    Currency,
+    Items,
+    RuleSetId,
+    RuleVersion,
+    Fallback,
+    Trace,
+    Context,
+    CreatedAt,
+    ExpiresAt,
+}
+
+/// Operator rules: rule sets, immutable versions, activations, and the quotes they made.
+struct M0003Rules;
+
+impl MigrationName for M0003Rules {
+    fn name(&self) -> &str {
+        "m0003_rules"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Rules {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(RuleSets::Table)
+                    .col(id_pk(RuleSets::Id))
+                    .col(ColumnDef::new(RuleSets::OperatorId).uuid().not_null())
+                    .col(ColumnDef::new(RuleSets::SiteId).uuid().null())
+                    .col(text(RuleSets::Scope))
+                    .col(text(RuleSets::Name))
+                    .col(text(RuleSets::Currency))
+                    .col(text(RuleSets::ErrorPolicy))
+                    .col(text(RuleSets::Guardrails))
+                    .col(text(RuleSets::Holidays))
+                    .col(timestamp(RuleSets::CreatedAt))
+                    .foreign_key(&mut fk(
+                        RuleSets::Table,
+                        RuleSets::OperatorId,
+                        Operators::Table,
+                        Operators::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .foreign_key(&mut fk(
+                        RuleSets::Table,
+                        RuleSets::SiteId,
+                        Sites::Table,
+                        Sites::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("rule_sets_one_per_scope")
+                    .table(RuleSets::Table)
+                    .col(RuleSets::OperatorId)
+                    .col(RuleSets::Scope)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RuleVersions::Table)
+                    .col(ColumnDef::new(RuleVersions::RuleSetId).uuid().not_null())
+                    .col(ColumnDef::new(RuleVersions::Version).big_integer().not_null())
+                    .col(ColumnDef::new(RuleVersions::OperatorId).uuid().not_null())
+                    .col(text(RuleVersions::Source))
+                    .col(text(RuleVersions::Tests))
+                    .col(text(RuleVersions::Status))
+                    .col(timestamp(RuleVersions::CreatedAt))
+                    .col(timestamp_null(RuleVersions::PublishedAt))
+                    .primary_key(Index::create().col(RuleVersions::RuleSetId).col(RuleVersions::Version))
+                    .foreign_key(&mut fk(
+                        RuleVersions::Table,
+                        RuleVersions::RuleSetId,
+                        RuleSets::Table,
+                        RuleSets::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RuleActivations::Table)
+                    .col(id_pk(RuleActivations::Id))
+                    .col(ColumnDef::new(RuleActivations::RuleSetId).uuid().not_null())
+                    .col(ColumnDef::new(RuleActivations::OperatorId).uuid().not_null())
+                    .col(ColumnDef::new(RuleActivations::Version).big_integer().not_null())
+                    .col(timestamp(RuleActivations::EffectiveFrom))
+                    .col(text(RuleActivations::Reason))
+                    .col(timestamp(RuleActivations::CreatedAt))
+                    .foreign_key(&mut fk(
+                        RuleActivations::Table,
+                        RuleActivations::RuleSetId,
+                        RuleSets::Table,
+                        RuleSets::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("rule_activations_by_set")
+                    .table(RuleActivations::Table)
+                    .col(RuleActivations::RuleSetId)
+                    .col(RuleActivations::EffectiveFrom)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Quotes::Table)
+                    .col(id_pk(Quotes::Id))
+                    .col(ColumnDef::new(Quotes::OperatorId).uuid().not_null())
+                    .col(ColumnDef::new(Quotes::SiteId).uuid().not_null())
+                    .col(ColumnDef::new(Quotes::SpaceId).uuid().null())
+                    .col(ColumnDef::new(Quotes::DriverId).uuid().null())
+                    .col(text(Quotes::VehicleType))
+                    .col(timestamp(Quotes::StartAt))
+                    .col(timestamp(Quotes::EndAt))
+                    .col(ColumnDef::new(Quotes::TotalMinor).big_integer().not_null())
+                    .col(text(Quotes::Currency))
+                    .col(text(Quotes::Items))
+                    .col(ColumnDef::new(Quotes::RuleSetId).uuid().not_null())
+                    .col(ColumnDef::new(Quotes::RuleVersion).big_integer().not_null())
+                    .col(ColumnDef::new(Quotes::Fallback).boolean().not_null())
+                    .col(text(Quotes::Trace))
+                    .col(text(Quotes::Context))
+                    .col(timestamp(Quotes::CreatedAt))
+                    .col(timestamp(Quotes::ExpiresAt))
+                    .foreign_key(&mut fk(
+                        Quotes::Table,
+                        Quotes::SiteId,
+                        Sites::Table,
+                        Sites::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("quotes_by_rule_set")
+                    .table(Quotes::Table)
+                    .col(Quotes::RuleSetId)
+                    .col(Quotes::CreatedAt)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Quotes::Table.into_iden(),
+            RuleActivations::Table.into_iden(),
+            RuleVersions::Table.into_iden(),
+            RuleSets::Table.into_iden(),
+        ] {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod live;
 pub mod operators;
 pub mod plugins;
+pub mod rules;
 pub mod sites;
 pub mod spaces;
 
@@ -36,6 +37,10 @@ pub enum ApiTags {
     Live,
     /// WebAssembly plugins: sensor decoders, payment providers, chat channels (platform admin).
     Plugins,
+    /// Operators' pricing and policy rules: rule sets, versions, tests, publish, rollback, simulation.
+    Rules,
+    /// Prices for stays under the rules in force.
+    Quotes,
 }
 
 /// `201 Created` with the new resource.

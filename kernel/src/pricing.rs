@@ -1,0 +1,710 @@
+//! Rule sets through their lifecycle (draft → test → publish → rollback, simulate) and quotes:
+//! which version is in force for a site, the context it sees, and a checked price.
+//!
+//! Compiled versions are cached by (rule set, version): versions never change, so an entry is
+//! never stale. Scripts run on the blocking pool, never on the reactor.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+
+use crate::auth::{Access, Principal};
+use crate::error::{KernelError, KernelResult, ValidationError};
+use crate::ids::{DriverId, OperatorId, QuoteId, RuleSetId, SiteId, SpaceId, VehicleId};
+use crate::page::{Page, PageRequest};
+use crate::rules::{
+    Activation, CompiledRules, ContextFixture, DriverFacts, EntryPoint, ErrorPolicy, Guardrails, LineItem, LineKind,
+    LocalTime, Occupancy, Price, RuleContext, RuleError, RuleSet, RuleTest, RuleVersion, RulesEngine, SiteFacts,
+    SpaceFacts, TestOutcome, TraceStep, VersionStatus, evaluate_checked, guardrail_violations, holidays_between,
+    run_test, version_in_force,
+};
+use crate::service::{Kernel, now, operator_scope};
+use crate::site::Currency;
+use crate::space::SpaceStatus;
+use crate::validate::required_text;
+use crate::vehicle_type::VehicleType;
+
+/// How long a quote's price holds.
+pub const QUOTE_TTL: Duration = Duration::minutes(15);
+/// The longest stay a quote prices.
+pub const MAX_QUOTE_DAYS: i64 = 31;
+/// The furthest ahead a quote may start.
+pub const MAX_LEAD_DAYS: i64 = 366;
+
+/// A rules engine that is not there: every compile fails, saying so.
+pub struct NoRules;
+
+impl RulesEngine for NoRules {
+    fn compile(&self, _source: &str) -> Result<Arc<dyn CompiledRules>, RuleError> {
+        Err(RuleError::new(crate::rules::RuleErrorKind::Compile, "no rules engine is configured"))
+    }
+}
+
+/// Compiled versions, shared by all requests.
+#[derive(Default)]
+pub struct RuleCache {
+    compiled: Mutex<HashMap<(RuleSetId, u32), Arc<dyn CompiledRules>>>,
+}
+
+const MAX_CACHED_VERSIONS: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct RuleSetInput {
+    pub name: String,
+    pub site_id: Option<SiteId>,
+    pub currency: String,
+    pub error_policy: ErrorPolicy,
+    pub guardrails: Guardrails,
+    pub holidays: BTreeSet<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RuleSetPatch {
+    pub name: Option<String>,
+    pub error_policy: Option<ErrorPolicy>,
+    pub guardrails: Option<Guardrails>,
+    pub holidays: Option<BTreeSet<NaiveDate>>,
+}
+
+/// A version with what the engine says of it.
+#[derive(Debug, Clone)]
+pub struct TestReport {
+    pub version: u32,
+    pub passed: bool,
+    pub outcomes: Vec<TestOutcome>,
+}
+
+/// One context priced by a candidate and by the version in force.
+#[derive(Debug, Clone)]
+pub struct SimulatedCase {
+    pub label: String,
+    pub active_minor: Option<i64>,
+    pub candidate_minor: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulationReport {
+    pub version: u32,
+    pub active_version: Option<u32>,
+    pub cases: Vec<SimulatedCase>,
+    pub active_revenue_minor: i64,
+    pub candidate_revenue_minor: i64,
+}
+
+/// What to simulate: given contexts, or the quotes recorded over the last `history_days`.
+#[derive(Debug, Clone, Default)]
+pub struct SimulationInput {
+    pub contexts: Vec<ContextFixture>,
+    pub history_days: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QuoteInput {
+    pub site_id: Option<SiteId>,
+    pub space_id: Option<SpaceId>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub vehicle_type: Option<VehicleType>,
+    pub vehicle_id: Option<VehicleId>,
+    /// Operators may vouch for a driver's permits; drivers' own requests carry none.
+    pub driver: Option<DriverFacts>,
+}
+
+/// A stored quote: the price, the rule version that made it, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quote {
+    pub id: QuoteId,
+    pub operator_id: OperatorId,
+    pub site_id: SiteId,
+    pub space_id: Option<SpaceId>,
+    pub driver_id: Option<DriverId>,
+    pub vehicle_type: VehicleType,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub price: Price,
+    pub rule_set_id: RuleSetId,
+    pub rule_version: u32,
+    /// The error policy's fallback price was used because the rule failed.
+    pub fallback: bool,
+    pub trace: Vec<TraceStep>,
+    pub context: RuleContext,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Kernel {
+    pub(crate) fn rule_cache(&self) -> &RuleCache {
+        &self.rule_cache
+    }
+
+    // ----- rule sets --------------------------------------------------------------------------
+
+    pub async fn create_rule_set(&self, caller: &Principal, input: RuleSetInput) -> KernelResult<RuleSet> {
+        let operator = operator_scope(caller, Access::Write)?;
+        let currency = Currency::parse(&input.currency)?;
+        if let Some(site_id) = input.site_id {
+            let site = self.store().get_site(operator, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
+            if site.details.currency != currency {
+                return Err(ValidationError::new(
+                    "currency",
+                    format!("the site charges in {}, not {}", site.details.currency.code(), currency.code()),
+                )
+                .into());
+            }
+        }
+        validate_settings(&input.error_policy, &input.guardrails)?;
+        let rule_set = RuleSet {
+            id: RuleSetId::new(),
+            operator_id: operator,
+            site_id: input.site_id,
+            name: required_text("name", &input.name, 120)?,
+            currency,
+            error_policy: input.error_policy,
+            guardrails: input.guardrails,
+            holidays: input.holidays,
+            created_at: now(),
+        };
+        self.store().insert_rule_set(&rule_set).await?;
+        Ok(rule_set)
+    }
+
+    pub async fn get_rule_set(&self, caller: &Principal, id: RuleSetId) -> KernelResult<RuleSet> {
+        let operator = operator_scope(caller, Access::Read)?;
+        self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))
+    }
+
+    pub async fn list_rule_sets(&self, caller: &Principal, page: PageRequest) -> KernelResult<Page<RuleSet>> {
+        let operator = operator_scope(caller, Access::Read)?;
+        Ok(self.store().list_rule_sets(operator, page).await?)
+    }
+
+    pub async fn update_rule_set(&self, caller: &Principal, id: RuleSetId, patch: RuleSetPatch) -> KernelResult<RuleSet> {
+        let operator = operator_scope(caller, Access::Write)?;
+        let mut rule_set =
+            self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
+        if let Some(name) = patch.name {
+            rule_set.name = required_text("name", &name, 120)?;
+        }
+        if let Some(policy) = patch.error_policy {
+            rule_set.error_policy = policy;
+        }
+        if let Some(guardrails) = patch.guardrails {
+            rule_set.guardrails = guardrails;
+        }
+        if let Some(holidays) = patch.holidays {
+            rule_set.holidays = holidays;
+        }
+        validate_settings(&rule_set.error_policy, &rule_set.guardrails)?;
+        self.store().update_rule_set(&rule_set).await?;
+        Ok(rule_set)
+    }
+
+    // ----- versions ---------------------------------------------------------------------------
+
+    /// Stores a new draft version. It must compile; its fixtures run on `:test` and `:publish`.
+    pub async fn create_rule_version(
+        &self,
+        caller: &Principal,
+        id: RuleSetId,
+        source: String,
+        tests: Vec<RuleTest>,
+    ) -> KernelResult<RuleVersion> {
+        let operator = operator_scope(caller, Access::Write)?;
+        let rule_set = self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
+        if tests.len() > crate::rules::MAX_TESTS {
+            return Err(ValidationError::new("tests", format!("at most {} test cases", crate::rules::MAX_TESTS)).into());
+        }
+        self.compile_source(&source).await.map_err(|error| rule_validation("source", &error))?;
+        for (index, test) in tests.iter().enumerate() {
+            test.context
+                .to_context(None, &rule_set.currency.code(), &rule_set.holidays)
+                .map_err(|error| error.within(&format!("tests[{index}].context")))?;
+        }
+        let existing = self.store().list_rule_versions(operator, id).await?;
+        let version = RuleVersion {
+            rule_set_id: id,
+            version: existing.iter().map(|version| version.version).max().unwrap_or(0) + 1,
+            source,
+            tests,
+            status: VersionStatus::Draft,
+            created_at: now(),
+            published_at: None,
+        };
+        self.store().insert_rule_version(operator, &version).await?;
+        Ok(version)
+    }
+
+    pub async fn get_rule_version(&self, caller: &Principal, id: RuleSetId, version: u32) -> KernelResult<RuleVersion> {
+        let operator = operator_scope(caller, Access::Read)?;
+        self.store().get_rule_version(operator, id, version).await?.ok_or_else(|| KernelError::not_found("rule version"))
+    }
+
+    /// Every version of a rule set, and which one is in force now.
+    pub async fn list_rule_versions(
+        &self,
+        caller: &Principal,
+        id: RuleSetId,
+    ) -> KernelResult<(Vec<RuleVersion>, Vec<Activation>, Option<u32>)> {
+        let operator = operator_scope(caller, Access::Read)?;
+        self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
+        let versions = self.store().list_rule_versions(operator, id).await?;
+        let activations = self.store().list_activations(operator, id).await?;
+        let in_force = version_in_force(&activations, now());
+        Ok((versions, activations, in_force))
+    }
+
+    /// Compiles a version and runs its fixtures.
+    pub async fn test_rule_version(&self, caller: &Principal, id: RuleSetId, version: u32) -> KernelResult<TestReport> {
+        let operator = operator_scope(caller, Access::Read)?;
+        let (rule_set, rule_version) = self.rule_version(operator, id, version).await?;
+        let compiled = self.compiled(&rule_set, &rule_version).await?;
+        let site = self.fixture_site(&rule_set).await?;
+        let tests = rule_version.tests.clone();
+        let outcomes = tokio::task::spawn_blocking(move || {
+            tests
+                .iter()
+                .map(|test| {
+                    run_test(
+                        compiled.as_ref(),
+                        test,
+                        site.as_ref(),
+                        &rule_set.currency.code(),
+                        &rule_set.holidays,
+                        &rule_set.guardrails,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?;
+        Ok(TestReport { version, passed: outcomes.iter().all(|outcome| outcome.passed), outcomes })
+    }
+
+    /// Publishes a draft: it must compile, have at least one fixture, pass all of them, and
+    /// keep within the guardrails relative to the version in force at `effective_from`.
+    pub async fn publish_rule_version(
+        &self,
+        caller: &Principal,
+        id: RuleSetId,
+        version: u32,
+        effective_from: Option<DateTime<Utc>>,
+    ) -> KernelResult<RuleVersion> {
+        let operator = operator_scope(caller, Access::Write)?;
+        let (rule_set, rule_version) = self.rule_version(operator, id, version).await?;
+        if rule_version.status != VersionStatus::Draft {
+            return Err(KernelError::Conflict(format!("version {version} is already published; versions are immutable")));
+        }
+        if rule_version.tests.is_empty() {
+            return Err(ValidationError::new("tests", "publishing needs at least one test case").into());
+        }
+        let report = self.test_rule_version(caller, id, version).await?;
+        if !report.passed {
+            let failures: Vec<String> = report
+                .outcomes
+                .iter()
+                .filter(|outcome| !outcome.passed)
+                .map(|outcome| format!("'{}': {}", outcome.name, outcome.message))
+                .collect();
+            return Err(ValidationError::new("tests", format!("test cases failed: {}", failures.join("; "))).into());
+        }
+        let at = now();
+        let effective_from = effective_from.unwrap_or(at).max(at);
+        let activations = self.store().list_activations(operator, id).await?;
+        let active = match version_in_force(&activations, effective_from) {
+            Some(active_version) => {
+                let (_, active) = self.rule_version(operator, id, active_version).await?;
+                Some(self.compiled(&rule_set, &active).await?)
+            }
+            None => None,
+        };
+        let candidate = self.compiled(&rule_set, &rule_version).await?;
+        let site = self.fixture_site(&rule_set).await?;
+        let tests = rule_version.tests.clone();
+        let rails_set = rule_set.clone();
+        let violations = tokio::task::spawn_blocking(move || {
+            guardrail_violations(
+                candidate.as_ref(),
+                active.as_deref(),
+                &tests,
+                site.as_ref(),
+                &rails_set.currency.code(),
+                &rails_set.holidays,
+                &rails_set.guardrails,
+            )
+        })
+        .await
+        .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?;
+        if !violations.is_empty() {
+            return Err(ValidationError::new("guardrails", violations.join("; ")).into());
+        }
+        let activation =
+            Activation { rule_set_id: id, version, effective_from, created_at: at, reason: "publish".into() };
+        self.store().publish_rule_version(operator, id, version, &activation).await?;
+        Ok(RuleVersion { status: VersionStatus::Published, published_at: Some(at), ..rule_version })
+    }
+
+    /// Puts an earlier published version back in force now; versions scheduled for later are
+    /// cancelled.
+    pub async fn rollback_rule_set(&self, caller: &Principal, id: RuleSetId, version: u32) -> KernelResult<Activation> {
+        let operator = operator_scope(caller, Access::Write)?;
+        let (_, rule_version) = self.rule_version(operator, id, version).await?;
+        if rule_version.status != VersionStatus::Published {
+            return Err(KernelError::Conflict(format!(
+                "version {version} was never published; only published versions can be rolled back to"
+            )));
+        }
+        let at = now();
+        let activation = Activation { rule_set_id: id, version, effective_from: at, created_at: at, reason: "rollback".into() };
+        self.store().insert_rollback(operator, &activation).await?;
+        Ok(activation)
+    }
+
+    /// Prices contexts (given, or recorded quotes of the last days) with `version` and with the
+    /// version in force, and reports the differences.
+    pub async fn simulate_rule_version(
+        &self,
+        caller: &Principal,
+        id: RuleSetId,
+        version: u32,
+        input: SimulationInput,
+    ) -> KernelResult<SimulationReport> {
+        let operator = operator_scope(caller, Access::Read)?;
+        let (rule_set, rule_version) = self.rule_version(operator, id, version).await?;
+        let mut contexts: Vec<(String, RuleContext)> = Vec::new();
+        let site = self.fixture_site(&rule_set).await?;
+        for (index, fixture) in input.contexts.iter().enumerate() {
+            let ctx = fixture
+                .to_context(site.as_ref(), &rule_set.currency.code(), &rule_set.holidays)
+                .map_err(|error| error.within(&format!("contexts[{index}]")))?;
+            contexts.push((format!("contexts[{index}]"), ctx));
+        }
+        if let Some(days) = input.history_days {
+            if !(1..=366).contains(&days) {
+                return Err(ValidationError::new("history_days", "must be between 1 and 366").into());
+            }
+            let since = now() - Duration::days(i64::from(days));
+            for quote in self.store().list_quotes_for_rule_set(operator, id, since, MAX_SIMULATED).await? {
+                contexts.push((format!("quote {}", quote.id), quote.context));
+            }
+        }
+        if contexts.is_empty() {
+            return Err(ValidationError::new("contexts", "give contexts, history_days or both").into());
+        }
+        contexts.truncate(MAX_SIMULATED as usize);
+        let activations = self.store().list_activations(operator, id).await?;
+        let active_version = version_in_force(&activations, now());
+        let active = match active_version {
+            Some(active_version) => {
+                let (_, active) = self.rule_version(operator, id, active_version).await?;
+                Some(self.compiled(&rule_set, &active).await?)
+            }
+            None => None,
+        };
+        let candidate = self.compiled(&rule_set, &rule_version).await?;
+        let guardrails = rule_set.guardrails;
+        let cases = tokio::task::spawn_blocking(move || {
+            contexts
+                .into_iter()
+                .map(|(label, ctx)| {
+                    let price = |rules: &dyn CompiledRules| {
+                        evaluate_checked(rules, EntryPoint::Price, &ctx, &guardrails)
+                            .map(|checked| checked.price.map_or(0, |price| price.total_minor))
+                    };
+                    let active_minor = active.as_deref().and_then(|rules| price(rules).ok());
+                    let (candidate_minor, error) = match price(candidate.as_ref()) {
+                        Ok(total) => (Some(total), None),
+                        Err(error) => (None, Some(error.to_string())),
+                    };
+                    SimulatedCase { label, active_minor, candidate_minor, error }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?;
+        Ok(SimulationReport {
+            version,
+            active_version,
+            active_revenue_minor: cases.iter().filter_map(|case| case.active_minor).sum(),
+            candidate_revenue_minor: cases.iter().filter_map(|case| case.candidate_minor).sum(),
+            cases,
+        })
+    }
+
+    // ----- quotes -----------------------------------------------------------------------------
+
+    /// Prices a stay at a site (or one space of it) with the rules in force at its start, and
+    /// stores the quote with the version that made it.
+    pub async fn create_quote(&self, caller: &Principal, input: QuoteInput) -> KernelResult<Quote> {
+        let (operator, driver_id) = self.quote_scope(caller, &input).await?;
+        let at = now();
+        validate_window(input.start, input.end, at)?;
+        let space = match input.space_id {
+            Some(space_id) => {
+                Some(self.store().get_space(operator, space_id).await?.ok_or_else(|| KernelError::not_found("space"))?)
+            }
+            None => None,
+        };
+        let site_id = match (&space, input.site_id) {
+            (Some(space), Some(site_id)) if space.site_id != site_id => {
+                return Err(ValidationError::new("space_id", "the space is not in that site").into());
+            }
+            (Some(space), _) => space.site_id,
+            (None, Some(site_id)) => site_id,
+            (None, None) => return Err(ValidationError::new("site_id", "give a site_id or a space_id").into()),
+        };
+        let site = self.store().get_site(operator, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
+        let vehicle_type = match (input.vehicle_type, input.vehicle_id, driver_id) {
+            (Some(kind), _, _) => kind,
+            (None, Some(vehicle_id), Some(driver)) => {
+                self.store()
+                    .get_vehicle(driver, vehicle_id)
+                    .await?
+                    .ok_or_else(|| KernelError::not_found("vehicle"))?
+                    .vehicle_type
+            }
+            (None, Some(_), None) => {
+                return Err(ValidationError::new("vehicle_id", "only a driver can quote with their vehicle").into());
+            }
+            (None, None, _) => VehicleType::Car,
+        };
+        let rule_set = self.rule_set_for_site(operator, site_id).await?.ok_or_else(|| {
+            KernelError::Conflict(format!("site {site_id} has no rule set; its operator has not published prices"))
+        })?;
+        if rule_set.currency != site.details.currency {
+            return Err(KernelError::Conflict(format!(
+                "the rule set for this site prices in {}, but the site charges in {}",
+                rule_set.currency.code(),
+                site.details.currency.code()
+            )));
+        }
+        let activations = self.store().list_activations(operator, rule_set.id).await?;
+        let version = version_in_force(&activations, input.start.max(at)).ok_or_else(|| {
+            KernelError::Conflict(format!("rule set '{}' has no published version in force then", rule_set.name))
+        })?;
+        let (_, rule_version) = self.rule_version(operator, rule_set.id, version).await?;
+        let compiled = self.compiled(&rule_set, &rule_version).await?;
+
+        let availability = self.site_occupancy(caller, operator, site_id).await?;
+        let timezone = site.details.timezone;
+        let local = |at: DateTime<Utc>| LocalTime::new(at, timezone, &rule_set.holidays);
+        let (start, end) = (local(input.start), local(input.end));
+        let ctx = RuleContext {
+            site: SiteFacts::of(&site, availability.total),
+            space: space.as_ref().map(SpaceFacts::of),
+            vehicle_type: vehicle_type.as_str().to_owned(),
+            start,
+            end,
+            now: local(at),
+            occupancy: availability,
+            driver: match caller {
+                Principal::Driver { .. } => DriverFacts::default(),
+                _ => input.driver.clone().unwrap_or_default(),
+            },
+            booking: None,
+            holidays: holidays_between(&rule_set.holidays, &start, &end),
+        };
+
+        let evaluated = {
+            let (compiled, ctx, guardrails) = (compiled.clone(), ctx.clone(), rule_set.guardrails);
+            tokio::task::spawn_blocking(move || {
+                let decision = evaluate_checked(compiled.as_ref(), EntryPoint::AllowBooking, &ctx, &guardrails)?;
+                let price = evaluate_checked(compiled.as_ref(), EntryPoint::Price, &ctx, &guardrails)?;
+                Ok::<_, RuleError>((decision, price))
+            })
+            .await
+            .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?
+        };
+        let (price, trace, fallback) = match evaluated {
+            Ok((decision, price)) => {
+                if let Some(decision) = decision.decision.filter(|decision| !decision.allow) {
+                    return Err(KernelError::NotAllowed(
+                        decision.reason.unwrap_or_else(|| "not allowed by the operator's rules".into()),
+                    ));
+                }
+                let mut trace = decision.trace;
+                trace.extend(price.trace);
+                let price = price.price.ok_or_else(|| KernelError::Unavailable("the rule gave no price".into()))?;
+                (price, trace, false)
+            }
+            Err(error) => {
+                metrics::counter!("berth_rules_errors_total", "kind" => error.kind.as_str()).increment(1);
+                tracing::warn!(rule_set = %rule_set.id, version, error = %error, "rule evaluation failed");
+                match rule_set.error_policy {
+                    ErrorPolicy::Deny => {
+                        let detail = match caller {
+                            Principal::Driver { .. } => "prices for this site are unavailable right now".to_owned(),
+                            _ => format!("rule set '{}' version {version} failed: {error}", rule_set.name),
+                        };
+                        return Err(KernelError::RuleFailed(detail));
+                    }
+                    ErrorPolicy::FallbackPrice { amount_minor } => {
+                        let items = vec![LineItem {
+                            kind: LineKind::Base,
+                            label: "Standard rate".into(),
+                            amount_minor,
+                            line: None,
+                        }];
+                        let trace = vec![TraceStep {
+                            line: error.line,
+                            message: format!("the rule failed ({error}); the rule set's fallback price applies"),
+                        }];
+                        let price = Price { items, total_minor: amount_minor, currency: site.details.currency.code() };
+                        (price, trace, true)
+                    }
+                }
+            }
+        };
+        let quote = Quote {
+            id: QuoteId::new(),
+            operator_id: operator,
+            site_id,
+            space_id: space.map(|space| space.id),
+            driver_id,
+            vehicle_type,
+            start: input.start,
+            end: input.end,
+            price,
+            rule_set_id: rule_set.id,
+            rule_version: version,
+            fallback,
+            trace,
+            context: ctx,
+            created_at: at,
+            expires_at: at + QUOTE_TTL,
+        };
+        self.store().insert_quote(&quote).await?;
+        metrics::counter!("berth_quotes_total", "fallback" => if fallback { "true" } else { "false" }).increment(1);
+        Ok(quote)
+    }
+
+    /// A quote, for the driver who asked for it or the operator of its site.
+    pub async fn get_quote(&self, caller: &Principal, id: QuoteId) -> KernelResult<Quote> {
+        let quote = self.store().get_quote(id).await?.ok_or_else(|| KernelError::not_found("quote"))?;
+        let visible = match caller {
+            Principal::Driver { driver_id } => quote.driver_id == Some(*driver_id),
+            Principal::PlatformAdmin { .. } => false,
+            _ => operator_scope(caller, Access::Read).is_ok_and(|operator| operator == quote.operator_id),
+        };
+        if visible { Ok(quote) } else { Err(KernelError::not_found("quote")) }
+    }
+
+    // ----- helpers ----------------------------------------------------------------------------
+
+    /// Which operator's site is quoted, and for which driver. Drivers may quote any operator's
+    /// site (the site's operator is looked up); operators only their own.
+    async fn quote_scope(&self, caller: &Principal, input: &QuoteInput) -> KernelResult<(OperatorId, Option<DriverId>)> {
+        match caller {
+            Principal::Driver { driver_id } => {
+                let operator = match (input.space_id, input.site_id) {
+                    (Some(space), _) => self.store().find_space_operator(space).await?,
+                    (None, Some(site)) => self.store().find_site_operator(site).await?,
+                    (None, None) => None,
+                };
+                match operator {
+                    Some(operator) => Ok((operator, Some(*driver_id))),
+                    None if input.space_id.is_none() && input.site_id.is_none() => {
+                        Err(ValidationError::new("site_id", "give a site_id or a space_id").into())
+                    }
+                    None => Err(KernelError::not_found(if input.space_id.is_some() { "space" } else { "site" })),
+                }
+            }
+            other => Ok((operator_scope(other, Access::Read)?, None)),
+        }
+    }
+
+    async fn rule_set_for_site(&self, operator: OperatorId, site: SiteId) -> KernelResult<Option<RuleSet>> {
+        let sets = self.store().rule_sets_for_site(operator, site).await?;
+        Ok(sets.iter().find(|set| set.site_id == Some(site)).or_else(|| sets.iter().find(|set| set.site_id.is_none())).cloned())
+    }
+
+    async fn rule_version(&self, operator: OperatorId, id: RuleSetId, version: u32) -> KernelResult<(RuleSet, RuleVersion)> {
+        let rule_set = self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
+        let rule_version =
+            self.store().get_rule_version(operator, id, version).await?.ok_or_else(|| KernelError::not_found("rule version"))?;
+        Ok((rule_set, rule_version))
+    }
+
+    async fn compile_source(&self, source: &str) -> Result<Arc<dyn CompiledRules>, RuleError> {
+        let engine = self.rules_engine().clone();
+        let source = source.to_owned();
+        tokio::task::spawn_blocking(move || engine.compile(&source))
+            .await
+            .unwrap_or_else(|_| Err(RuleError::new(crate::rules::RuleErrorKind::Compile, "the compiler failed")))
+    }
+
+    /// The compiled version, from the cache or compiled now.
+    async fn compiled(&self, rule_set: &RuleSet, version: &RuleVersion) -> KernelResult<Arc<dyn CompiledRules>> {
+        let key = (rule_set.id, version.version);
+        if let Some(compiled) = self.rule_cache().compiled.lock().unwrap().get(&key) {
+            return Ok(compiled.clone());
+        }
+        let compiled = self.compile_source(&version.source).await.map_err(|error| rule_validation("source", &error))?;
+        let mut cache = self.rule_cache().compiled.lock().unwrap();
+        if cache.len() >= MAX_CACHED_VERSIONS {
+            cache.clear();
+        }
+        cache.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// The site fixtures of a site-bound rule set default to.
+    async fn fixture_site(&self, rule_set: &RuleSet) -> KernelResult<Option<SiteFacts>> {
+        let Some(site_id) = rule_set.site_id else { return Ok(None) };
+        let site = self.store().get_site(rule_set.operator_id, site_id).await?;
+        let capacity = self.store().count_spaces_in_site(rule_set.operator_id, site_id).await?;
+        Ok(site.map(|site| SiteFacts::of(&site, u32::try_from(capacity).unwrap_or(u32::MAX))))
+    }
+
+    /// Occupancy now, from live state: occupied share of the spaces whose state is known.
+    async fn site_occupancy(&self, _caller: &Principal, operator: OperatorId, site: SiteId) -> KernelResult<Occupancy> {
+        let availability = self.site_availability_for(operator, site).await?;
+        let count = |status: SpaceStatus| availability.counts.get(&status).copied().unwrap_or(0);
+        let total: u64 = availability.counts.values().sum();
+        let (free, occupied) = (count(SpaceStatus::Free), count(SpaceStatus::Occupied));
+        let known = free + occupied;
+        Ok(Occupancy {
+            percent: if known == 0 { 0.0 } else { occupied as f64 * 100.0 / known as f64 },
+            free: u32::try_from(free).unwrap_or(u32::MAX),
+            total: u32::try_from(total).unwrap_or(u32::MAX),
+            recent_percent: None,
+        })
+    }
+}
+
+const MAX_SIMULATED: u64 = 10_000;
+
+fn validate_settings(policy: &ErrorPolicy, guardrails: &Guardrails) -> Result<(), ValidationError> {
+    guardrails.validate()?;
+    if let ErrorPolicy::FallbackPrice { amount_minor } = policy
+        && !(0..=guardrails.max_total_minor).contains(amount_minor)
+    {
+        return Err(ValidationError::new(
+            "error_policy.amount_minor",
+            "must be between 0 and the guardrails' max_total_minor",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_window(start: DateTime<Utc>, end: DateTime<Utc>, at: DateTime<Utc>) -> Result<(), ValidationError> {
+    if end <= start {
+        return Err(ValidationError::new("end", "must be after start"));
+    }
+    if end - start > Duration::days(MAX_QUOTE_DAYS) {
+        return Err(ValidationError::new("end", format!("stays longer than {MAX_QUOTE_DAYS} days cannot be quoted")));
+    }
+    if end <= at {
+        return Err(ValidationError::new("end", "is in the past"));
+    }
+    if start - at > Duration::days(MAX_LEAD_DAYS) {
+        return Err(ValidationError::new("start", format!("is more than {MAX_LEAD_DAYS} days ahead")));
+    }
+    Ok(())
+}
+
+/// A rule error as a validation problem on `field`, keeping its position in the message.
+fn rule_validation(field: &str, error: &RuleError) -> KernelError {
+    ValidationError::new(field, error.to_string()).into()
+}

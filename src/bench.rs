@@ -443,7 +443,7 @@ pub fn rules(evaluations: usize) -> anyhow::Result<()> {
             .find(|test| test.entry.is_none() && test.expect.total_minor.is_some())
             .ok_or_else(|| anyhow::anyhow!("{}: no price test case to time", project.dir.display()))?;
         let settings = &project.settings;
-        let ctx = fixture.context.to_context(settings.site.as_ref(), &settings.currency, &settings.holidays)?;
+        let ctx = project.setting().context(&fixture.context)?;
         let per_thread = evaluations.div_ceil(threads);
         let started = Instant::now();
         let mut latencies: Vec<u64> = std::thread::scope(|scope| {
@@ -456,7 +456,8 @@ pub fn rules(evaluations: usize) -> anyhow::Result<()> {
                             let quote_started = Instant::now();
                             let decision =
                                 evaluate_checked(script.as_ref(), EntryPoint::AllowBooking, &ctx, &settings.guardrails);
-                            let price = evaluate_checked(script.as_ref(), EntryPoint::Price, &ctx, &settings.guardrails);
+                            let price =
+                                evaluate_checked(script.as_ref(), EntryPoint::Price, &ctx, &settings.guardrails);
                             assert!(decision.is_ok() && price.is_ok(), "the timed test case evaluates");
                             latencies.push(quote_started.elapsed().as_nanos() as u64);
                         }

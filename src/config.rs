@@ -64,12 +64,19 @@ pub struct RulesConfig {
     pub max_operations: u64,
     /// Wall-clock budget per evaluation.
     pub timeout_ms: u64,
+    /// How often rule sets that define `adjust(ctx)` are reviewed (0: never; `POST
+    /// /v1/rulesets/{id}/adjust` still works).
+    pub adjust_interval_secs: u64,
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
         let limits = berth_rules::Limits::default();
-        Self { max_operations: limits.max_operations, timeout_ms: limits.timeout.as_millis() as u64 }
+        Self {
+            max_operations: limits.max_operations,
+            timeout_ms: limits.timeout.as_millis() as u64,
+            adjust_interval_secs: 24 * 3600,
+        }
     }
 }
 

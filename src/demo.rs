@@ -70,7 +70,52 @@ pub async fn seed(kernel: &Kernel, data_dir: &Path) -> anyhow::Result<DemoCreden
     };
     std::fs::create_dir_all(data_dir)?;
     crate::write_private_file(&credentials_path, &serde_json::to_string_pretty(&credentials)?)?;
+    ensure_garage_rules(kernel, &credentials).await?;
     Ok(credentials)
+}
+
+/// Gives the garage the bundled time-of-day template as its published rule set, unless it has
+/// a rule set already (so an operator's own changes survive restarts).
+async fn ensure_garage_rules(kernel: &Kernel, credentials: &DemoCredentials) -> anyhow::Result<()> {
+    use berth_kernel::ids::SiteId;
+    use berth_kernel::pricing::RuleSetInput;
+
+    let operator_admin = kernel.authenticate_api_key(&credentials.operator_admin_key).await?;
+    let garage = SiteId::parse(&credentials.off_street_site_id).context("the demo garage's id")?;
+    let has_rules = kernel.list_rule_sets(&operator_admin, berth_kernel::page::PageRequest::first(100)).await?;
+    if has_rules.items.iter().any(|rule_set| rule_set.site_id == Some(garage)) {
+        return Ok(());
+    }
+    let template = berth_rules::project::RuleProject::from_texts(
+        "rules/examples/time-of-day",
+        include_str!("../rules/examples/time-of-day/ruleset.toml"),
+        include_str!("../rules/examples/time-of-day/rules.rhai"),
+        include_str!("../rules/examples/time-of-day/tests.toml"),
+    )?;
+    let settings = template.settings;
+    let rule_set = kernel
+        .create_rule_set(
+            &operator_admin,
+            RuleSetInput {
+                name: settings.name,
+                site_id: Some(garage),
+                currency: settings.currency,
+                error_policy: settings.error_policy,
+                guardrails: settings.guardrails,
+                holidays: settings.holidays,
+                adjustment: settings.adjustment,
+            },
+        )
+        .await
+        .context("creating the demo garage's rule set")?;
+    let version = kernel
+        .create_rule_version(&operator_admin, rule_set.id, template.source, template.tests, settings.params)
+        .await?;
+    kernel
+        .publish_rule_version(&operator_admin, rule_set.id, version.version, None)
+        .await
+        .context("publishing the demo garage's rules")?;
+    Ok(())
 }
 
 const DEMO_DRIVER_EMAIL: &str = "driver@demo.berth.dev";

@@ -104,6 +104,11 @@ pub async fn open_plugins(config: &Config) -> anyhow::Result<Option<Registry>> {
     Ok(Some(registry))
 }
 
+/// A kernel on `store` with the configured rules engine (plugins are added by [`build_state`]).
+pub fn kernel(config: &Config, store: SqlStore) -> Kernel {
+    Kernel::new(Arc::new(store)).with_rules(Arc::new(berth_rules::RhaiRules::new(config.rules.limits())))
+}
+
 /// Builds the application state from configuration and an open store.
 pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<AppState> {
     let oidc = config.auth.oidc.as_ref().map(|oidc| OidcSettings {
@@ -113,8 +118,7 @@ pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<App
     });
     let tokens =
         TokenService::new(&token_secret(config)?, Duration::from_secs(config.auth.token_ttl_secs), oidc).await?;
-    let mut kernel =
-        Kernel::new(Arc::new(store)).with_rules(Arc::new(berth_rules::RhaiRules::new(config.rules.limits())));
+    let mut kernel = kernel(config, store);
     if let Some(registry) = open_plugins(config).await? {
         kernel = kernel.with_plugins(Arc::new(registry));
     }
@@ -261,6 +265,7 @@ pub async fn start(
     };
     let mqtt = start_mqtt(config, state.kernel.clone()).await?;
     let served_state = state.clone();
+    let adjuster = adjust_on_schedule(state.kernel.clone(), config.rules.adjust_interval_secs);
     let max_body_bytes = config.http.max_body_bytes;
     let (stop_sender, stop_receiver) = oneshot::channel::<()>();
     let grace = Duration::from_secs(config.http.shutdown_grace_secs);
@@ -272,13 +277,35 @@ pub async fn start(
             }
             tracing::info!("shutting down: finishing in-flight requests");
         };
-        let result = listener.serve(served_state, max_body_bytes, stop, grace).await;
+        // The adjustment scheduler lives exactly as long as the server.
+        let result = tokio::select! {
+            result = listener.serve(served_state, max_body_bytes, stop, grace) => result,
+            never = adjuster => match never {},
+        };
         if let Err(error) = store.close().await {
             tracing::warn!(error = %error, "closing the database failed");
         }
         result
     });
     Ok(RunningServer { addr, state, mqtt, fanout, shutdown: Some(stop_sender), task })
+}
+
+/// Runs operators' scheduled rate adjustments every `interval_secs` (0: never). Each node runs
+/// them; a rule set with an adjusted version already scheduled is skipped, so nodes do not stack
+/// changes.
+async fn adjust_on_schedule(kernel: Kernel, interval_secs: u64) -> std::convert::Infallible {
+    if interval_secs == 0 {
+        return std::future::pending().await;
+    }
+    let mut ticks = tokio::time::interval(Duration::from_secs(interval_secs));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(error) = kernel.run_scheduled_adjustments().await {
+            tracing::warn!(error = %error, "scheduled rate adjustments could not run");
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

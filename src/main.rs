@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use berth::config::{Config, LogFormat};
-use berth_kernel::Kernel;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -224,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin { command: AdminCommand::CreateKey { name } } => {
             init_tracing(&config);
             let store = berth::open_store(&config).await?;
-            let kernel = Kernel::new(std::sync::Arc::new(store));
+            let kernel = berth::kernel(&config, store);
             let (key, token) = kernel.bootstrap_admin_key(&name).await?;
             println!("created platform admin key {} ({})", key.id, key.name);
             println!("token (shown once, store it now): {}", token.0);
@@ -315,7 +314,7 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
     }
     let store = berth::open_store(&config).await?;
     let backend = store.backend_name();
-    let kernel = Kernel::new(std::sync::Arc::new(store.clone()));
+    let kernel = berth::kernel(&config, store.clone());
     let credentials = berth::demo::seed(&kernel, &config.data_dir).await?;
     let operator_admin = kernel.authenticate_api_key(&credentials.operator_admin_key).await?;
     let garage: berth_kernel::ids::SiteId = credentials.off_street_site_id.parse().context("demo garage id")?;

@@ -55,11 +55,9 @@ pub fn explain(dir: &Path, test: Option<&str>, context: Option<&Path>, entry: Op
     let script = project.compile(&engine)?;
     let (fixture, fixture_entry): (ContextFixture, Option<EntryPoint>) = match (test, context) {
         (Some(name), None) => {
-            let test = project
-                .tests
-                .iter()
-                .find(|test| test.name == name)
-                .ok_or_else(|| anyhow::anyhow!("no test case named '{name}' in {}", dir.join("tests.toml").display()))?;
+            let test = project.tests.iter().find(|test| test.name == name).ok_or_else(|| {
+                anyhow::anyhow!("no test case named '{name}' in {}", dir.join("tests.toml").display())
+            })?;
             (test.context.clone(), test.entry)
         }
         (None, Some(path)) => {
@@ -74,10 +72,12 @@ pub fn explain(dir: &Path, test: Option<&str>, context: Option<&Path>, entry: Op
         _ => anyhow::bail!("give either --test NAME or --context FILE"),
     };
     let settings = &project.settings;
-    let ctx = fixture.to_context(settings.site.as_ref(), &settings.currency, &settings.holidays)?;
+    let ctx = project.setting().context(&fixture)?;
     let entries = match entry {
         Some(name) => vec![EntryPoint::parse(name).ok_or_else(|| {
-            anyhow::anyhow!("unknown entry point '{name}' (price, allow_booking, cancellation_fee, extension, overstay_fee)")
+            anyhow::anyhow!(
+                "unknown entry point '{name}' (price, allow_booking, cancellation_fee, extension, overstay_fee)"
+            )
         })?],
         None => fixture_entry.map_or_else(|| vec![EntryPoint::AllowBooking, EntryPoint::Price], |entry| vec![entry]),
     };
@@ -111,10 +111,23 @@ pub fn explain(dir: &Path, test: Option<&str>, context: Option<&Path>, entry: Op
                     };
                     let _ = writeln!(text, "  => {verdict}");
                 }
+                if entry == EntryPoint::Adjust {
+                    let proposal = checked.params.as_ref().map_or_else(
+                        || "no change".to_owned(),
+                        |params| serde_json::Value::Object(params.clone()).to_string(),
+                    );
+                    let _ = writeln!(text, "  => {proposal}");
+                }
                 if let Some(price) = &checked.price {
                     for item in &price.items {
                         let sign = if item.kind == berth_kernel::rules::LineKind::Discount { "-" } else { " " };
-                        let _ = writeln!(text, "  {:<10} {:<32} {sign}{}", item.kind.as_str(), item.label, item.amount_minor);
+                        let _ = writeln!(
+                            text,
+                            "  {:<10} {:<32} {sign}{}",
+                            item.kind.as_str(),
+                            item.label,
+                            item.amount_minor
+                        );
                     }
                     let _ = writeln!(text, "  => total {} {} (minor units)", price.total_minor, price.currency);
                 }

@@ -603,7 +603,11 @@ impl Kernel {
     }
 
     /// [`Kernel::site_availability`] of a site already known to belong to `operator`.
-    pub(crate) async fn site_availability_for(&self, operator: OperatorId, site_id: SiteId) -> KernelResult<Availability> {
+    pub(crate) async fn site_availability_for(
+        &self,
+        operator: OperatorId,
+        site_id: SiteId,
+    ) -> KernelResult<Availability> {
         let at = now();
         let config = self.live_config();
         let rows = self.store().list_site_live(operator, site_id).await?;

@@ -13,6 +13,7 @@ pub mod geo;
 pub mod ids;
 pub mod ingest;
 pub mod live;
+pub mod occupancy;
 pub mod operator;
 pub mod page;
 pub mod plugin;

@@ -49,6 +49,15 @@ pub trait LiveStore: Send + Sync {
     async fn save_live_batch(&self, batch: &[crate::commit::LiveWrite]) -> StoreResult<()>;
     async fn list_space_events(&self, operator: OperatorId, space: SpaceId, limit: u64)
     -> StoreResult<Vec<SpaceEvent>>;
+    /// State changes of these spaces with `from <= at < to`, oldest first, at most `limit`.
+    async fn list_events_between(
+        &self,
+        operator: OperatorId,
+        spaces: &[SpaceId],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<SpaceEvent>>;
     async fn get_device_health(&self, operator: OperatorId, device: DeviceId) -> StoreResult<Option<DeviceHealth>>;
     async fn save_device_health(
         &self,
@@ -71,8 +80,12 @@ pub trait RuleStore: Send + Sync {
     async fn rule_sets_for_site(&self, operator: OperatorId, site: SiteId) -> StoreResult<Vec<RuleSet>>;
     /// A version number already taken is a conflict.
     async fn insert_rule_version(&self, operator: OperatorId, version: &RuleVersion) -> StoreResult<()>;
-    async fn get_rule_version(&self, operator: OperatorId, id: RuleSetId, version: u32)
-    -> StoreResult<Option<RuleVersion>>;
+    async fn get_rule_version(
+        &self,
+        operator: OperatorId,
+        id: RuleSetId,
+        version: u32,
+    ) -> StoreResult<Option<RuleVersion>>;
     async fn list_rule_versions(&self, operator: OperatorId, id: RuleSetId) -> StoreResult<Vec<RuleVersion>>;
     /// In one transaction: marks the draft published and records its activation. A version
     /// that is no longer a draft is a conflict.
@@ -100,6 +113,8 @@ pub trait RuleStore: Send + Sync {
     ) -> StoreResult<Vec<Quote>>;
     /// The operator a site belongs to, for callers (drivers) who see every operator's sites.
     async fn find_site_operator(&self, site: SiteId) -> StoreResult<Option<OperatorId>>;
+    /// Every operator's site-bound rule sets, for the adjustment scheduler.
+    async fn list_site_rule_sets_everywhere(&self) -> StoreResult<Vec<RuleSet>>;
     async fn find_space_operator(&self, space: SpaceId) -> StoreResult<Option<OperatorId>>;
 }
 
@@ -208,15 +223,7 @@ pub trait VehicleStore: Send + Sync {
 /// Everything the kernel persists.
 #[async_trait]
 pub trait Store:
-    OperatorStore
-    + ApiKeyStore
-    + SiteStore
-    + SpaceStore
-    + DeviceStore
-    + DriverStore
-    + VehicleStore
-    + LiveStore
-    + RuleStore
+    OperatorStore + ApiKeyStore + SiteStore + SpaceStore + DeviceStore + DriverStore + VehicleStore + LiveStore + RuleStore
 {
     /// Cheap round trip to the database, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

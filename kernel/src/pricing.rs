@@ -12,12 +12,13 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use crate::auth::{Access, Principal};
 use crate::error::{KernelError, KernelResult, ValidationError};
 use crate::ids::{DriverId, OperatorId, QuoteId, RuleSetId, SiteId, SpaceId, VehicleId};
+use crate::occupancy::{OccupancyProfile, occupancy_profile};
 use crate::page::{Page, PageRequest};
 use crate::rules::{
-    Activation, CompiledRules, ContextFixture, DriverFacts, EntryPoint, ErrorPolicy, Guardrails, LineItem, LineKind,
-    LocalTime, Occupancy, Price, RuleContext, RuleError, RuleSet, RuleTest, RuleVersion, RulesEngine, SiteFacts,
-    SpaceFacts, TestOutcome, TraceStep, VersionStatus, evaluate_checked, guardrail_violations, holidays_between,
-    run_test, version_in_force,
+    Activation, AdjustmentFacts, AdjustmentSettings, CompiledRules, ContextFixture, DriverFacts, EntryPoint,
+    ErrorPolicy, Guardrails, LineItem, LineKind, LocalTime, Occupancy, Params, Price, RuleContext, RuleError, RuleSet,
+    RuleTest, RuleVersion, RulesEngine, SiteFacts, SpaceFacts, TestOutcome, TestSetting, TraceStep, VersionStatus,
+    evaluate_checked, guardrail_violations, holidays_between, run_test, version_in_force,
 };
 use crate::service::{Kernel, now, operator_scope};
 use crate::site::Currency;
@@ -45,6 +46,8 @@ impl RulesEngine for NoRules {
 #[derive(Default)]
 pub struct RuleCache {
     compiled: Mutex<HashMap<(RuleSetId, u32), Arc<dyn CompiledRules>>>,
+    /// Each site's last-hour occupancy, and when it was computed.
+    recent: Mutex<HashMap<SiteId, (std::time::Instant, Option<f64>)>>,
 }
 
 const MAX_CACHED_VERSIONS: usize = 4096;
@@ -57,6 +60,7 @@ pub struct RuleSetInput {
     pub error_policy: ErrorPolicy,
     pub guardrails: Guardrails,
     pub holidays: BTreeSet<NaiveDate>,
+    pub adjustment: AdjustmentSettings,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -65,6 +69,7 @@ pub struct RuleSetPatch {
     pub error_policy: Option<ErrorPolicy>,
     pub guardrails: Option<Guardrails>,
     pub holidays: Option<BTreeSet<NaiveDate>>,
+    pub adjustment: Option<AdjustmentSettings>,
 }
 
 /// A version with what the engine says of it.
@@ -155,6 +160,7 @@ impl Kernel {
             }
         }
         validate_settings(&input.error_policy, &input.guardrails)?;
+        input.adjustment.validate()?;
         let rule_set = RuleSet {
             id: RuleSetId::new(),
             operator_id: operator,
@@ -164,6 +170,7 @@ impl Kernel {
             error_policy: input.error_policy,
             guardrails: input.guardrails,
             holidays: input.holidays,
+            adjustment: input.adjustment,
             created_at: now(),
         };
         self.store().insert_rule_set(&rule_set).await?;
@@ -180,7 +187,12 @@ impl Kernel {
         Ok(self.store().list_rule_sets(operator, page).await?)
     }
 
-    pub async fn update_rule_set(&self, caller: &Principal, id: RuleSetId, patch: RuleSetPatch) -> KernelResult<RuleSet> {
+    pub async fn update_rule_set(
+        &self,
+        caller: &Principal,
+        id: RuleSetId,
+        patch: RuleSetPatch,
+    ) -> KernelResult<RuleSet> {
         let operator = operator_scope(caller, Access::Write)?;
         let mut rule_set =
             self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
@@ -196,6 +208,10 @@ impl Kernel {
         if let Some(holidays) = patch.holidays {
             rule_set.holidays = holidays;
         }
+        if let Some(adjustment) = patch.adjustment {
+            adjustment.validate()?;
+            rule_set.adjustment = adjustment;
+        }
         validate_settings(&rule_set.error_policy, &rule_set.guardrails)?;
         self.store().update_rule_set(&rule_set).await?;
         Ok(rule_set)
@@ -210,16 +226,33 @@ impl Kernel {
         id: RuleSetId,
         source: String,
         tests: Vec<RuleTest>,
+        params: Params,
     ) -> KernelResult<RuleVersion> {
         let operator = operator_scope(caller, Access::Write)?;
-        let rule_set = self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
+        self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
+        self.add_version(operator, id, source, tests, params).await
+    }
+
+    async fn add_version(
+        &self,
+        operator: OperatorId,
+        id: RuleSetId,
+        source: String,
+        tests: Vec<RuleTest>,
+        params: Params,
+    ) -> KernelResult<RuleVersion> {
+        let rule_set =
+            self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
+        if serde_json::to_string(&params).map_or(0, |text| text.len()) > MAX_PARAMS_BYTES {
+            return Err(ValidationError::new("params", format!("at most {MAX_PARAMS_BYTES} bytes of JSON")).into());
+        }
         if tests.len() > crate::rules::MAX_TESTS {
             return Err(ValidationError::new("tests", format!("at most {} test cases", crate::rules::MAX_TESTS)).into());
         }
         self.compile_source(&source).await.map_err(|error| rule_validation("source", &error))?;
         for (index, test) in tests.iter().enumerate() {
             test.context
-                .to_context(None, &rule_set.currency.code(), &rule_set.holidays)
+                .to_context(None, &rule_set.currency.code(), &rule_set.holidays, &params)
                 .map_err(|error| error.within(&format!("tests[{index}].context")))?;
         }
         let existing = self.store().list_rule_versions(operator, id).await?;
@@ -228,6 +261,7 @@ impl Kernel {
             version: existing.iter().map(|version| version.version).max().unwrap_or(0) + 1,
             source,
             tests,
+            params,
             status: VersionStatus::Draft,
             created_at: now(),
             published_at: None,
@@ -238,7 +272,10 @@ impl Kernel {
 
     pub async fn get_rule_version(&self, caller: &Principal, id: RuleSetId, version: u32) -> KernelResult<RuleVersion> {
         let operator = operator_scope(caller, Access::Read)?;
-        self.store().get_rule_version(operator, id, version).await?.ok_or_else(|| KernelError::not_found("rule version"))
+        self.store()
+            .get_rule_version(operator, id, version)
+            .await?
+            .ok_or_else(|| KernelError::not_found("rule version"))
     }
 
     /// Every version of a rule set, and which one is in force now.
@@ -258,24 +295,23 @@ impl Kernel {
     /// Compiles a version and runs its fixtures.
     pub async fn test_rule_version(&self, caller: &Principal, id: RuleSetId, version: u32) -> KernelResult<TestReport> {
         let operator = operator_scope(caller, Access::Read)?;
+        self.test_version(operator, id, version).await
+    }
+
+    async fn test_version(&self, operator: OperatorId, id: RuleSetId, version: u32) -> KernelResult<TestReport> {
         let (rule_set, rule_version) = self.rule_version(operator, id, version).await?;
         let compiled = self.compiled(&rule_set, &rule_version).await?;
         let site = self.fixture_site(&rule_set).await?;
-        let tests = rule_version.tests.clone();
         let outcomes = tokio::task::spawn_blocking(move || {
-            tests
-                .iter()
-                .map(|test| {
-                    run_test(
-                        compiled.as_ref(),
-                        test,
-                        site.as_ref(),
-                        &rule_set.currency.code(),
-                        &rule_set.holidays,
-                        &rule_set.guardrails,
-                    )
-                })
-                .collect::<Vec<_>>()
+            let currency = rule_set.currency.code();
+            let setting = TestSetting {
+                site: site.as_ref(),
+                currency: &currency,
+                holidays: &rule_set.holidays,
+                guardrails: &rule_set.guardrails,
+                params: &rule_version.params,
+            };
+            rule_version.tests.iter().map(|test| run_test(compiled.as_ref(), test, &setting)).collect::<Vec<_>>()
         })
         .await
         .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?;
@@ -292,14 +328,28 @@ impl Kernel {
         effective_from: Option<DateTime<Utc>>,
     ) -> KernelResult<RuleVersion> {
         let operator = operator_scope(caller, Access::Write)?;
+        let at = now();
+        self.publish(operator, id, version, effective_from.unwrap_or(at).max(at), "publish").await
+    }
+
+    async fn publish(
+        &self,
+        operator: OperatorId,
+        id: RuleSetId,
+        version: u32,
+        effective_from: DateTime<Utc>,
+        reason: &str,
+    ) -> KernelResult<RuleVersion> {
         let (rule_set, rule_version) = self.rule_version(operator, id, version).await?;
         if rule_version.status != VersionStatus::Draft {
-            return Err(KernelError::Conflict(format!("version {version} is already published; versions are immutable")));
+            return Err(KernelError::Conflict(format!(
+                "version {version} is already published; versions are immutable"
+            )));
         }
         if rule_version.tests.is_empty() {
             return Err(ValidationError::new("tests", "publishing needs at least one test case").into());
         }
-        let report = self.test_rule_version(caller, id, version).await?;
+        let report = self.test_version(operator, id, version).await?;
         if !report.passed {
             let failures: Vec<String> = report
                 .outcomes
@@ -309,38 +359,38 @@ impl Kernel {
                 .collect();
             return Err(ValidationError::new("tests", format!("test cases failed: {}", failures.join("; "))).into());
         }
-        let at = now();
-        let effective_from = effective_from.unwrap_or(at).max(at);
         let activations = self.store().list_activations(operator, id).await?;
         let active = match version_in_force(&activations, effective_from) {
             Some(active_version) => {
                 let (_, active) = self.rule_version(operator, id, active_version).await?;
-                Some(self.compiled(&rule_set, &active).await?)
+                Some((self.compiled(&rule_set, &active).await?, active.params))
             }
             None => None,
         };
         let candidate = self.compiled(&rule_set, &rule_version).await?;
         let site = self.fixture_site(&rule_set).await?;
-        let tests = rule_version.tests.clone();
+        let (tests, params) = (rule_version.tests.clone(), rule_version.params.clone());
         let rails_set = rule_set.clone();
         let violations = tokio::task::spawn_blocking(move || {
-            guardrail_violations(
-                candidate.as_ref(),
-                active.as_deref(),
-                &tests,
-                site.as_ref(),
-                &rails_set.currency.code(),
-                &rails_set.holidays,
-                &rails_set.guardrails,
-            )
+            let currency = rails_set.currency.code();
+            let setting = TestSetting {
+                site: site.as_ref(),
+                currency: &currency,
+                holidays: &rails_set.holidays,
+                guardrails: &rails_set.guardrails,
+                params: &params,
+            };
+            let active = active.as_ref().map(|(rules, params)| (rules.as_ref(), params));
+            guardrail_violations((candidate.as_ref(), &params), active, &tests, &setting)
         })
         .await
         .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?;
         if !violations.is_empty() {
             return Err(ValidationError::new("guardrails", violations.join("; ")).into());
         }
+        let at = now();
         let activation =
-            Activation { rule_set_id: id, version, effective_from, created_at: at, reason: "publish".into() };
+            Activation { rule_set_id: id, version, effective_from, created_at: at, reason: reason.to_owned() };
         self.store().publish_rule_version(operator, id, version, &activation).await?;
         Ok(RuleVersion { status: VersionStatus::Published, published_at: Some(at), ..rule_version })
     }
@@ -356,7 +406,8 @@ impl Kernel {
             )));
         }
         let at = now();
-        let activation = Activation { rule_set_id: id, version, effective_from: at, created_at: at, reason: "rollback".into() };
+        let activation =
+            Activation { rule_set_id: id, version, effective_from: at, created_at: at, reason: "rollback".into() };
         self.store().insert_rollback(operator, &activation).await?;
         Ok(activation)
     }
@@ -376,7 +427,7 @@ impl Kernel {
         let site = self.fixture_site(&rule_set).await?;
         for (index, fixture) in input.contexts.iter().enumerate() {
             let ctx = fixture
-                .to_context(site.as_ref(), &rule_set.currency.code(), &rule_set.holidays)
+                .to_context(site.as_ref(), &rule_set.currency.code(), &rule_set.holidays, &Params::new())
                 .map_err(|error| error.within(&format!("contexts[{index}]")))?;
             contexts.push((format!("contexts[{index}]"), ctx));
         }
@@ -398,22 +449,25 @@ impl Kernel {
         let active = match active_version {
             Some(active_version) => {
                 let (_, active) = self.rule_version(operator, id, active_version).await?;
-                Some(self.compiled(&rule_set, &active).await?)
+                Some((self.compiled(&rule_set, &active).await?, active.params))
             }
             None => None,
         };
         let candidate = self.compiled(&rule_set, &rule_version).await?;
+        let candidate_params = rule_version.params;
         let guardrails = rule_set.guardrails;
         let cases = tokio::task::spawn_blocking(move || {
             contexts
                 .into_iter()
                 .map(|(label, ctx)| {
-                    let price = |rules: &dyn CompiledRules| {
+                    // Each version prices the stay with its own parameters.
+                    let price = |rules: &dyn CompiledRules, params: &Params| {
+                        let ctx = RuleContext { params: params.clone(), ..ctx.clone() };
                         evaluate_checked(rules, EntryPoint::Price, &ctx, &guardrails)
                             .map(|checked| checked.price.map_or(0, |price| price.total_minor))
                     };
-                    let active_minor = active.as_deref().and_then(|rules| price(rules).ok());
-                    let (candidate_minor, error) = match price(candidate.as_ref()) {
+                    let active_minor = active.as_ref().and_then(|(rules, params)| price(rules.as_ref(), params).ok());
+                    let (candidate_minor, error) = match price(candidate.as_ref(), &candidate_params) {
                         Ok(total) => (Some(total), None),
                         Err(error) => (None, Some(error.to_string())),
                     };
@@ -486,7 +540,7 @@ impl Kernel {
         let (_, rule_version) = self.rule_version(operator, rule_set.id, version).await?;
         let compiled = self.compiled(&rule_set, &rule_version).await?;
 
-        let availability = self.site_occupancy(caller, operator, site_id).await?;
+        let availability = self.site_occupancy(operator, &site).await?;
         let timezone = site.details.timezone;
         let local = |at: DateTime<Utc>| LocalTime::new(at, timezone, &rule_set.holidays);
         let (start, end) = (local(input.start), local(input.end));
@@ -504,6 +558,8 @@ impl Kernel {
             },
             booking: None,
             holidays: holidays_between(&rule_set.holidays, &start, &end),
+            params: rule_version.params.clone(),
+            adjustment: None,
         };
 
         let evaluated = {
@@ -594,7 +650,11 @@ impl Kernel {
 
     /// Which operator's site is quoted, and for which driver. Drivers may quote any operator's
     /// site (the site's operator is looked up); operators only their own.
-    async fn quote_scope(&self, caller: &Principal, input: &QuoteInput) -> KernelResult<(OperatorId, Option<DriverId>)> {
+    async fn quote_scope(
+        &self,
+        caller: &Principal,
+        input: &QuoteInput,
+    ) -> KernelResult<(OperatorId, Option<DriverId>)> {
         match caller {
             Principal::Driver { driver_id } => {
                 let operator = match (input.space_id, input.site_id) {
@@ -616,13 +676,26 @@ impl Kernel {
 
     async fn rule_set_for_site(&self, operator: OperatorId, site: SiteId) -> KernelResult<Option<RuleSet>> {
         let sets = self.store().rule_sets_for_site(operator, site).await?;
-        Ok(sets.iter().find(|set| set.site_id == Some(site)).or_else(|| sets.iter().find(|set| set.site_id.is_none())).cloned())
+        Ok(sets
+            .iter()
+            .find(|set| set.site_id == Some(site))
+            .or_else(|| sets.iter().find(|set| set.site_id.is_none()))
+            .cloned())
     }
 
-    async fn rule_version(&self, operator: OperatorId, id: RuleSetId, version: u32) -> KernelResult<(RuleSet, RuleVersion)> {
-        let rule_set = self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
-        let rule_version =
-            self.store().get_rule_version(operator, id, version).await?.ok_or_else(|| KernelError::not_found("rule version"))?;
+    async fn rule_version(
+        &self,
+        operator: OperatorId,
+        id: RuleSetId,
+        version: u32,
+    ) -> KernelResult<(RuleSet, RuleVersion)> {
+        let rule_set =
+            self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
+        let rule_version = self
+            .store()
+            .get_rule_version(operator, id, version)
+            .await?
+            .ok_or_else(|| KernelError::not_found("rule version"))?;
         Ok((rule_set, rule_version))
     }
 
@@ -657,23 +730,28 @@ impl Kernel {
         Ok(site.map(|site| SiteFacts::of(&site, u32::try_from(capacity).unwrap_or(u32::MAX))))
     }
 
-    /// Occupancy now, from live state: occupied share of the spaces whose state is known.
-    async fn site_occupancy(&self, _caller: &Principal, operator: OperatorId, site: SiteId) -> KernelResult<Occupancy> {
-        let availability = self.site_availability_for(operator, site).await?;
-        let count = |status: SpaceStatus| availability.counts.get(&status).copied().unwrap_or(0);
-        let total: u64 = availability.counts.values().sum();
-        let (free, occupied) = (count(SpaceStatus::Free), count(SpaceStatus::Occupied));
-        let known = free + occupied;
-        Ok(Occupancy {
-            percent: if known == 0 { 0.0 } else { occupied as f64 * 100.0 / known as f64 },
-            free: u32::try_from(free).unwrap_or(u32::MAX),
-            total: u32::try_from(total).unwrap_or(u32::MAX),
-            recent_percent: None,
-        })
+    /// Occupancy now, and over the last hour (reused for a minute per site).
+    async fn site_occupancy(&self, operator: OperatorId, site: &crate::site::Site) -> KernelResult<Occupancy> {
+        let availability = self.site_availability_for(operator, site.id).await?;
+        let mut occupancy = occupancy_now(&availability);
+        let cached = self.rule_cache().recent.lock().unwrap().get(&site.id).copied();
+        occupancy.recent_percent = match cached {
+            Some((at, recent)) if at.elapsed() < RECENT_OCCUPANCY_TTL => recent,
+            _ => {
+                let to = now();
+                let from = to - Duration::hours(1);
+                let recent =
+                    self.occupancy_history(operator, &availability, from, to, site.details.timezone).await?.overall;
+                self.rule_cache().recent.lock().unwrap().insert(site.id, (std::time::Instant::now(), recent));
+                recent
+            }
+        };
+        Ok(occupancy)
     }
 }
 
 const MAX_SIMULATED: u64 = 10_000;
+const MAX_PARAMS_BYTES: usize = 16 * 1024;
 
 fn validate_settings(policy: &ErrorPolicy, guardrails: &Guardrails) -> Result<(), ValidationError> {
     guardrails.validate()?;
@@ -708,3 +786,175 @@ fn validate_window(start: DateTime<Utc>, end: DateTime<Utc>, at: DateTime<Utc>) 
 fn rule_validation(field: &str, error: &RuleError) -> KernelError {
     ValidationError::new(field, error.to_string()).into()
 }
+
+/// What a scheduled adjustment did.
+#[derive(Debug, Clone)]
+pub struct AdjustReport {
+    /// The parameters `adjust(ctx)` proposed, when it proposed a change.
+    pub proposed: Option<Params>,
+    /// The version made and published for them, and when it takes effect.
+    pub version: Option<RuleVersion>,
+    pub effective_from: Option<DateTime<Utc>>,
+    /// What happened, in words.
+    pub message: String,
+}
+
+impl AdjustReport {
+    fn unchanged(message: impl Into<String>) -> Self {
+        Self { proposed: None, version: None, effective_from: None, message: message.into() }
+    }
+}
+
+impl Kernel {
+    /// Runs the rule set's `adjust(ctx)` now: a proposed change becomes a new version (same
+    /// script and tests, new parameters), published through the usual checks to take effect
+    /// after the notice period.
+    pub async fn adjust_rule_set(&self, caller: &Principal, id: RuleSetId) -> KernelResult<AdjustReport> {
+        let operator = operator_scope(caller, Access::Write)?;
+        self.adjust(operator, id).await
+    }
+
+    /// The scheduler's round: every site-bound rule set whose version in force defines
+    /// `adjust`. Failures are logged and counted; one rule set never stops the others.
+    pub async fn run_scheduled_adjustments(&self) -> KernelResult<Vec<(RuleSetId, Result<AdjustReport, String>)>> {
+        let mut results = Vec::new();
+        for rule_set in self.store().list_site_rule_sets_everywhere().await? {
+            let operator = rule_set.operator_id;
+            let activations = self.store().list_activations(operator, rule_set.id).await?;
+            let Some(version) = version_in_force(&activations, now()) else { continue };
+            let Some(rule_version) = self.store().get_rule_version(operator, rule_set.id, version).await? else {
+                continue;
+            };
+            let Ok(compiled) = self.compiled(&rule_set, &rule_version).await else { continue };
+            if !compiled.defines(EntryPoint::Adjust) {
+                continue;
+            }
+            let outcome = self.adjust(operator, rule_set.id).await.map_err(|error| error.to_string());
+            match &outcome {
+                Ok(report) => {
+                    tracing::info!(rule_set = %rule_set.id, message = %report.message, "scheduled adjustment")
+                }
+                Err(error) => {
+                    metrics::counter!("berth_rules_adjustments_failed_total").increment(1);
+                    tracing::warn!(rule_set = %rule_set.id, error = %error, "scheduled adjustment failed");
+                }
+            }
+            results.push((rule_set.id, outcome));
+        }
+        Ok(results)
+    }
+
+    async fn adjust(&self, operator: OperatorId, id: RuleSetId) -> KernelResult<AdjustReport> {
+        let rule_set =
+            self.store().get_rule_set(operator, id).await?.ok_or_else(|| KernelError::not_found("rule set"))?;
+        let site_id = rule_set
+            .site_id
+            .ok_or_else(|| ValidationError::new("site_id", "scheduled adjustments need a rule set bound to a site"))?;
+        let site = self.store().get_site(operator, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
+        let at = now();
+        let activations = self.store().list_activations(operator, id).await?;
+        if let Some(pending) =
+            activations.iter().filter(|activation| activation.effective_from > at).min_by_key(|a| a.effective_from)
+        {
+            return Ok(AdjustReport::unchanged(format!(
+                "version {} is scheduled for {}; no adjustment until it takes effect",
+                pending.version, pending.effective_from
+            )));
+        }
+        let version = version_in_force(&activations, at)
+            .ok_or_else(|| KernelError::Conflict(format!("rule set '{}' has no version in force", rule_set.name)))?;
+        let (_, rule_version) = self.rule_version(operator, id, version).await?;
+        let compiled = self.compiled(&rule_set, &rule_version).await?;
+        if !compiled.defines(EntryPoint::Adjust) {
+            return Err(ValidationError::new("source", format!("version {version} defines no adjust(ctx)")).into());
+        }
+        let period = Duration::days(i64::from(rule_set.adjustment.period_days));
+        let availability = self.site_availability_for(operator, site_id).await?;
+        let profile = self.occupancy_history(operator, &availability, at - period, at, site.details.timezone).await?;
+        let days_since_change = activations
+            .iter()
+            .filter(|activation| activation.reason == "adjust" && activation.effective_from <= at)
+            .map(|activation| activation.effective_from)
+            .max()
+            .map(|since| (at - since).num_days());
+        let local = LocalTime::new(at, site.details.timezone, &rule_set.holidays);
+        let mut occupancy = occupancy_now(&availability);
+        occupancy.recent_percent = profile.overall;
+        let ctx = RuleContext {
+            site: SiteFacts::of(&site, occupancy.total),
+            space: None,
+            vehicle_type: VehicleType::Car.as_str().to_owned(),
+            start: local,
+            end: local,
+            now: local,
+            occupancy,
+            driver: DriverFacts::default(),
+            booking: None,
+            holidays: Vec::new(),
+            params: rule_version.params.clone(),
+            adjustment: Some(AdjustmentFacts {
+                occupancy_by_hour: profile.by_hour,
+                period_days: rule_set.adjustment.period_days,
+                days_since_change,
+            }),
+        };
+        let guardrails = rule_set.guardrails;
+        let checked = tokio::task::spawn_blocking(move || {
+            evaluate_checked(compiled.as_ref(), EntryPoint::Adjust, &ctx, &guardrails)
+        })
+        .await
+        .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?
+        .map_err(|error| KernelError::RuleFailed(format!("adjust() of version {version} failed: {error}")))?;
+        let proposed = match checked.params {
+            Some(params) if params != rule_version.params => params,
+            _ => return Ok(AdjustReport::unchanged(format!("adjust() of version {version} proposed no change"))),
+        };
+        let draft = self
+            .add_version(operator, id, rule_version.source.clone(), rule_version.tests.clone(), proposed.clone())
+            .await?;
+        let effective_from = at + Duration::days(i64::from(rule_set.adjustment.notice_days));
+        let published = self.publish(operator, id, draft.version, effective_from, "adjust").await?;
+        metrics::counter!("berth_rules_adjustments_total").increment(1);
+        Ok(AdjustReport {
+            message: format!("version {} with the new parameters takes effect on {effective_from}", published.version),
+            proposed: Some(proposed),
+            version: Some(published),
+            effective_from: Some(effective_from),
+        })
+    }
+
+    /// Time-weighted occupancy of a site's spaces over `[from, to)`.
+    async fn occupancy_history(
+        &self,
+        operator: OperatorId,
+        availability: &crate::ingest::Availability,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        timezone: crate::site::Timezone,
+    ) -> KernelResult<OccupancyProfile> {
+        let spaces: Vec<(SpaceId, SpaceStatus)> =
+            availability.spaces.iter().map(|(space, shown)| (space.id, shown.status)).collect();
+        let ids: Vec<SpaceId> = spaces.iter().map(|(id, _)| *id).collect();
+        let events = self.store().list_events_between(operator, &ids, from, to, MAX_HISTORY_EVENTS).await?;
+        Ok(occupancy_profile(&spaces, &events, from, to, timezone))
+    }
+}
+
+/// Occupancy now, from live state: occupied share of the spaces whose state is known.
+fn occupancy_now(availability: &crate::ingest::Availability) -> Occupancy {
+    let count = |status: SpaceStatus| availability.counts.get(&status).copied().unwrap_or(0);
+    let total: u64 = availability.counts.values().sum();
+    let (free, occupied) = (count(SpaceStatus::Free), count(SpaceStatus::Occupied));
+    let known = free + occupied;
+    Occupancy {
+        percent: if known == 0 { 0.0 } else { occupied as f64 * 100.0 / known as f64 },
+        free: u32::try_from(free).unwrap_or(u32::MAX),
+        total: u32::try_from(total).unwrap_or(u32::MAX),
+        recent_percent: None,
+    }
+}
+
+/// The most state changes one occupancy computation reads.
+const MAX_HISTORY_EVENTS: u64 = 500_000;
+/// How long a site's last-hour occupancy is reused by quotes.
+const RECENT_OCCUPANCY_TTL: std::time::Duration = std::time::Duration::from_secs(60);

@@ -33,15 +33,19 @@ pub enum EntryPoint {
     Extension,
     /// `overstay_fee(ctx)`: what staying past the end costs. Absent: `price` of the extra time.
     OverstayFee,
+    /// `adjust(ctx)`: on a schedule, new parameters for the next version (or `()`: no change).
+    /// Absent: the rule set is never adjusted.
+    Adjust,
 }
 
 impl EntryPoint {
-    pub const ALL: [EntryPoint; 5] = [
+    pub const ALL: [EntryPoint; 6] = [
         EntryPoint::Price,
         EntryPoint::AllowBooking,
         EntryPoint::CancellationFee,
         EntryPoint::Extension,
         EntryPoint::OverstayFee,
+        EntryPoint::Adjust,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +55,7 @@ impl EntryPoint {
             EntryPoint::CancellationFee => "cancellation_fee",
             EntryPoint::Extension => "extension",
             EntryPoint::OverstayFee => "overstay_fee",
+            EntryPoint::Adjust => "adjust",
         }
     }
 
@@ -302,6 +307,31 @@ pub struct RuleContext {
     pub booking: Option<BookingFacts>,
     /// The operator calendar's holidays from the start date to the end date.
     pub holidays: Vec<NaiveDate>,
+    /// The version's parameters (a fixture may set its own).
+    #[serde(default)]
+    pub params: Params,
+    /// For `adjust` only: how the site was used over the review period.
+    #[serde(default)]
+    pub adjustment: Option<AdjustmentFacts>,
+}
+
+/// A version's parameters: named values its script reads as `ctx.params`, which scheduled
+/// adjustments change from one version to the next.
+pub type Params = serde_json::Map<String, serde_json::Value>;
+
+/// What `adjust(ctx)` reviews.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentFacts {
+    /// Time-weighted occupancy (0-100) per local hour of the day over the period; `None` where
+    /// no space's state was known.
+    #[serde(default)]
+    pub occupancy_by_hour: Vec<Option<f64>>,
+    #[serde(default)]
+    pub period_days: u32,
+    /// Days since the last adjustment took effect; `None` if there never was one.
+    #[serde(default)]
+    pub days_since_change: Option<i64>,
 }
 
 impl RuleContext {
@@ -328,7 +358,8 @@ pub enum LineKind {
 }
 
 impl LineKind {
-    pub const ALL: [LineKind; 5] = [LineKind::Base, LineKind::Surcharge, LineKind::Discount, LineKind::Fee, LineKind::Tax];
+    pub const ALL: [LineKind; 5] =
+        [LineKind::Base, LineKind::Surcharge, LineKind::Discount, LineKind::Fee, LineKind::Tax];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -391,7 +422,12 @@ impl Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RuleAnswer {
     Money(PriceAnswer),
-    Decision { decision: Decision, price: Option<PriceAnswer> },
+    Decision {
+        decision: Decision,
+        price: Option<PriceAnswer>,
+    },
+    /// `adjust`: new parameters, or `None` for no change.
+    Params(Option<Params>),
 }
 
 /// A line of the explanation: what fired, and where.
@@ -583,7 +619,36 @@ pub struct RuleSet {
     pub guardrails: Guardrails,
     /// The operator's calendar: these dates are `holiday` day types.
     pub holidays: BTreeSet<NaiveDate>,
+    pub adjustment: AdjustmentSettings,
     pub created_at: DateTime<Utc>,
+}
+
+/// How scheduled adjustments (`adjust(ctx)`) run for a rule set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentSettings {
+    /// The review period: occupancy over this many days before the adjustment.
+    pub period_days: u32,
+    /// An adjusted version takes effect this many days after it is made.
+    pub notice_days: u32,
+}
+
+impl Default for AdjustmentSettings {
+    fn default() -> Self {
+        Self { period_days: 28, notice_days: 7 }
+    }
+}
+
+impl AdjustmentSettings {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if !(1..=366).contains(&self.period_days) {
+            return Err(ValidationError::new("adjustment.period_days", "must be between 1 and 366"));
+        }
+        if self.notice_days > 366 {
+            return Err(ValidationError::new("adjustment.notice_days", "must be at most 366"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -617,6 +682,7 @@ pub struct RuleVersion {
     pub version: u32,
     pub source: String,
     pub tests: Vec<RuleTest>,
+    pub params: Params,
     pub status: VersionStatus,
     pub created_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
@@ -680,6 +746,12 @@ pub struct ContextFixture {
     pub driver: Option<DriverFacts>,
     #[serde(default)]
     pub booking: Option<BookingFixture>,
+    /// Default: the version's parameters.
+    #[serde(default)]
+    pub params: Option<Params>,
+    /// For `adjust` test cases.
+    #[serde(default)]
+    pub adjustment: Option<AdjustmentFacts>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -706,6 +778,9 @@ pub struct Expectation {
     /// The evaluation fails with an error whose message contains this text.
     #[serde(default)]
     pub error_contains: Option<String>,
+    /// `adjust` proposes exactly these parameters (`{}`: no change).
+    #[serde(default)]
+    pub params: Option<Params>,
 }
 
 impl ContextFixture {
@@ -715,6 +790,7 @@ impl ContextFixture {
         default_site: Option<&SiteFacts>,
         currency: &str,
         holidays: &BTreeSet<NaiveDate>,
+        params: &Params,
     ) -> Result<RuleContext, ValidationError> {
         let mut site = self.site.clone().or_else(|| default_site.cloned()).unwrap_or_else(|| SiteFacts {
             id: None,
@@ -732,7 +808,9 @@ impl ContextFixture {
             site.currency = currency.to_owned();
         }
         let timezone = Timezone::parse(&site.timezone).map_err(|error| error.within("site"))?;
-        let time = |field: &str, text: &str| parse_local(field, text, timezone).map(|at| LocalTime::new(at, timezone, holidays));
+        let time = |field: &str, text: &str| {
+            parse_local(field, text, timezone).map(|at| LocalTime::new(at, timezone, holidays))
+        };
         let start = time("start", &self.start)?;
         let end = time("end", &self.end)?;
         if end.at <= start.at {
@@ -749,7 +827,11 @@ impl ContextFixture {
                 start,
                 end,
                 new_end: fixture.new_end.as_deref().map(|text| time("booking.new_end", text)).transpose()?,
-                departed_at: fixture.departed_at.as_deref().map(|text| time("booking.departed_at", text)).transpose()?,
+                departed_at: fixture
+                    .departed_at
+                    .as_deref()
+                    .map(|text| time("booking.departed_at", text))
+                    .transpose()?,
             }),
         };
         let occupancy = self.occupancy.clone().unwrap_or(Occupancy {
@@ -768,6 +850,8 @@ impl ContextFixture {
             driver: self.driver.clone().unwrap_or_default(),
             booking,
             holidays: holidays_between(holidays, &start, &end),
+            params: self.params.clone().unwrap_or_else(|| params.clone()),
+            adjustment: self.adjustment.clone(),
             site,
         })
     }
@@ -785,9 +869,7 @@ pub fn parse_local(field: &str, text: &str, timezone: Timezone) -> Result<DateTi
     }
     let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M")
         .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S"))
-        .map_err(|_| {
-            ValidationError::new(field, format!("'{text}' is not a time (2026-03-02T09:00 or RFC 3339)"))
-        })?;
+        .map_err(|_| ValidationError::new(field, format!("'{text}' is not a time (2026-03-02T09:00 or RFC 3339)")))?;
     timezone
         .tz()
         .from_local_datetime(&naive)
@@ -813,6 +895,8 @@ pub struct TestOutcome {
 pub struct Checked {
     pub price: Option<Price>,
     pub decision: Option<Decision>,
+    /// `adjust`: the proposed parameters, `None` for no change.
+    pub params: Option<Params>,
     pub trace: Vec<TraceStep>,
     pub defaulted: bool,
 }
@@ -825,44 +909,36 @@ pub fn evaluate_checked(
     guardrails: &Guardrails,
 ) -> Result<Checked, RuleError> {
     let evaluation = rules.evaluate(entry, ctx)?;
-    let (price, decision) = match &evaluation.answer {
-        RuleAnswer::Money(answer) => (Some(guardrails.check_price(answer, &ctx.site.currency)?), None),
+    let (price, decision, params) = match evaluation.answer {
+        RuleAnswer::Money(answer) => (Some(guardrails.check_price(&answer, &ctx.site.currency)?), None, None),
         RuleAnswer::Decision { decision, price } => (
             price.as_ref().map(|answer| guardrails.check_price(answer, &ctx.site.currency)).transpose()?,
-            Some(decision.clone()),
+            Some(decision),
+            None,
         ),
+        RuleAnswer::Params(params) => (None, None, params),
     };
-    Ok(Checked { price, decision, trace: evaluation.trace, defaulted: evaluation.defaulted })
+    Ok(Checked { price, decision, params, trace: evaluation.trace, defaulted: evaluation.defaulted })
 }
 
 /// Runs one fixture. Without an explicit `entry`, a fixture that expects a decision runs
 /// `allow_booking`, any other `price`.
-pub fn run_test(
-    rules: &dyn CompiledRules,
-    test: &RuleTest,
-    default_site: Option<&SiteFacts>,
-    currency: &str,
-    holidays: &BTreeSet<NaiveDate>,
-    guardrails: &Guardrails,
-) -> TestOutcome {
-    let failed = |message: String| TestOutcome {
-        name: test.name.clone(),
-        passed: false,
-        message,
-        price: None,
-        decision: None,
-    };
-    let ctx = match test.context.to_context(default_site, currency, holidays) {
+pub fn run_test(rules: &dyn CompiledRules, test: &RuleTest, setting: &TestSetting<'_>) -> TestOutcome {
+    let failed =
+        |message: String| TestOutcome { name: test.name.clone(), passed: false, message, price: None, decision: None };
+    let ctx = match setting.context(&test.context) {
         Ok(ctx) => ctx,
         Err(error) => return failed(format!("bad context: {error}")),
     };
     let expect = &test.expect;
     let entry = test.entry.unwrap_or(if expect.allow.is_some() || expect.reason_contains.is_some() {
         EntryPoint::AllowBooking
+    } else if expect.params.is_some() {
+        EntryPoint::Adjust
     } else {
         EntryPoint::Price
     });
-    let checked = match evaluate_checked(rules, entry, &ctx, guardrails) {
+    let checked = match evaluate_checked(rules, entry, &ctx, setting.guardrails) {
         Ok(checked) => checked,
         Err(error) => {
             return match &expect.error_contains {
@@ -894,17 +970,29 @@ pub fn run_test(
             problems.push(format!("allow is {actual:?}, expected {wanted}"));
         }
     }
+    if let Some(wanted) = &expect.params {
+        let proposed = checked.params.clone().unwrap_or_default();
+        if &proposed != wanted {
+            problems.push(format!(
+                "adjust proposed {}, expected {}",
+                serde_json::Value::Object(proposed),
+                serde_json::Value::Object(wanted.clone())
+            ));
+        }
+    }
     if let Some(wanted) = &expect.reason_contains {
         let reason = checked.decision.as_ref().and_then(|decision| decision.reason.clone()).unwrap_or_default();
         if !reason.contains(wanted.as_str()) {
             problems.push(format!("reason '{reason}' does not contain '{wanted}'"));
         }
     }
-    let produced = match (&checked.price, &checked.decision) {
-        (Some(price), _) => format!("total {} {}", price.total_minor, price.currency),
-        (None, Some(decision)) if decision.allow => "allowed".to_owned(),
-        (None, Some(decision)) => format!("denied: {}", decision.reason.clone().unwrap_or_default()),
-        (None, None) => "no answer".to_owned(),
+    let produced = match (&checked.price, &checked.decision, &checked.params) {
+        (Some(price), _, _) => format!("total {} {}", price.total_minor, price.currency),
+        (None, Some(decision), _) if decision.allow => "allowed".to_owned(),
+        (None, Some(decision), _) => format!("denied: {}", decision.reason.clone().unwrap_or_default()),
+        (None, None, Some(params)) => format!("adjust to {}", serde_json::Value::Object(params.clone())),
+        (None, None, None) if entry == EntryPoint::Adjust => "no change".to_owned(),
+        (None, None, None) => "no answer".to_owned(),
     };
     TestOutcome {
         name: test.name.clone(),
@@ -915,26 +1003,48 @@ pub fn run_test(
     }
 }
 
+/// Where fixtures' contexts come from: the rule set's site, currency, calendar and guardrails,
+/// and the version's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct TestSetting<'a> {
+    pub site: Option<&'a SiteFacts>,
+    pub currency: &'a str,
+    pub holidays: &'a BTreeSet<NaiveDate>,
+    pub guardrails: &'a Guardrails,
+    pub params: &'a Params,
+}
+
+impl TestSetting<'_> {
+    pub fn context(&self, fixture: &ContextFixture) -> Result<RuleContext, ValidationError> {
+        fixture.to_context(self.site, self.currency, self.holidays, self.params)
+    }
+}
+
 /// Why publishing would break a guardrail, for each fixture that does; empty when it would not.
-/// `active` prices the same fixtures with the version in force, for the step check.
+/// `active` prices the same stays with the version in force (and its parameters), for the step
+/// check. Fixtures' own parameters are ignored here: the question is what each version charges.
 pub fn guardrail_violations(
-    candidate: &dyn CompiledRules,
-    active: Option<&dyn CompiledRules>,
+    candidate: (&dyn CompiledRules, &Params),
+    active: Option<(&dyn CompiledRules, &Params)>,
     tests: &[RuleTest],
-    default_site: Option<&SiteFacts>,
-    currency: &str,
-    holidays: &BTreeSet<NaiveDate>,
-    guardrails: &Guardrails,
+    setting: &TestSetting<'_>,
 ) -> Vec<String> {
+    let guardrails = setting.guardrails;
+    let price_with = |rules: &dyn CompiledRules, params: &Params, fixture: &ContextFixture| {
+        let fixture = ContextFixture { params: None, ..fixture.clone() };
+        let ctx = TestSetting { params, ..*setting }.context(&fixture).ok()?;
+        let checked = evaluate_checked(rules, EntryPoint::Price, &ctx, guardrails).ok()?;
+        Some((checked.price?.total_minor, ctx.duration_minutes()))
+    };
     let mut violations = Vec::new();
     for test in tests {
-        if test.entry.is_some_and(|entry| entry != EntryPoint::Price) || test.expect.error_contains.is_some() {
+        let prices_a_stay = test.entry.is_none_or(|entry| entry == EntryPoint::Price)
+            && test.expect.error_contains.is_none()
+            && test.expect.params.is_none();
+        if !prices_a_stay {
             continue;
         }
-        let Ok(ctx) = test.context.to_context(default_site, currency, holidays) else { continue };
-        let Ok(new) = evaluate_checked(candidate, EntryPoint::Price, &ctx, guardrails) else { continue };
-        let Some(new_total) = new.price.map(|price| price.total_minor) else { continue };
-        let minutes = ctx.duration_minutes();
+        let Some((new_total, minutes)) = price_with(candidate.0, candidate.1, &test.context) else { continue };
         if minutes >= 60 {
             let hourly = new_total * 60 / minutes;
             if let Some(min) = guardrails.min_hourly_minor
@@ -948,9 +1058,8 @@ pub fn guardrail_violations(
                 violations.push(format!("'{}': {hourly} per hour is above the ceiling of {max}", test.name));
             }
         }
-        if let (Some(step), Some(active)) = (guardrails.max_step_percent, active)
-            && let Ok(old) = evaluate_checked(active, EntryPoint::Price, &ctx, guardrails)
-            && let Some(old_total) = old.price.map(|price| price.total_minor)
+        if let (Some(step), Some((active, active_params))) = (guardrails.max_step_percent, active)
+            && let Some((old_total, _)) = price_with(active, active_params, &test.context)
             && old_total > 0
         {
             let moved = (new_total - old_total).abs() * 100;
@@ -1043,7 +1152,7 @@ mod tests {
             ..ContextFixture::default()
         };
         let holidays: BTreeSet<NaiveDate> = [NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()].into();
-        let ctx = fixture.to_context(None, "EUR", &holidays).unwrap();
+        let ctx = fixture.to_context(None, "EUR", &holidays, &Params::new()).unwrap();
         assert_eq!(ctx.start.at.to_rfc3339(), "2026-12-25T09:00:00+00:00");
         assert_eq!(ctx.start.day_type, DayType::Holiday);
         assert_eq!(ctx.duration_minutes(), 150);
@@ -1051,6 +1160,6 @@ mod tests {
         assert_eq!(ctx.site.currency, "EUR");
 
         let inverted = ContextFixture { end: "2026-12-25T08:00".into(), ..fixture };
-        assert_eq!(inverted.to_context(None, "EUR", &holidays).unwrap_err().field, "end");
+        assert_eq!(inverted.to_context(None, "EUR", &holidays, &Params::new()).unwrap_err().field, "end");
     }
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use berth_kernel::page::Page;
 use berth_kernel::pricing::{Quote, SimulationReport, TestReport};
 use berth_kernel::rules::{
-    Activation, ErrorPolicy, Guardrails, LineItem, RuleSet, RuleTest, RuleVersion, TraceStep, VersionStatus,
+    Activation, AdjustmentSettings, ErrorPolicy, Guardrails, LineItem, Params, RuleSet, RuleTest, RuleVersion,
+    TraceStep, VersionStatus,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use poem_openapi::types::{ParseFromJSON, ToJSON};
@@ -62,9 +63,10 @@ impl ErrorPolicyDto {
     fn into_kernel(self) -> ApiResult<ErrorPolicy> {
         match (self.policy, self.amount_minor) {
             (PolicyDto::Deny, None) => Ok(ErrorPolicy::Deny),
-            (PolicyDto::Deny, Some(_)) => {
-                Err(ApiError::validation("error_policy.amount_minor", "error_policy.amount_minor: only for fallback_price"))
-            }
+            (PolicyDto::Deny, Some(_)) => Err(ApiError::validation(
+                "error_policy.amount_minor",
+                "error_policy.amount_minor: only for fallback_price",
+            )),
             (PolicyDto::FallbackPrice, Some(amount_minor)) => Ok(ErrorPolicy::FallbackPrice { amount_minor }),
             (PolicyDto::FallbackPrice, None) => Err(ApiError::validation(
                 "error_policy.amount_minor",
@@ -141,6 +143,38 @@ pub struct RuleSetCreate {
     /// The operator calendar: dates whose day type is `holiday`.
     #[oai(default)]
     pub holidays: Vec<NaiveDate>,
+    /// Scheduled adjustments (`adjust(ctx)`): review period and notice. Default 28 and 7 days.
+    pub adjustment: Option<AdjustmentDto>,
+}
+
+/// How scheduled adjustments run.
+#[derive(Debug, Clone, Object)]
+pub struct AdjustmentDto {
+    /// Occupancy over this many days is reviewed (1-366).
+    pub period_days: u32,
+    /// An adjusted version takes effect this many days after it is made (0-366).
+    pub notice_days: u32,
+}
+
+impl From<AdjustmentDto> for AdjustmentSettings {
+    fn from(dto: AdjustmentDto) -> Self {
+        Self { period_days: dto.period_days, notice_days: dto.notice_days }
+    }
+}
+
+impl From<AdjustmentSettings> for AdjustmentDto {
+    fn from(settings: AdjustmentSettings) -> Self {
+        Self { period_days: settings.period_days, notice_days: settings.notice_days }
+    }
+}
+
+/// A JSON object of parameters, or a clear problem naming `field`.
+fn params_of(field: &str, value: Option<serde_json::Value>) -> ApiResult<Params> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(Params::new()),
+        Some(serde_json::Value::Object(params)) => Ok(params),
+        Some(_) => Err(ApiError::validation(field, format!("{field}: must be a JSON object of named values"))),
+    }
 }
 
 impl RuleSetCreate {
@@ -152,6 +186,7 @@ impl RuleSetCreate {
             error_policy: self.error_policy.map(ErrorPolicyDto::into_kernel).transpose()?.unwrap_or(ErrorPolicy::Deny),
             guardrails: self.guardrails.map(Into::into).unwrap_or_default(),
             holidays: self.holidays.into_iter().collect(),
+            adjustment: self.adjustment.map(Into::into).unwrap_or_default(),
         })
     }
 }
@@ -162,6 +197,7 @@ pub struct RuleSetUpdate {
     pub error_policy: Option<ErrorPolicyDto>,
     pub guardrails: Option<GuardrailsDto>,
     pub holidays: Option<Vec<NaiveDate>>,
+    pub adjustment: Option<AdjustmentDto>,
 }
 
 impl RuleSetUpdate {
@@ -171,6 +207,7 @@ impl RuleSetUpdate {
             error_policy: self.error_policy.map(ErrorPolicyDto::into_kernel).transpose()?,
             guardrails: self.guardrails.map(Into::into),
             holidays: self.holidays.map(|days| days.into_iter().collect::<BTreeSet<_>>()),
+            adjustment: self.adjustment.map(Into::into),
         })
     }
 }
@@ -185,6 +222,7 @@ pub struct RuleSetView {
     pub error_policy: ErrorPolicyDto,
     pub guardrails: GuardrailsDto,
     pub holidays: Vec<NaiveDate>,
+    pub adjustment: AdjustmentDto,
     pub created_at: DateTime<Utc>,
 }
 
@@ -198,6 +236,7 @@ impl From<RuleSet> for RuleSetView {
             error_policy: set.error_policy.into(),
             guardrails: set.guardrails.into(),
             holidays: set.holidays.into_iter().collect(),
+            adjustment: set.adjustment.into(),
             created_at: set.created_at,
         }
     }
@@ -229,6 +268,7 @@ pub enum EntryPointDto {
     CancellationFee,
     Extension,
     OverstayFee,
+    Adjust,
 }
 
 #[derive(Debug, Clone, Object)]
@@ -308,6 +348,18 @@ pub struct ContextFixtureDto {
     pub occupancy: Option<OccupancyDto>,
     pub driver: Option<DriverFactsDto>,
     pub booking: Option<BookingFixtureDto>,
+    /// Parameters for this case (default: the version's).
+    pub params: Option<serde_json::Value>,
+    /// For `adjust` cases: what the review saw.
+    pub adjustment: Option<AdjustmentFactsDto>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct AdjustmentFactsDto {
+    /// 24 percentages (null where unknown), 00:00-01:00 first, local time.
+    pub occupancy_by_hour: Option<Vec<Option<f64>>>,
+    pub period_days: Option<u32>,
+    pub days_since_change: Option<i64>,
 }
 
 #[derive(Debug, Clone, Object)]
@@ -318,6 +370,8 @@ pub struct ExpectationDto {
     pub reason_contains: Option<String>,
     /// The evaluation fails with an error containing this.
     pub error_contains: Option<String>,
+    /// `adjust` proposes exactly these parameters (`{}`: no change).
+    pub params: Option<serde_json::Value>,
 }
 
 /// A test case: a context and what must come out. Without `entry`, a case that expects a
@@ -338,15 +392,17 @@ pub struct VersionCreate {
     pub source: String,
     #[oai(default)]
     pub tests: Vec<RuleTestDto>,
+    /// Named values the script reads as `ctx.params` (a JSON object).
+    pub params: Option<serde_json::Value>,
 }
 
 impl VersionCreate {
+    pub fn params(&self) -> ApiResult<Params> {
+        params_of("params", self.params.clone())
+    }
+
     pub fn tests(&self) -> ApiResult<Vec<RuleTest>> {
-        self.tests
-            .iter()
-            .enumerate()
-            .map(|(index, test)| wire_to_kernel(&format!("tests[{index}]"), test))
-            .collect()
+        self.tests.iter().enumerate().map(|(index, test)| wire_to_kernel(&format!("tests[{index}]"), test)).collect()
     }
 }
 
@@ -364,6 +420,8 @@ pub struct VersionView {
     pub status: VersionStatusDto,
     pub source: String,
     pub tests: Vec<RuleTestDto>,
+    /// The version's parameters.
+    pub params: serde_json::Value,
     pub created_at: DateTime<Utc>,
     #[oai(skip_serializing_if_is_none)]
     pub published_at: Option<DateTime<Utc>>,
@@ -379,6 +437,7 @@ impl From<RuleVersion> for VersionView {
                 VersionStatus::Published => VersionStatusDto::Published,
             },
             tests: version.tests.iter().map(kernel_to_wire).collect(),
+            params: serde_json::Value::Object(version.params),
             source: version.source,
             created_at: version.created_at,
             published_at: version.published_at,
@@ -659,6 +718,31 @@ impl From<Quote> for QuoteView {
             trace: quote.trace.into_iter().map(Into::into).collect(),
             created_at: quote.created_at,
             expires_at: quote.expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct AdjustReportView {
+    /// What happened.
+    pub message: String,
+    /// The parameters `adjust(ctx)` proposed, when it proposed a change.
+    #[oai(skip_serializing_if_is_none)]
+    pub proposed: Option<serde_json::Value>,
+    /// The version made for them.
+    #[oai(skip_serializing_if_is_none)]
+    pub version: Option<u32>,
+    #[oai(skip_serializing_if_is_none)]
+    pub effective_from: Option<DateTime<Utc>>,
+}
+
+impl From<berth_kernel::pricing::AdjustReport> for AdjustReportView {
+    fn from(report: berth_kernel::pricing::AdjustReport) -> Self {
+        Self {
+            message: report.message,
+            proposed: report.proposed.map(serde_json::Value::Object),
+            version: report.version.map(|version| version.version),
+            effective_from: report.effective_from,
         }
     }
 }

@@ -66,7 +66,8 @@ fn from_map(name: &str, map: &Map) -> Result<PriceAnswer, RuleError> {
 }
 
 fn items(name: &str, value: Dynamic) -> Result<Vec<LineItem>, RuleError> {
-    let array = value.into_array().map_err(|got| RuleError::answer(format!("{name}() items must be an array, not {got}")))?;
+    let array =
+        value.into_array().map_err(|got| RuleError::answer(format!("{name}() items must be an array, not {got}")))?;
     array
         .iter()
         .enumerate()
@@ -90,7 +91,9 @@ fn item(name: &str, index: usize, map: &Map) -> Result<LineItem, RuleError> {
         return Err(bad("label must be 1-80 characters".into()));
     }
     let amount_minor = match map.get("amount") {
-        Some(value) => amount(value).unwrap_or_else(|| Err(describe(value))).map_err(|message| bad(format!("amount is {message}")))?,
+        Some(value) => amount(value)
+            .unwrap_or_else(|| Err(describe(value)))
+            .map_err(|message| bad(format!("amount is {message}")))?,
         None => return Err(bad("no amount".into())),
     };
     let line = map.get("line").and_then(|line| line.as_int().ok()).and_then(|line| u32::try_from(line).ok());
@@ -137,7 +140,9 @@ pub(crate) fn decision(entry: EntryPoint, value: Dynamic) -> Result<(Decision, O
         return Err(RuleError::answer(format!("{name}() denied without a reason; use deny(\"why, for the driver\")")));
     }
     let price = match map.get("items") {
-        Some(items) if !items.is_unit() => Some(PriceAnswer { items: self::items(name, items.clone())?, ..PriceAnswer::default() }),
+        Some(items) if !items.is_unit() => {
+            Some(PriceAnswer { items: self::items(name, items.clone())?, ..PriceAnswer::default() })
+        }
         _ => None,
     };
     Ok((Decision { allow, reason: if allow { None } else { reason } }, price))
@@ -151,4 +156,61 @@ fn describe(value: &Dynamic) -> String {
         "string" | "bool" => format!("{} {value:?}", value.type_name()),
         other => other.replace("rhai::", "").replace("rust_decimal::", ""),
     }
+}
+
+/// `adjust` returns the next version's parameters as a map, or `()` for no change.
+pub(crate) fn params(value: Dynamic) -> Result<Option<berth_kernel::rules::Params>, RuleError> {
+    if value.is_unit() {
+        return Ok(None);
+    }
+    let Some(map) = value.clone().try_cast::<Map>() else {
+        return Err(RuleError::answer(format!(
+            "adjust() must return a map of parameters or () for no change; it returned {}",
+            describe(&value)
+        )));
+    };
+    let mut params = berth_kernel::rules::Params::new();
+    for (key, value) in map {
+        params.insert(
+            key.to_string(),
+            to_json(&value).map_err(|message| RuleError::answer(format!("adjust() {key}: {message}")))?,
+        );
+    }
+    Ok(Some(params))
+}
+
+fn to_json(value: &Dynamic) -> Result<serde_json::Value, String> {
+    if value.is_unit() {
+        return Ok(serde_json::Value::Null);
+    }
+    if let Ok(int) = value.as_int() {
+        return Ok(int.into());
+    }
+    if let Ok(decimal) = value.as_decimal() {
+        return match decimal.to_i64().filter(|int| Decimal::from(*int) == decimal) {
+            Some(int) => Ok(int.into()),
+            None => decimal
+                .to_string()
+                .parse::<serde_json::Number>()
+                .map(serde_json::Value::Number)
+                .map_err(|_| format!("{decimal} is not a JSON number")),
+        };
+    }
+    if let Ok(flag) = value.as_bool() {
+        return Ok(flag.into());
+    }
+    if value.is_string() {
+        return Ok(value.clone().into_string().unwrap_or_default().into());
+    }
+    if let Some(items) = value.clone().try_cast::<rhai::Array>() {
+        return items.iter().map(to_json).collect::<Result<Vec<_>, _>>().map(serde_json::Value::Array);
+    }
+    if let Some(map) = value.clone().try_cast::<Map>() {
+        let mut object = serde_json::Map::new();
+        for (key, value) in map {
+            object.insert(key.to_string(), to_json(&value)?);
+        }
+        return Ok(serde_json::Value::Object(object));
+    }
+    Err(format!("{} cannot be a parameter", describe(value)))
 }

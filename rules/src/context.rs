@@ -72,7 +72,8 @@ pub(crate) fn to_dynamic(ctx: &RuleContext) -> Dynamic {
         booking_map.insert("paid_minor".into(), Dynamic::from_int(booking.paid_minor));
         booking_map.insert("start".into(), time(&booking.start));
         booking_map.insert("end".into(), time(&booking.end));
-        booking_map.insert("minutes_before_start".into(), Dynamic::from_int((booking.start.at - ctx.now.at).num_minutes()));
+        booking_map
+            .insert("minutes_before_start".into(), Dynamic::from_int((booking.start.at - ctx.now.at).num_minutes()));
         booking_map.insert("new_end".into(), booking.new_end.as_ref().map(time).unwrap_or(Dynamic::UNIT));
         booking_map.insert(
             "extension_minutes".into(),
@@ -88,6 +89,23 @@ pub(crate) fn to_dynamic(ctx: &RuleContext) -> Dynamic {
         Dynamic::from_map(booking_map)
     });
     map.insert("booking".into(), booking.unwrap_or(Dynamic::UNIT));
+    map.insert("params".into(), json_to_dynamic(&serde_json::Value::Object(ctx.params.clone())));
+    let adjustment = ctx.adjustment.as_ref().map(|adjustment| {
+        let mut adjustment_map = Map::new();
+        let hours: Array = adjustment
+            .occupancy_by_hour
+            .iter()
+            .map(|hour| hour.map(|value| Dynamic::from_decimal(percent(value))).unwrap_or(Dynamic::UNIT))
+            .collect();
+        adjustment_map.insert("occupancy_by_hour".into(), Dynamic::from_array(hours));
+        adjustment_map.insert("period_days".into(), Dynamic::from_int(adjustment.period_days.into()));
+        adjustment_map.insert(
+            "days_since_change".into(),
+            adjustment.days_since_change.map(Dynamic::from_int).unwrap_or(Dynamic::UNIT),
+        );
+        Dynamic::from_map(adjustment_map)
+    });
+    map.insert("adjustment".into(), adjustment.unwrap_or(Dynamic::UNIT));
     map.insert(
         "holidays".into(),
         Dynamic::from_array(ctx.holidays.iter().map(|day| Dynamic::from(day.to_string())).collect()),
@@ -125,4 +143,25 @@ fn optional_int(value: Option<i64>) -> Dynamic {
 
 fn strings(values: &[String]) -> Dynamic {
     Dynamic::from_array(values.iter().map(|value| Dynamic::from(value.clone())).collect())
+}
+
+/// JSON parameters as Rhai values: whole numbers are integers, others exact decimals.
+pub(crate) fn json_to_dynamic(value: &serde_json::Value) -> Dynamic {
+    match value {
+        serde_json::Value::Null => Dynamic::UNIT,
+        serde_json::Value::Bool(flag) => (*flag).into(),
+        serde_json::Value::Number(number) => match number.as_i64() {
+            Some(int) => Dynamic::from_int(int),
+            None => number
+                .to_string()
+                .parse::<Decimal>()
+                .map(Dynamic::from_decimal)
+                .unwrap_or_else(|_| Dynamic::from(number.to_string())),
+        },
+        serde_json::Value::String(text) => text.clone().into(),
+        serde_json::Value::Array(items) => Dynamic::from_array(items.iter().map(json_to_dynamic).collect()),
+        serde_json::Value::Object(fields) => {
+            Dynamic::from_map(fields.iter().map(|(key, value)| (key.as_str().into(), json_to_dynamic(value))).collect())
+        }
+    }
 }

@@ -44,7 +44,8 @@ pub(crate) fn register(engine: &mut Engine) {
         }
         Ok(if minutes <= 0 { 0 } else { (minutes + step_minutes - 1) / step_minutes })
     });
-    engine.register_fn("percent_of", |amount_minor: INT, percent: INT| percent_of(amount_minor, Decimal::from(percent)));
+    engine
+        .register_fn("percent_of", |amount_minor: INT, percent: INT| percent_of(amount_minor, Decimal::from(percent)));
     engine.register_fn("percent_of", percent_of);
     engine.register_fn("clock", |text: &str| -> Fallible<INT> { clock(text).map(INT::from) });
     engine.register_fn("rate_line", rate_line);
@@ -141,14 +142,20 @@ fn rate_line(context: NativeCallContext, minutes: INT, spec: Map) -> Fallible<IN
     let step_minutes = int_field(&spec, "step_minutes", "rate_line")?.unwrap_or(60);
     let step_amount = int_field(&spec, "step_amount", "rate_line")?.unwrap_or(0);
     let max_per_day = int_field(&spec, "max_per_day", "rate_line")?;
-    if first_minutes < 0 || step_minutes <= 0 || first_amount < 0 || step_amount < 0 || max_per_day.is_some_and(|max| max < 0) {
+    if first_minutes < 0
+        || step_minutes <= 0
+        || first_amount < 0
+        || step_amount < 0
+        || max_per_day.is_some_and(|max| max < 0)
+    {
         return Err("rate_line(): minutes must be positive and amounts not negative".into());
     }
     let day = |minutes: INT| -> INT {
         if minutes <= 0 {
             return 0;
         }
-        let steps = if minutes > first_minutes { (minutes - first_minutes + step_minutes - 1) / step_minutes } else { 0 };
+        let steps =
+            if minutes > first_minutes { (minutes - first_minutes + step_minutes - 1) / step_minutes } else { 0 };
         let charge = first_amount.saturating_add(steps.saturating_mul(step_amount));
         max_per_day.map_or(charge, |max| charge.min(max))
     };
@@ -272,7 +279,10 @@ fn parse_bands(bands: &Array) -> Fallible<Vec<Band>> {
             let text = |key: &str| map.get(key).and_then(|value| value.clone().into_string().ok());
             for key in map.keys() {
                 if !matches!(key.as_str(), "label" | "from" | "to" | "days" | "amount" | "per_minutes") {
-                    return Err(format!("band {index}: unknown key '{key}' (label, from, to, days, amount, per_minutes)").into());
+                    return Err(format!(
+                        "band {index}: unknown key '{key}' (label, from, to, days, amount, per_minutes)"
+                    )
+                    .into());
                 }
             }
             let days = match map.get("days") {
@@ -290,11 +300,14 @@ fn parse_bands(bands: &Array) -> Fallible<Vec<Band>> {
                 from: clock(&text("from").unwrap_or_else(|| "00:00".into()))?,
                 to: clock(&text("to").unwrap_or_else(|| "24:00".into()))?,
                 days,
-                amount: int_field(&map, "amount", "band")?.ok_or_else(|| format!("band {index}: 'amount' is required"))?,
+                amount: int_field(&map, "amount", "band")?
+                    .ok_or_else(|| format!("band {index}: 'amount' is required"))?,
                 per_minutes: int_field(&map, "per_minutes", "band")?.unwrap_or(60),
             };
             if band.amount < 0 || band.per_minutes <= 0 {
-                return Err(format!("band {index}: amount must not be negative and per_minutes must be positive").into());
+                return Err(
+                    format!("band {index}: amount must not be negative and per_minutes must be positive").into()
+                );
             }
             Ok(band)
         })
@@ -311,7 +324,8 @@ struct Segment {
 fn split(stay: &Stay, bands: &[Band]) -> Vec<Segment> {
     let mut segments: Vec<Segment> = Vec::new();
     for (date, from, to) in stay.days() {
-        let matching: Vec<usize> = (0..bands.len()).filter(|&index| stay.day_matches(date, &bands[index].days)).collect();
+        let matching: Vec<usize> =
+            (0..bands.len()).filter(|&index| stay.day_matches(date, &bands[index].days)).collect();
         let mut cuts = vec![from, to];
         for &index in &matching {
             for (start, end) in bands[index].intervals() {

@@ -128,7 +128,10 @@ impl RhaiRules {
             if function.params.len() != 1 {
                 return Err(RuleError::new(
                     RuleErrorKind::Compile,
-                    format!("{}() must take exactly one parameter, the context: fn {}(ctx)", function.name, function.name),
+                    format!(
+                        "{}() must take exactly one parameter, the context: fn {}(ctx)",
+                        function.name, function.name
+                    ),
                 ));
             }
             defined.push(entry);
@@ -161,7 +164,13 @@ impl Script {
         });
         let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, entry.name(), (argument,))
+            self.engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut Scope::new(),
+                &self.ast,
+                entry.name(),
+                (argument,),
+            )
         }));
         let trace = RUN.with(|run| {
             let mut run = run.borrow_mut();
@@ -188,6 +197,8 @@ impl CompiledRules for Script {
         let (value, trace) = self.call(entry, ctx)?;
         let answer = if entry.answers_money() {
             RuleAnswer::Money(answer::price(entry, value)?)
+        } else if entry == EntryPoint::Adjust {
+            RuleAnswer::Params(answer::params(value)?)
         } else {
             let (decision, price) = answer::decision(entry, value)?;
             RuleAnswer::Decision { decision, price }
@@ -208,10 +219,10 @@ fn default_answer(entry: EntryPoint) -> Evaluation {
             }),
             note("price() is not defined: parking is free"),
         ),
-        EntryPoint::CancellationFee | EntryPoint::OverstayFee => (
-            RuleAnswer::Money(PriceAnswer::default()),
-            note(&format!("{}() is not defined: no charge", entry.name())),
-        ),
+        EntryPoint::CancellationFee | EntryPoint::OverstayFee => {
+            (RuleAnswer::Money(PriceAnswer::default()), note(&format!("{}() is not defined: no charge", entry.name())))
+        }
+        EntryPoint::Adjust => (RuleAnswer::Params(None), note("adjust() is not defined: no scheduled adjustment")),
         EntryPoint::AllowBooking | EntryPoint::Extension => (
             RuleAnswer::Decision { decision: Decision::allow(), price: None },
             note(&format!("{}() is not defined: allowed", entry.name())),
@@ -244,9 +255,11 @@ fn runtime_error(error: EvalAltResult) -> RuleError {
     };
     let message = match &error {
         EvalAltResult::ErrorTerminated(..) => "the rule ran past its time budget".to_owned(),
-        EvalAltResult::ErrorTooManyOperations(..) => "the rule ran too many operations (a loop that never ends?)".to_owned(),
+        EvalAltResult::ErrorTooManyOperations(..) => {
+            "the rule ran too many operations (a loop that never ends?)".to_owned()
+        }
         EvalAltResult::ErrorStackOverflow(..) => "the rule calls functions too deeply".to_owned(),
-        EvalAltResult::ErrorRuntime(value, _) => format!("the rule threw: {value}"),
+        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
         other => strip_position(&other.to_string()),
     };
     with_position(RuleError::new(kind, message), position)

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use berth_kernel::rules::{
-    CompiledRules, ErrorPolicy, Guardrails, RuleError, RuleTest, SiteFacts, TestOutcome, run_test,
+    AdjustmentSettings, CompiledRules, ErrorPolicy, Guardrails, Params, RuleError, RuleTest, SiteFacts, TestOutcome,
+    TestSetting, run_test,
 };
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,11 @@ pub struct RuleSetFile {
     /// What fixtures know of the site unless they say otherwise.
     #[serde(default)]
     pub site: Option<SiteFacts>,
+    /// The version's parameters (`ctx.params`).
+    #[serde(default)]
+    pub params: Params,
+    #[serde(default)]
+    pub adjustment: AdjustmentSettings,
 }
 
 fn deny() -> ErrorPolicy {
@@ -68,15 +74,27 @@ impl RuleProject {
             path: dir.join(name),
             message: error.to_string(),
         };
-        let settings: RuleSetFile = toml::from_str(&read("ruleset.toml")?).map_err(|error| parse_error("ruleset.toml", error))?;
+        let settings: RuleSetFile =
+            toml::from_str(&read("ruleset.toml")?).map_err(|error| parse_error("ruleset.toml", error))?;
         let source = read("rules.rhai")?;
         let tests = if dir.join("tests.toml").exists() {
-            let file: TestsFile = toml::from_str(&read("tests.toml")?).map_err(|error| parse_error("tests.toml", error))?;
+            let file: TestsFile =
+                toml::from_str(&read("tests.toml")?).map_err(|error| parse_error("tests.toml", error))?;
             file.test
         } else {
             Vec::new()
         };
         Ok(Self { dir: dir.to_owned(), settings, source, tests })
+    }
+
+    /// A rule set from its three files' texts (`tests` may be empty), e.g. a bundled template.
+    pub fn from_texts(label: &str, ruleset: &str, source: &str, tests: &str) -> Result<Self, ProjectError> {
+        let dir = PathBuf::from(label);
+        let settings: RuleSetFile = toml::from_str(ruleset)
+            .map_err(|error| ProjectError::Read { path: dir.join("ruleset.toml"), message: error.to_string() })?;
+        let file: TestsFile = toml::from_str(tests)
+            .map_err(|error| ProjectError::Read { path: dir.join("tests.toml"), message: error.to_string() })?;
+        Ok(Self { dir, settings, source: source.to_owned(), tests: file.test })
     }
 
     /// Every rule set under `dir`: `dir` itself if it holds a `ruleset.toml`, else its
@@ -108,20 +126,20 @@ impl RuleProject {
             .map_err(|error| ProjectError::Rule { path: self.dir.join("rules.rhai"), error })
     }
 
+    /// Where this rule set's fixtures get their defaults.
+    pub fn setting(&self) -> TestSetting<'_> {
+        TestSetting {
+            site: self.settings.site.as_ref(),
+            currency: &self.settings.currency,
+            holidays: &self.settings.holidays,
+            guardrails: &self.settings.guardrails,
+            params: &self.settings.params,
+        }
+    }
+
     /// Runs every fixture against the compiled script.
     pub fn run_tests(&self, rules: &dyn CompiledRules) -> Vec<TestOutcome> {
-        self.tests
-            .iter()
-            .map(|test| {
-                run_test(
-                    rules,
-                    test,
-                    self.settings.site.as_ref(),
-                    &self.settings.currency,
-                    &self.settings.holidays,
-                    &self.settings.guardrails,
-                )
-            })
-            .collect()
+        let setting = self.setting();
+        self.tests.iter().map(|test| run_test(rules, test, &setting)).collect()
     }
 }

@@ -8,8 +8,10 @@ use berth_kernel::rules::{
 
 use super::*;
 
+/// The default limits, with a time budget long enough that the operation limit always trips
+/// first, however loaded the machine (the deadline has a test of its own).
 fn engine() -> RhaiRules {
-    RhaiRules::new(Limits::default())
+    RhaiRules::new(Limits { timeout: Duration::from_secs(30), ..Limits::default() })
 }
 
 fn site(timezone: &str) -> SiteFacts {
@@ -35,7 +37,12 @@ fn ctx(start: &str, end: &str) -> RuleContext {
         occupancy: Some(Occupancy { percent: 72.5, free: 20, total: 80, recent_percent: None }),
         ..ContextFixture::default()
     }
-    .to_context(None, "EUR", &[chrono::NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()].into_iter().collect())
+    .to_context(
+        None,
+        "EUR",
+        &[chrono::NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()].into_iter().collect(),
+        &berth_kernel::rules::Params::new(),
+    )
     .unwrap()
 }
 
@@ -89,8 +96,8 @@ fn absent_entry_points_take_their_documented_defaults() {
     let decision = script.evaluate(EntryPoint::AllowBooking, &weekday_ctx()).unwrap();
     assert!(decision.defaulted);
     assert_eq!(decision.answer, RuleAnswer::Decision { decision: Decision::allow(), price: None });
-    let fee = evaluate_checked(script.as_ref(), EntryPoint::CancellationFee, &weekday_ctx(), &Guardrails::default())
-        .unwrap();
+    let fee =
+        evaluate_checked(script.as_ref(), EntryPoint::CancellationFee, &weekday_ctx(), &Guardrails::default()).unwrap();
     assert_eq!(fee.price.unwrap().total_minor, 0);
     let free = engine().compile_rules("fn allow_booking(ctx) { true }").unwrap();
     let price = evaluate_checked(free.as_ref(), EntryPoint::Price, &weekday_ctx(), &Guardrails::default()).unwrap();
@@ -278,5 +285,65 @@ fn every_template_passes_its_own_tests() {
         for outcome in outcomes {
             assert!(outcome.passed, "{} / {}: {}", project.dir.display(), outcome.name, outcome.message);
         }
+    }
+}
+
+#[test]
+fn docs_examples_run() {
+    let guide = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/rules.md");
+    let text = std::fs::read_to_string(guide).unwrap();
+    let blocks: Vec<&str> = text.split("```rhai\n").skip(1).map(|rest| rest.split("```").next().unwrap()).collect();
+    assert!(blocks.len() >= 2, "the guide has Rhai examples");
+    let mut ctx = weekday_ctx();
+    ctx.space = Some(berth_kernel::rules::SpaceFacts {
+        id: None,
+        code: "EV-1".into(),
+        category: "standard".into(),
+        vehicle_type: "car".into(),
+        ev_charger: true,
+        accessible: false,
+    });
+    for block in blocks {
+        let script = engine().compile_rules(block).unwrap_or_else(|error| panic!("{error}\n{block}"));
+        for entry in [EntryPoint::Price, EntryPoint::AllowBooking] {
+            evaluate_checked(script.as_ref(), entry, &ctx, &Guardrails::default())
+                .unwrap_or_else(|error| panic!("{}: {error}\n{block}", entry.name()));
+        }
+    }
+}
+
+/// Golden errors: each `tests/invalid/NAME.rhai` fails (to compile, or on a 150-minute weekday
+/// stay) with exactly the message in `NAME.err`. `UPDATE_GOLDEN=1` rewrites the `.err` files.
+#[test]
+fn invalid_rules_fail_with_the_golden_message() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    let mut scripts: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rhai"))
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 8);
+    let engine = engine();
+    for path in scripts {
+        let source = std::fs::read_to_string(&path).unwrap();
+        let message = match engine.compile_rules(&source) {
+            Err(error) => error.to_string(),
+            Ok(script) => {
+                let entry =
+                    if script.defines(EntryPoint::AllowBooking) { EntryPoint::AllowBooking } else { EntryPoint::Price };
+                match evaluate_checked(script.as_ref(), entry, &weekday_ctx(), &Guardrails::default()) {
+                    Err(error) => error.to_string(),
+                    Ok(_) => "no error".to_owned(),
+                }
+            }
+        };
+        let golden = path.with_extension("err");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, format!("{message}\n")).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+        assert_eq!(message, expected.trim_end(), "{}", path.display());
     }
 }

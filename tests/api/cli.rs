@@ -53,6 +53,34 @@ fn unknown_config_keys_are_named() {
     assert!(!stderr.contains("backtrace"), "{stderr}");
 }
 
+/// `berth rules test` runs every template's cases; a failing case fails the command and says why;
+/// `berth rules explain` shows what fired, line by line.
+#[test]
+fn rules_test_and_explain() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/examples");
+    let (ok, stdout, stderr) = berth(&["rules", "test", examples], &[]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("PASS busy mornings rise") && stdout.ends_with(" passed, 0 failed\n"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |name: &str| std::fs::copy(format!("{examples}/time-of-day/{name}"), dir.path().join(name)).unwrap();
+    copy("ruleset.toml");
+    copy("rules.rhai");
+    let wrong = "[[test]]\nname = \"wrong total\"\n[test.context]\nstart = \"2026-03-02T09:00\"\nend = \"2026-03-02T10:00\"\n[test.expect]\ntotal_minor = 1\n";
+    std::fs::write(dir.path().join("tests.toml"), wrong).unwrap();
+    let target = dir.path().to_str().unwrap();
+    let (ok, stdout, _) = berth(&["rules", "test", target], &[]);
+    assert!(!ok);
+    assert!(stdout.contains("FAIL wrong total: total is 240, expected 1"), "{stdout}");
+
+    let (ok, stdout, stderr) = berth(&["rules", "explain", target, "--test", "wrong total"], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("  11 | 2026-03-02 Weekday daytime: 60 min → 1 × 240 per 60 min = 240"), "{stdout}");
+    assert!(stdout.contains("=> total 240 EUR"), "{stdout}");
+    let (ok, _, stderr) = berth(&["rules", "explain", target, "--test", "nope"], &[]);
+    assert!(!ok && stderr.contains("no test case named 'nope'"), "{stderr}");
+}
+
 #[test]
 fn openapi_command_prints_the_spec() {
     let (ok, stdout, _) = berth(&["openapi"], &[]);
@@ -176,5 +204,22 @@ async fn demo_is_idempotent_across_restarts() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
+
+    // The garage is priced by the bundled time-of-day template, published once.
+    let rule_sets: serde_json::Value = get("/v1/rulesets".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(rule_sets["items"].as_array().map(Vec::len), Some(1), "{rule_sets}");
+    assert_eq!(rule_sets["items"][0]["site_id"], garage.as_str());
+    let start = chrono::Utc::now() + chrono::Duration::days(1);
+    let quote = client
+        .post(format!("{base}/v1/quotes"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"site_id": garage, "start": start.to_rfc3339(),
+                                  "end": (start + chrono::Duration::hours(2)).to_rfc3339()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(quote.status(), 201);
+    let quote: serde_json::Value = quote.json().await.unwrap();
+    assert!(quote["total_minor"].as_i64().is_some_and(|total| total > 0), "{quote}");
     drop(second);
 }

@@ -13,6 +13,7 @@ mod live;
 mod mqtt;
 mod persistence;
 mod plugins;
+mod rules;
 mod scale_out;
 mod sites;
 mod spaces;

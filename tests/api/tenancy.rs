@@ -23,6 +23,11 @@ enum Scope {
     Driver,
     /// No credentials needed.
     Public,
+    /// Prices of any operator's site: drivers may ask; another operator addresses a resource it
+    /// does not have (404).
+    Marketplace,
+    /// A quote: the driver who asked for it and the site's operator only.
+    Quote,
 }
 
 fn scope_of(operation_id: &str) -> Scope {
@@ -38,6 +43,19 @@ fn scope_of(operation_id: &str) -> Scope {
         | "clearSpaceOverride"
         | "getSpaceHistory"
         | "getDeviceHealth" => Scope::OperatorResource,
+        "getRuleSet"
+        | "updateRuleSet"
+        | "createRuleVersion"
+        | "listRuleVersions"
+        | "getRuleVersion"
+        | "testRuleVersion"
+        | "publishRuleVersion"
+        | "simulateRuleVersion"
+        | "rollbackRuleSet"
+        | "adjustRuleSet" => Scope::OperatorResource,
+        "createRuleSet" | "listRuleSets" => Scope::OperatorCollection,
+        "createQuote" => Scope::Marketplace,
+        "getQuote" => Scope::Quote,
         "createKey"
         | "listKeys"
         | "createSite"
@@ -63,6 +81,8 @@ struct Victim {
     key_id: String,
     vehicle_id: String,
     driver_token: String,
+    rule_set_id: String,
+    quote_id: String,
 }
 
 fn body_for(operation_id: &str, victim: &Victim) -> Option<(Value, &'static str)> {
@@ -97,6 +117,13 @@ fn body_for(operation_id: &str, victim: &Victim) -> Option<(Value, &'static str)
         "addVehicle" => json_body(json!({"plate": "EVIL1"})),
         "registerDriver" => json_body(json!({"email": "evil@example.com", "password": "evil evil evil evil"})),
         "loginDriver" => json_body(json!({"email": "victim@example.com", "password": "wrong wrong wrong"})),
+        "createRuleSet" => json_body(json!({"name": "evil", "currency": "EUR"})),
+        "updateRuleSet" => json_body(json!({"name": "hacked"})),
+        "createRuleVersion" => json_body(json!({"source": "fn price(ctx) { 1 }"})),
+        "publishRuleVersion" => json_body(json!({})),
+        "simulateRuleVersion" => json_body(json!({"history_days": 1})),
+        "rollbackRuleSet" => json_body(json!({"version": 1})),
+        "createQuote" => json_body(quote_body(&victim.site_id)),
         _ => None,
     }
 }
@@ -109,7 +136,10 @@ fn fill_path(template: &str, victim: &Victim, operation_id: &str) -> String {
         .replace("{device_id}", &victim.device_id)
         .replace("{key_id}", &victim.key_id)
         .replace("{vehicle_id}", &victim.vehicle_id)
-        .replace("{plugin_id}", "nwave");
+        .replace("{plugin_id}", "nwave")
+        .replace("{rule_set_id}", &victim.rule_set_id)
+        .replace("{version}", "1")
+        .replace("{quote_id}", &victim.quote_id);
     match operation_id {
         // Filters naming the victim's resources must not reveal them either.
         "listSpaces" => format!("{path}?site_id={}", victim.site_id),
@@ -118,6 +148,11 @@ fn fill_path(template: &str, victim: &Victim, operation_id: &str) -> String {
         "streamAreaAvailability" => format!("{path}?bbox=-9,41,-8,42"),
         _ => path,
     }
+}
+
+fn quote_body(site_id: &str) -> Value {
+    let start = chrono::Utc::now() + chrono::Duration::days(1);
+    json!({"site_id": site_id, "start": start.to_rfc3339(), "end": (start + chrono::Duration::hours(2)).to_rfc3339()})
 }
 
 async fn snapshot(app: &TestApp, victim: &Victim) -> Vec<Value> {
@@ -129,6 +164,8 @@ async fn snapshot(app: &TestApp, victim: &Victim) -> Vec<Value> {
         app.get("/v1/keys", key).await.expect(200),
         app.get("/v1/drivers/me/vehicles", &victim.driver_token).await.expect(200),
         app.get("/v1/sites", key).await.expect(200),
+        app.get(&format!("/v1/rulesets/{}/versions", victim.rule_set_id), key).await.expect(200),
+        app.get(&format!("/v1/quotes/{}", victim.quote_id), &victim.driver_token).await.expect(200),
     ]
 }
 
@@ -147,7 +184,22 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
             .to_owned();
     let driver_token = app.new_driver("victim@example.com").await;
     let vehicle = app.post("/v1/drivers/me/vehicles", &driver_token, json!({"plate": "VICTIM1"})).await.expect(201);
+    let rule_set = app
+        .post("/v1/rulesets", &tenant.admin_key, json!({"name": "tariff", "site_id": site_id, "currency": "EUR"}))
+        .await
+        .expect(201);
+    let rule_set_id = rule_set["id"].as_str().unwrap().to_owned();
+    let versions = format!("/v1/rulesets/{rule_set_id}/versions");
+    let tests = json!([{"name": "an hour", "context": {"start": "2026-03-02T09:00", "end": "2026-03-02T10:00"},
+                        "expect": {"total_minor": 100}}]);
+    app.post(&versions, &tenant.admin_key, json!({"source": "fn price(ctx) { 100 }", "tests": tests}))
+        .await
+        .expect(201);
+    app.post(&format!("{versions}/1/publish"), &tenant.admin_key, json!({})).await.expect(200);
+    let quote = app.post("/v1/quotes", &driver_token, quote_body(&site_id)).await.expect(201);
     let victim = Victim {
+        rule_set_id,
+        quote_id: quote["id"].as_str().unwrap().to_owned(),
         tenant,
         site_id,
         space_id: space_ids[0].clone(),
@@ -160,7 +212,15 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
 
     let attacker = app.new_tenant("attacker").await;
     let attacker_driver = app.new_driver("attacker@example.com").await;
-    let victim_ids = [&victim.site_id, &victim.space_id, &victim.device_id, &victim.key_id, &victim.vehicle_id];
+    let victim_ids = [
+        &victim.site_id,
+        &victim.rule_set_id,
+        &victim.space_id,
+        &victim.device_id,
+        &victim.key_id,
+        &victim.vehicle_id,
+        &victim.quote_id,
+    ];
 
     let spec: Value = serde_json::from_str(&berth_openapi::spec_json()).unwrap();
     let mut n_operations = 0;
@@ -189,10 +249,13 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
                     None => app.request(method.clone(), &path, Some(token), None).await,
                 };
                 let context = format!("{operation_id} {method} {path} as {caller}: {} {}", resp.status, resp.text);
-                for id in victim_ids {
+                let is_driver = caller == "driver";
+                // A driver's own quote names the site it prices and the rule set that priced it
+                // (which the driver cannot read), and nothing else of the victim's.
+                let public = if matches!(scope, Scope::Marketplace) && is_driver { 2 } else { 0 };
+                for id in &victim_ids[public..] {
                     assert!(!resp.text.contains(id.as_str()), "leaked a victim id: {context}");
                 }
-                let is_driver = caller == "driver";
                 match (&scope, is_driver) {
                     (Scope::PlatformAdmin, _) => assert_eq!(resp.status, 403, "{context}"),
                     (Scope::OperatorResource | Scope::OperatorCollection, true) => {
@@ -207,6 +270,8 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
                     (Scope::Driver, false) => assert_eq!(resp.status, 403, "{context}"),
                     (Scope::Driver, true) => assert!(matches!(resp.status, 200 | 201 | 404), "{context}"),
                     (Scope::Public, _) => assert!(matches!(resp.status, 201 | 401 | 409), "{context}"),
+                    (Scope::Marketplace, true) => assert_eq!(resp.status, 201, "{context}"),
+                    (Scope::Marketplace, false) | (Scope::Quote, _) => assert_eq!(resp.status, 404, "{context}"),
                 }
             }
         }

@@ -289,6 +289,35 @@ impl LiveStore for SqlStore {
         rows.into_iter().map(event_from_row).collect()
     }
 
+    async fn list_events_between(
+        &self,
+        operator: OperatorId,
+        spaces: &[SpaceId],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<SpaceEvent>> {
+        let mut events = Vec::new();
+        for chunk in spaces.chunks(1000) {
+            let rows = space_event::Entity::find()
+                .filter(space_event::Column::OperatorId.eq(operator.as_uuid()))
+                .filter(space_event::Column::SpaceId.is_in(chunk.iter().map(|space| space.as_uuid())))
+                .filter(space_event::Column::At.gte(from))
+                .filter(space_event::Column::At.lt(to))
+                .order_by_asc(space_event::Column::At)
+                .limit(limit)
+                .all(&self.db)
+                .await
+                .map_err(backend)?;
+            for row in rows {
+                events.push(event_from_row(row)?);
+            }
+        }
+        events.sort_by_key(|event| event.at);
+        events.truncate(limit as usize);
+        Ok(events)
+    }
+
     async fn get_device_health(&self, operator: OperatorId, device: DeviceId) -> StoreResult<Option<DeviceHealth>> {
         let row = device_health::Entity::find_by_id(device.as_uuid())
             .filter(device_health::Column::OperatorId.eq(operator.as_uuid()))

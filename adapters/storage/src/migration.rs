@@ -571,6 +571,7 @@ enum RuleSets {
     ErrorPolicy,
     Guardrails,
     Holidays,
+    Adjustment,
     CreatedAt,
 }
 
@@ -582,6 +583,7 @@ enum RuleVersions {
     OperatorId,
     Source,
     Tests,
+    Params,
     Status,
     CreatedAt,
     PublishedAt,
@@ -647,6 +649,7 @@ impl MigrationTrait for M0003Rules {
                     .col(text(RuleSets::ErrorPolicy))
                     .col(text(RuleSets::Guardrails))
                     .col(text(RuleSets::Holidays))
+                    .col(text(RuleSets::Adjustment))
                     .col(timestamp(RuleSets::CreatedAt))
                     .foreign_key(&mut fk(
                         RuleSets::Table,
@@ -685,6 +688,7 @@ impl MigrationTrait for M0003Rules {
                     .col(ColumnDef::new(RuleVersions::OperatorId).uuid().not_null())
                     .col(text(RuleVersions::Source))
                     .col(text(RuleVersions::Tests))
+                    .col(text(RuleVersions::Params))
                     .col(text(RuleVersions::Status))
                     .col(timestamp(RuleVersions::CreatedAt))
                     .col(timestamp_null(RuleVersions::PublishedAt))

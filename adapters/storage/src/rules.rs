@@ -12,9 +12,7 @@ use berth_kernel::site::Currency;
 use berth_kernel::vehicle_type::VehicleType;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use uuid::Uuid;
 
 use crate::entity::{quote, rule_activation, rule_set, rule_version, site, space};
@@ -39,6 +37,7 @@ fn rule_set_to_row(rule_set: &RuleSet) -> rule_set::Model {
         error_policy: to_json(&rule_set.error_policy),
         guardrails: to_json(&rule_set.guardrails),
         holidays: to_json(&rule_set.holidays),
+        adjustment: to_json(&rule_set.adjustment),
         created_at: rule_set.created_at,
     }
 }
@@ -54,6 +53,7 @@ fn rule_set_from_row(row: rule_set::Model) -> StoreResult<RuleSet> {
         error_policy: from_json("rule_sets", id, "error_policy", &row.error_policy)?,
         guardrails: from_json("rule_sets", id, "guardrails", &row.guardrails)?,
         holidays: from_json("rule_sets", id, "holidays", &row.holidays)?,
+        adjustment: from_json("rule_sets", id, "adjustment", &row.adjustment)?,
         created_at: row.created_at,
     })
 }
@@ -64,6 +64,7 @@ fn version_from_row(row: rule_version::Model) -> StoreResult<RuleVersion> {
         rule_set_id: RuleSetId::from_uuid(id),
         version: u32::try_from(row.version).map_err(|error| corrupt("rule_versions", id, error))?,
         tests: from_json("rule_versions", id, "tests", &row.tests)?,
+        params: from_json("rule_versions", id, "params", &row.params)?,
         status: VersionStatus::parse(&row.status)
             .ok_or_else(|| corrupt("rule_versions", id, format!("status '{}'", row.status)))?,
         source: row.source,
@@ -157,6 +158,7 @@ impl RuleStore for SqlStore {
             .col_expr(rule_set::Column::ErrorPolicy, Expr::value(row.error_policy))
             .col_expr(rule_set::Column::Guardrails, Expr::value(row.guardrails))
             .col_expr(rule_set::Column::Holidays, Expr::value(row.holidays))
+            .col_expr(rule_set::Column::Adjustment, Expr::value(row.adjustment))
             .filter(rule_set::Column::Id.eq(row.id))
             .filter(rule_set::Column::OperatorId.eq(row.operator_id))
             .exec(&self.db)
@@ -184,6 +186,7 @@ impl RuleStore for SqlStore {
             operator_id: operator.as_uuid(),
             source: version.source.clone(),
             tests: to_json(&version.tests),
+            params: to_json(&version.params),
             status: version.status.as_str().to_owned(),
             created_at: version.created_at,
             published_at: version.published_at,
@@ -195,7 +198,12 @@ impl RuleStore for SqlStore {
         Ok(())
     }
 
-    async fn get_rule_version(&self, operator: OperatorId, id: RuleSetId, version: u32) -> StoreResult<Option<RuleVersion>> {
+    async fn get_rule_version(
+        &self,
+        operator: OperatorId,
+        id: RuleSetId,
+        version: u32,
+    ) -> StoreResult<Option<RuleVersion>> {
         rule_version::Entity::find_by_id((id.as_uuid(), i64::from(version)))
             .filter(rule_version::Column::OperatorId.eq(operator.as_uuid()))
             .one(&self.db)
@@ -329,6 +337,18 @@ impl RuleStore for SqlStore {
     async fn find_site_operator(&self, site: SiteId) -> StoreResult<Option<OperatorId>> {
         let row = site::Entity::find_by_id(site.as_uuid()).one(&self.db).await.map_err(backend)?;
         Ok(row.map(|row| OperatorId::from_uuid(row.operator_id)))
+    }
+
+    async fn list_site_rule_sets_everywhere(&self) -> StoreResult<Vec<RuleSet>> {
+        rule_set::Entity::find()
+            .filter(rule_set::Column::SiteId.is_not_null())
+            .order_by_asc(rule_set::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(rule_set_from_row)
+            .collect()
     }
 
     async fn find_space_operator(&self, space: SpaceId) -> StoreResult<Option<OperatorId>> {

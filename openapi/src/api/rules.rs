@@ -11,9 +11,9 @@ use uuid::Uuid;
 use super::{ApiTags, Created, page_request};
 use crate::problem::ApiResult;
 use crate::rules_dto::{
-    ActivationView, PublishRequest, QuoteCreate, QuoteView, RollbackRequest, RuleSetCreate, RuleSetPage,
-    RuleSetUpdate, RuleSetView, SimulateRequest, SimulationView, TestReportView, VersionCreate, VersionList,
-    VersionView,
+    ActivationView, AdjustReportView, PublishRequest, QuoteCreate, QuoteView, RollbackRequest, RuleSetCreate,
+    RuleSetPage, RuleSetUpdate, RuleSetView, SimulateRequest, SimulationView, TestReportView, VersionCreate,
+    VersionList, VersionView,
 };
 use crate::state::{AppState, BerthAuth};
 
@@ -50,7 +50,12 @@ impl RulesApi {
 
     /// Get a rule set.
     #[oai(path = "/v1/rulesets/:rule_set_id", method = "get", operation_id = "getRuleSet")]
-    async fn get(&self, state: Data<&AppState>, auth: BerthAuth, rule_set_id: Path<Uuid>) -> ApiResult<Json<RuleSetView>> {
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        rule_set_id: Path<Uuid>,
+    ) -> ApiResult<Json<RuleSetView>> {
         let rule_set = state.kernel.get_rule_set(&auth.0, RuleSetId::from_uuid(rule_set_id.0)).await?;
         Ok(Json(rule_set.into()))
     }
@@ -78,10 +83,10 @@ impl RulesApi {
         rule_set_id: Path<Uuid>,
         body: Json<VersionCreate>,
     ) -> ApiResult<Created<VersionView>> {
-        let tests = body.0.tests()?;
+        let (tests, params) = (body.0.tests()?, body.0.params()?);
         let version = state
             .kernel
-            .create_rule_version(&auth.0, RuleSetId::from_uuid(rule_set_id.0), body.0.source, tests)
+            .create_rule_version(&auth.0, RuleSetId::from_uuid(rule_set_id.0), body.0.source, tests, params)
             .await?;
         Ok(Created::Created(Json(version.into())))
     }
@@ -186,6 +191,20 @@ impl RulesApi {
         Ok(Json(activation.into()))
     }
 
+    /// Run the rule set's `adjust(ctx)` now (it also runs on its schedule). A proposed change
+    /// becomes a new version with the new parameters, published through the usual checks, in
+    /// force after the notice period.
+    #[oai(path = "/v1/rulesets/:rule_set_id/adjust", method = "post", operation_id = "adjustRuleSet")]
+    async fn adjust(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        rule_set_id: Path<Uuid>,
+    ) -> ApiResult<Json<AdjustReportView>> {
+        let report = state.kernel.adjust_rule_set(&auth.0, RuleSetId::from_uuid(rule_set_id.0)).await?;
+        Ok(Json(report.into()))
+    }
+
     /// Quote a stay at a site or space: the price under the rules in force, line items, the rule
     /// version, a trace of what fired, and how long the price holds. A stay the rules refuse is
     /// 422 with their reason.
@@ -202,7 +221,12 @@ impl RulesApi {
 
     /// Get a quote (the driver who asked for it, or the site's operator).
     #[oai(path = "/v1/quotes/:quote_id", method = "get", operation_id = "getQuote")]
-    async fn get_quote(&self, state: Data<&AppState>, auth: BerthAuth, quote_id: Path<Uuid>) -> ApiResult<Json<QuoteView>> {
+    async fn get_quote(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        quote_id: Path<Uuid>,
+    ) -> ApiResult<Json<QuoteView>> {
         let quote = state.kernel.get_quote(&auth.0, QuoteId::from_uuid(quote_id.0)).await?;
         Ok(Json(quote.into()))
     }

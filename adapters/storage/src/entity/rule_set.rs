@@ -19,6 +19,8 @@ pub struct Model {
     pub guardrails: String,
     /// JSON: an array of `YYYY-MM-DD`.
     pub holidays: String,
+    /// JSON: the kernel's `AdjustmentSettings`.
+    pub adjustment: String,
     pub created_at: DateTimeUtc,
 }
 

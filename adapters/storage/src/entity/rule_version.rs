@@ -14,6 +14,8 @@ pub struct Model {
     pub source: String,
     /// JSON: the kernel's `RuleTest` list.
     pub tests: String,
+    /// JSON object: the version's parameters.
+    pub params: String,
     pub status: String,
     pub created_at: DateTimeUtc,
     pub published_at: Option<DateTimeUtc>,

@@ -75,9 +75,8 @@ pub fn explain(dir: &Path, test: Option<&str>, context: Option<&Path>, entry: Op
     let ctx = project.setting().context(&fixture)?;
     let entries = match entry {
         Some(name) => vec![EntryPoint::parse(name).ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown entry point '{name}' (price, allow_booking, cancellation_fee, extension, overstay_fee)"
-            )
+            let names: Vec<&str> = EntryPoint::ALL.iter().map(|entry| entry.name()).collect();
+            anyhow::anyhow!("unknown entry point '{name}' ({})", names.join(", "))
         })?],
         None => fixture_entry.map_or_else(|| vec![EntryPoint::AllowBooking, EntryPoint::Price], |entry| vec![entry]),
     };

@@ -87,6 +87,8 @@ pub trait RuleStore: Send + Sync {
         version: u32,
     ) -> StoreResult<Option<RuleVersion>>;
     async fn list_rule_versions(&self, operator: OperatorId, id: RuleSetId) -> StoreResult<Vec<RuleVersion>>;
+    /// Deletes a version that is still a draft (published versions are never deleted).
+    async fn delete_draft_version(&self, operator: OperatorId, id: RuleSetId, version: u32) -> StoreResult<()>;
     /// In one transaction: marks the draft published and records its activation. A version
     /// that is no longer a draft is a conflict.
     async fn publish_rule_version(

@@ -18,7 +18,7 @@ use crate::rules::{
     Activation, AdjustmentFacts, AdjustmentSettings, CompiledRules, ContextFixture, DriverFacts, EntryPoint,
     ErrorPolicy, Guardrails, LineItem, LineKind, LocalTime, Occupancy, Params, Price, RuleContext, RuleError, RuleSet,
     RuleTest, RuleVersion, RulesEngine, SiteFacts, SpaceFacts, TestOutcome, TestSetting, TraceStep, VersionStatus,
-    evaluate_checked, guardrail_violations, holidays_between, run_test, version_in_force,
+    evaluate_checked, guardrail_violations, holidays_between, price_with_params, run_test, version_in_force,
 };
 use crate::service::{Kernel, now, operator_scope};
 use crate::site::Currency;
@@ -96,6 +96,8 @@ pub struct SimulationReport {
     pub cases: Vec<SimulatedCase>,
     pub active_revenue_minor: i64,
     pub candidate_revenue_minor: i64,
+    /// The simulation's time budget ran out before every context was priced.
+    pub truncated: bool,
 }
 
 /// What to simulate: given contexts, or the quotes recorded over the last `history_days`.
@@ -388,7 +390,9 @@ impl Kernel {
         if !violations.is_empty() {
             return Err(ValidationError::new("guardrails", violations.join("; ")).into());
         }
+        // Now, not when publishing began: an activation never takes effect before it exists.
         let at = now();
+        let effective_from = effective_from.max(at);
         let activation =
             Activation { rule_set_id: id, version, effective_from, created_at: at, reason: reason.to_owned() };
         self.store().publish_rule_version(operator, id, version, &activation).await?;
@@ -456,32 +460,37 @@ impl Kernel {
         let candidate = self.compiled(&rule_set, &rule_version).await?;
         let candidate_params = rule_version.params;
         let guardrails = rule_set.guardrails;
+        let n_contexts = contexts.len();
         let cases = tokio::task::spawn_blocking(move || {
-            contexts
-                .into_iter()
-                .map(|(label, ctx)| {
-                    // Each version prices the stay with its own parameters.
-                    let price = |rules: &dyn CompiledRules, params: &Params| {
-                        let ctx = RuleContext { params: params.clone(), ..ctx.clone() };
-                        evaluate_checked(rules, EntryPoint::Price, &ctx, &guardrails)
-                            .map(|checked| checked.price.map_or(0, |price| price.total_minor))
-                    };
-                    let active_minor = active.as_ref().and_then(|(rules, params)| price(rules.as_ref(), params).ok());
-                    let (candidate_minor, error) = match price(candidate.as_ref(), &candidate_params) {
+            let started = std::time::Instant::now();
+            let mut cases = Vec::with_capacity(contexts.len());
+            for (label, ctx) in contexts {
+                // A simulation has a budget of its own: hostile versions cost it, not the server.
+                if started.elapsed() > SIMULATION_BUDGET {
+                    break;
+                }
+                // Each version prices the stay with its own parameters.
+                let active_minor = active
+                    .as_ref()
+                    .and_then(|(rules, params)| price_with_params(rules.as_ref(), &ctx, params, &guardrails).ok());
+                let (candidate_minor, error) =
+                    match price_with_params(candidate.as_ref(), &ctx, &candidate_params, &guardrails) {
                         Ok(total) => (Some(total), None),
                         Err(error) => (None, Some(error.to_string())),
                     };
-                    SimulatedCase { label, active_minor, candidate_minor, error }
-                })
-                .collect::<Vec<_>>()
+                cases.push(SimulatedCase { label, active_minor, candidate_minor, error });
+            }
+            cases
         })
         .await
         .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?;
+        let revenue = |amounts: &mut dyn Iterator<Item = i64>| amounts.fold(0_i64, i64::saturating_add);
         Ok(SimulationReport {
             version,
             active_version,
-            active_revenue_minor: cases.iter().filter_map(|case| case.active_minor).sum(),
-            candidate_revenue_minor: cases.iter().filter_map(|case| case.candidate_minor).sum(),
+            active_revenue_minor: revenue(&mut cases.iter().filter_map(|case| case.active_minor)),
+            candidate_revenue_minor: revenue(&mut cases.iter().filter_map(|case| case.candidate_minor)),
+            truncated: cases.len() < n_contexts,
             cases,
         })
     }
@@ -565,36 +574,40 @@ impl Kernel {
         let evaluated = {
             let (compiled, ctx, guardrails) = (compiled.clone(), ctx.clone(), rule_set.guardrails);
             tokio::task::spawn_blocking(move || {
-                let decision = evaluate_checked(compiled.as_ref(), EntryPoint::AllowBooking, &ctx, &guardrails)?;
-                let price = evaluate_checked(compiled.as_ref(), EntryPoint::Price, &ctx, &guardrails)?;
-                Ok::<_, RuleError>((decision, price))
+                let decision = evaluate_checked(compiled.as_ref(), EntryPoint::AllowBooking, &ctx, &guardrails);
+                let price = evaluate_checked(compiled.as_ref(), EntryPoint::Price, &ctx, &guardrails);
+                (decision, price)
             })
             .await
             .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?
         };
-        let (price, trace, fallback) = match evaluated {
-            Ok((decision, price)) => {
-                if let Some(decision) = decision.decision.filter(|decision| !decision.allow) {
-                    return Err(KernelError::NotAllowed(
-                        decision.reason.unwrap_or_else(|| "not allowed by the operator's rules".into()),
-                    ));
-                }
+        let is_driver = matches!(caller, Principal::Driver { .. });
+        let rule_failed = |error: &RuleError| {
+            metrics::counter!("berth_rules_errors_total", "kind" => error.kind.as_str()).increment(1);
+            tracing::warn!(rule_set = %rule_set.id, version, error = %error, "rule evaluation failed");
+            KernelError::RuleFailed(if is_driver {
+                "prices for this site are unavailable right now".to_owned()
+            } else {
+                format!("rule set '{}' version {version} failed: {error}", rule_set.name)
+            })
+        };
+        // A policy that fails never lets a stay through: no fallback for `allow_booking`.
+        let decision = evaluated.0.map_err(|error| rule_failed(&error))?;
+        if let Some(decision) = decision.decision.filter(|decision| !decision.allow) {
+            return Err(KernelError::NotAllowed(
+                decision.reason.unwrap_or_else(|| "not allowed by the operator's rules".into()),
+            ));
+        }
+        let (price, trace, fallback) = match evaluated.1 {
+            Ok(price) => {
                 let mut trace = decision.trace;
                 trace.extend(price.trace);
                 let price = price.price.ok_or_else(|| KernelError::Unavailable("the rule gave no price".into()))?;
                 (price, trace, false)
             }
             Err(error) => {
-                metrics::counter!("berth_rules_errors_total", "kind" => error.kind.as_str()).increment(1);
-                tracing::warn!(rule_set = %rule_set.id, version, error = %error, "rule evaluation failed");
                 match rule_set.error_policy {
-                    ErrorPolicy::Deny => {
-                        let detail = match caller {
-                            Principal::Driver { .. } => "prices for this site are unavailable right now".to_owned(),
-                            _ => format!("rule set '{}' version {version} failed: {error}", rule_set.name),
-                        };
-                        return Err(KernelError::RuleFailed(detail));
-                    }
+                    ErrorPolicy::Deny => return Err(rule_failed(&error)),
                     ErrorPolicy::FallbackPrice { amount_minor } => {
                         let items = vec![LineItem {
                             kind: LineKind::Base,
@@ -602,9 +615,15 @@ impl Kernel {
                             amount_minor,
                             line: None,
                         }];
-                        let trace = vec![TraceStep {
-                            line: error.line,
-                            message: format!("the rule failed ({error}); the rule set's fallback price applies"),
+                        let _ = rule_failed(&error);
+                        // The operator sees why; a driver only that the standard rate applies.
+                        let trace = vec![if is_driver {
+                            TraceStep { line: None, message: "the standard rate applies".to_owned() }
+                        } else {
+                            TraceStep {
+                                line: error.line,
+                                message: format!("the rule failed ({error}); the rule set's fallback price applies"),
+                            }
                         }];
                         let price = Price { items, total_minor: amount_minor, currency: site.details.currency.code() };
                         (price, trace, true)
@@ -751,9 +770,13 @@ impl Kernel {
 }
 
 const MAX_SIMULATED: u64 = 10_000;
+/// Wall-clock budget of one simulation.
+const SIMULATION_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 const MAX_PARAMS_BYTES: usize = 16 * 1024;
 
-fn validate_settings(policy: &ErrorPolicy, guardrails: &Guardrails) -> Result<(), ValidationError> {
+/// A rule set's error policy and guardrails, checked together (the fallback must respect the
+/// ceiling).
+pub fn validate_settings(policy: &ErrorPolicy, guardrails: &Guardrails) -> Result<(), ValidationError> {
     guardrails.validate()?;
     if let ErrorPolicy::FallbackPrice { amount_minor } = policy
         && !(0..=guardrails.max_total_minor).contains(amount_minor)
@@ -819,17 +842,15 @@ impl Kernel {
     pub async fn run_scheduled_adjustments(&self) -> KernelResult<Vec<(RuleSetId, Result<AdjustReport, String>)>> {
         let mut results = Vec::new();
         for rule_set in self.store().list_site_rule_sets_everywhere().await? {
-            let operator = rule_set.operator_id;
-            let activations = self.store().list_activations(operator, rule_set.id).await?;
-            let Some(version) = version_in_force(&activations, now()) else { continue };
-            let Some(rule_version) = self.store().get_rule_version(operator, rule_set.id, version).await? else {
-                continue;
-            };
-            let Ok(compiled) = self.compiled(&rule_set, &rule_version).await else { continue };
-            if !compiled.defines(EntryPoint::Adjust) {
-                continue;
+            match self.defines_adjust(&rule_set).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    results.push((rule_set.id, Err(error.to_string())));
+                    continue;
+                }
             }
-            let outcome = self.adjust(operator, rule_set.id).await.map_err(|error| error.to_string());
+            let outcome = self.adjust(rule_set.operator_id, rule_set.id).await.map_err(|error| error.to_string());
             match &outcome {
                 Ok(report) => {
                     tracing::info!(rule_set = %rule_set.id, message = %report.message, "scheduled adjustment")
@@ -842,6 +863,14 @@ impl Kernel {
             results.push((rule_set.id, outcome));
         }
         Ok(results)
+    }
+
+    /// Whether the version in force now defines `adjust(ctx)`.
+    async fn defines_adjust(&self, rule_set: &RuleSet) -> KernelResult<bool> {
+        let activations = self.store().list_activations(rule_set.operator_id, rule_set.id).await?;
+        let Some(version) = version_in_force(&activations, now()) else { return Ok(false) };
+        let (_, rule_version) = self.rule_version(rule_set.operator_id, rule_set.id, version).await?;
+        Ok(self.compiled(rule_set, &rule_version).await?.defines(EntryPoint::Adjust))
     }
 
     async fn adjust(&self, operator: OperatorId, id: RuleSetId) -> KernelResult<AdjustReport> {
@@ -913,7 +942,15 @@ impl Kernel {
             .add_version(operator, id, rule_version.source.clone(), rule_version.tests.clone(), proposed.clone())
             .await?;
         let effective_from = at + Duration::days(i64::from(rule_set.adjustment.notice_days));
-        let published = self.publish(operator, id, draft.version, effective_from, "adjust").await?;
+        let published = match self.publish(operator, id, draft.version, effective_from, "adjust").await {
+            Ok(published) => published,
+            Err(error) => {
+                // The proposal broke a test case or a guardrail: drop it rather than leave a
+                // draft behind for every run.
+                self.store().delete_draft_version(operator, id, draft.version).await?;
+                return Err(error);
+            }
+        };
         metrics::counter!("berth_rules_adjustments_total").increment(1);
         Ok(AdjustReport {
             message: format!("version {} with the new parameters takes effect on {effective_from}", published.version),
@@ -936,7 +973,12 @@ impl Kernel {
             availability.spaces.iter().map(|(space, shown)| (space.id, shown.status)).collect();
         let ids: Vec<SpaceId> = spaces.iter().map(|(id, _)| *id).collect();
         let events = self.store().list_events_between(operator, &ids, from, to, MAX_HISTORY_EVENTS).await?;
-        Ok(occupancy_profile(&spaces, &events, from, to, timezone))
+        if events.len() as u64 >= MAX_HISTORY_EVENTS {
+            tracing::warn!(events = events.len(), %from, %to, "occupancy history truncated to the oldest events");
+        }
+        tokio::task::spawn_blocking(move || occupancy_profile(&spaces, &events, from, to, timezone))
+            .await
+            .map_err(|_| KernelError::Unavailable("the occupancy computation failed".into()))
     }
 }
 

@@ -550,8 +550,11 @@ impl Default for Guardrails {
 
 impl Guardrails {
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.max_total_minor <= 0 {
-            return Err(ValidationError::new("guardrails.max_total_minor", "must be positive"));
+        if !(1..=MAX_TOTAL_CEILING).contains(&self.max_total_minor) {
+            return Err(ValidationError::new(
+                "guardrails.max_total_minor",
+                format!("must be between 1 and {MAX_TOTAL_CEILING}"),
+            ));
         }
         if let (Some(min), Some(max)) = (self.min_hourly_minor, self.max_hourly_minor)
             && min > max
@@ -604,6 +607,9 @@ impl Guardrails {
 }
 
 pub const MAX_LINE_ITEMS: usize = 32;
+/// The highest ceiling a rule set may set (ten billion in major units of a two-digit currency):
+/// keeps every sum of prices far from overflow.
+pub const MAX_TOTAL_CEILING: i64 = 1_000_000_000_000;
 pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
 pub const MAX_TESTS: usize = 200;
 
@@ -644,8 +650,9 @@ impl AdjustmentSettings {
         if !(1..=366).contains(&self.period_days) {
             return Err(ValidationError::new("adjustment.period_days", "must be between 1 and 366"));
         }
-        if self.notice_days > 366 {
-            return Err(ValidationError::new("adjustment.notice_days", "must be at most 366"));
+        // At least a day: drivers get notice, and a pending change keeps nodes from stacking another.
+        if !(1..=366).contains(&self.notice_days) {
+            return Err(ValidationError::new("adjustment.notice_days", "must be between 1 and 366"));
         }
         Ok(())
     }
@@ -1003,6 +1010,19 @@ pub fn run_test(rules: &dyn CompiledRules, test: &RuleTest, setting: &TestSettin
     }
 }
 
+/// The total `rules` charges for the stay in `ctx` with the version parameters `params`: how
+/// two versions are compared on the same stay.
+pub fn price_with_params(
+    rules: &dyn CompiledRules,
+    ctx: &RuleContext,
+    params: &Params,
+    guardrails: &Guardrails,
+) -> Result<i64, RuleError> {
+    let ctx = RuleContext { params: params.clone(), ..ctx.clone() };
+    evaluate_checked(rules, EntryPoint::Price, &ctx, guardrails)
+        .map(|checked| checked.price.map_or(0, |price| price.total_minor))
+}
+
 /// Where fixtures' contexts come from: the rule set's site, currency, calendar and guardrails,
 /// and the version's parameters.
 #[derive(Debug, Clone, Copy)]
@@ -1032,9 +1052,9 @@ pub fn guardrail_violations(
     let guardrails = setting.guardrails;
     let price_with = |rules: &dyn CompiledRules, params: &Params, fixture: &ContextFixture| {
         let fixture = ContextFixture { params: None, ..fixture.clone() };
-        let ctx = TestSetting { params, ..*setting }.context(&fixture).ok()?;
-        let checked = evaluate_checked(rules, EntryPoint::Price, &ctx, guardrails).ok()?;
-        Some((checked.price?.total_minor, ctx.duration_minutes()))
+        let ctx = setting.context(&fixture).ok()?;
+        let total = price_with_params(rules, &ctx, params, guardrails).ok()?;
+        Some((total, ctx.duration_minutes()))
     };
     let mut violations = Vec::new();
     for test in tests {
@@ -1062,8 +1082,8 @@ pub fn guardrail_violations(
             && let Some((old_total, _)) = price_with(active, active_params, &test.context)
             && old_total > 0
         {
-            let moved = (new_total - old_total).abs() * 100;
-            if moved > old_total * i64::from(step) {
+            let moved = (i128::from(new_total) - i128::from(old_total)).abs() * 100;
+            if moved > i128::from(old_total) * i128::from(step) {
                 violations.push(format!(
                     "'{}': {old_total} → {new_total} moves more than {step}% from the active version",
                     test.name

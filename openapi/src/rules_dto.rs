@@ -571,6 +571,8 @@ pub struct SimulationView {
     pub active_revenue_minor: i64,
     pub candidate_revenue_minor: i64,
     pub revenue_delta_minor: i64,
+    /// The simulation's time budget ran out: `cases` covers only the first contexts.
+    pub truncated: bool,
 }
 
 impl From<SimulationReport> for SimulationView {
@@ -578,7 +580,8 @@ impl From<SimulationReport> for SimulationView {
         Self {
             version: report.version,
             active_version: report.active_version,
-            revenue_delta_minor: report.candidate_revenue_minor - report.active_revenue_minor,
+            revenue_delta_minor: report.candidate_revenue_minor.saturating_sub(report.active_revenue_minor),
+            truncated: report.truncated,
             active_revenue_minor: report.active_revenue_minor,
             candidate_revenue_minor: report.candidate_revenue_minor,
             cases: report

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use berth_kernel::rules::DayType;
 use berth_kernel::site::Timezone;
-use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Map, NativeCallContext};
 use rust_decimal::Decimal;
 
@@ -16,6 +16,9 @@ use crate::trace;
 type Fallible<T> = Result<T, Box<EvalAltResult>>;
 
 pub(crate) fn register(engine: &mut Engine) {
+    // Rhai's core package has `sleep`, which would hold a thread without the deadline noticing.
+    engine.register_fn("sleep", |_: INT| -> Fallible<()> { Err("sleep() is not available in rules".into()) });
+    engine.register_fn("sleep", |_: Decimal| -> Fallible<()> { Err("sleep() is not available in rules".into()) });
     for kind in ["base", "surcharge", "discount", "fee", "tax"] {
         engine.register_fn(kind, move |context: NativeCallContext, label: &str, amount: INT| {
             line_item(&context, kind, label, Dynamic::from_int(amount))
@@ -42,7 +45,7 @@ pub(crate) fn register(engine: &mut Engine) {
         if step_minutes <= 0 {
             return Err("increments(): the step must be positive".into());
         }
-        Ok(if minutes <= 0 { 0 } else { (minutes + step_minutes - 1) / step_minutes })
+        Ok(if minutes <= 0 { 0 } else { (minutes - 1) / step_minutes + 1 })
     });
     engine
         .register_fn("percent_of", |amount_minor: INT, percent: INT| percent_of(amount_minor, Decimal::from(percent)));
@@ -58,7 +61,7 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_fn("time_bands", |ctx: Map, bands: Array| -> Fallible<Array> {
         let stay = Stay::of(&ctx)?;
         let bands = parse_bands(&bands)?;
-        Ok(split(&stay, &bands)
+        Ok(split(&stay, &bands)?
             .into_iter()
             .map(|segment| {
                 let mut map = Map::new();
@@ -180,7 +183,8 @@ fn site_timezone(ctx: &Map) -> Fallible<Timezone> {
         .ok_or_else(|| "pass the rule's ctx: ctx.site.timezone is missing".into())
 }
 
-const MAX_STAY_DAYS: i64 = 400;
+/// The longest stay the band helpers price (quotes are at most 31 days).
+const MAX_STAY_DAYS: i64 = 62;
 
 /// A stay read back from `ctx`: its UTC bounds, the site's zone and holidays.
 struct Stay {
@@ -217,22 +221,17 @@ impl Stay {
         Ok(Self { start, end, timezone, holidays })
     }
 
-    /// The stay cut at local midnights: (date, first minute, end minute) in wall-clock minutes.
-    fn days(&self) -> Vec<(NaiveDate, u32, u32)> {
+    /// The instant a wall-clock minute of `date` happens (1440 is the next midnight). A time
+    /// that does not exist (the hour skipped when clocks go forward) is the instant the clocks
+    /// jump; a time that happens twice is its first occurrence.
+    fn instant(&self, date: NaiveDate, minute: u32) -> DateTime<Utc> {
         let tz = self.timezone.tz();
-        let start = self.start.with_timezone(&tz);
-        let end = self.end.with_timezone(&tz);
-        let mut days = Vec::new();
-        let mut date = start.date_naive();
-        while date <= end.date_naive() {
-            let from = if date == start.date_naive() { start.hour() * 60 + start.minute() } else { 0 };
-            let to = if date == end.date_naive() { end.hour() * 60 + end.minute() } else { 1440 };
-            if to > from {
-                days.push((date, from, to));
-            }
-            date = date.succ_opt().unwrap_or(date);
-        }
-        days
+        let (date, minute) =
+            if minute >= 1440 { (date.succ_opt().unwrap_or(date), minute - 1440) } else { (date, minute) };
+        let naive = date.and_hms_opt(minute / 60, minute % 60, 0).unwrap_or_default();
+        (0..=180)
+            .find_map(|skipped| tz.from_local_datetime(&(naive + chrono::Duration::minutes(skipped))).earliest())
+            .map_or_else(|| naive.and_utc(), |at| at.with_timezone(&Utc))
     }
 
     fn day_matches(&self, date: NaiveDate, days: &[String]) -> bool {
@@ -255,22 +254,31 @@ struct Band {
 }
 
 impl Band {
-    /// Intervals of the day this band covers; `to <= from` runs past midnight, so on one date
-    /// it covers the evening and the early morning.
-    fn intervals(&self) -> [(u32, u32); 2] {
-        if self.from < self.to { [(self.from, self.to), (0, 0)] } else { [(self.from, 1440), (0, self.to)] }
+    /// Whether the band covers this wall-clock minute of `date`. A band whose `to` is not after
+    /// its `from` runs past midnight: its early-morning part belongs to the day it started, so
+    /// `days` is checked against the previous date there.
+    fn covers(&self, stay: &Stay, date: NaiveDate, minute: u32) -> bool {
+        if self.from < self.to {
+            (self.from..self.to).contains(&minute) && stay.day_matches(date, &self.days)
+        } else {
+            (minute >= self.from && stay.day_matches(date, &self.days))
+                || (minute < self.to && date.pred_opt().is_some_and(|eve| stay.day_matches(eve, &self.days)))
+        }
     }
 
-    fn covers(&self, minute: u32) -> bool {
-        self.intervals().iter().any(|(from, to)| (*from..*to).contains(&minute))
-    }
-
+    /// `amount` per started `per_minutes`.
     fn charge(&self, minutes: INT) -> INT {
-        if minutes <= 0 { 0 } else { ((minutes + self.per_minutes - 1) / self.per_minutes).saturating_mul(self.amount) }
+        if minutes <= 0 { 0 } else { ((minutes - 1) / self.per_minutes + 1).saturating_mul(self.amount) }
     }
 }
 
+/// Most bands one helper call takes.
+const MAX_BANDS: usize = 64;
+
 fn parse_bands(bands: &Array) -> Fallible<Vec<Band>> {
+    if bands.len() > MAX_BANDS {
+        return Err(format!("at most {MAX_BANDS} bands").into());
+    }
     bands
         .iter()
         .enumerate()
@@ -318,32 +326,52 @@ struct Segment {
     date: NaiveDate,
     band: usize,
     minutes: INT,
+    end: DateTime<Utc>,
 }
 
-/// Cuts the stay into runs of one band per local day; minutes no band covers are left out.
-fn split(stay: &Stay, bands: &[Band]) -> Vec<Segment> {
+/// Cuts the stay into runs of one band within one local day; time no band covers is left out.
+/// A run is elapsed time: a stay across a clock change is charged for the time it lasted.
+fn split(stay: &Stay, bands: &[Band]) -> Fallible<Vec<Segment>> {
+    let tz = stay.timezone.tz();
     let mut segments: Vec<Segment> = Vec::new();
-    for (date, from, to) in stay.days() {
-        let matching: Vec<usize> =
-            (0..bands.len()).filter(|&index| stay.day_matches(date, &bands[index].days)).collect();
-        let mut cuts = vec![from, to];
-        for &index in &matching {
-            for (start, end) in bands[index].intervals() {
-                cuts.extend([start, end].into_iter().filter(|cut| (from..to).contains(cut)));
-            }
+    let mut at = stay.start;
+    let mut steps = 0_u32;
+    while at < stay.end {
+        steps += 1;
+        if steps.is_multiple_of(256) && crate::past_deadline() {
+            return Err("the rule ran past its time budget (time bands)".into());
         }
-        cuts.sort_unstable();
-        cuts.dedup();
-        for piece in cuts.windows(2) {
-            let Some(&band) = matching.iter().find(|&&index| bands[index].covers(piece[0])) else { continue };
-            let minutes = INT::from(piece[1] - piece[0]);
+        let local = at.with_timezone(&tz);
+        let (date, minute) = (local.date_naive(), local.hour() * 60 + local.minute());
+        let band = (0..bands.len()).find(|&index| bands[index].covers(stay, date, minute));
+        // The next wall-clock minute of this date where any band starts or ends, or midnight.
+        let next_minute = bands
+            .iter()
+            .flat_map(|band| [band.from, band.to])
+            .filter(|&cut| cut > minute && cut < 1440)
+            .min()
+            .unwrap_or(1440);
+        // Always move on by at least to the next whole minute.
+        let next_whole_minute = at + chrono::Duration::seconds(60 - i64::from(local.second()));
+        let next = stay.instant(date, next_minute).max(next_whole_minute);
+        let until = next.min(stay.end);
+        let seconds = (until - at).num_seconds();
+        if let Some(band) = band {
             match segments.last_mut() {
-                Some(last) if last.date == date && last.band == band => last.minutes += minutes,
-                _ => segments.push(Segment { date, band, minutes }),
+                Some(last) if last.band == band && last.end == at && last.date == date => {
+                    last.minutes += seconds;
+                    last.end = until;
+                }
+                _ => segments.push(Segment { date, band, minutes: seconds, end: until }),
             }
         }
+        at = until;
     }
-    segments
+    // Seconds to started minutes.
+    for segment in &mut segments {
+        segment.minutes = (segment.minutes + 59) / 60;
+    }
+    Ok(segments)
 }
 
 /// The stay priced by time bands: each run of a band within a local day costs `amount` per
@@ -353,7 +381,7 @@ fn band_price(context: &NativeCallContext, ctx: &Map, bands: &Array, daily_max: 
     let bands = parse_bands(bands)?;
     let position = context.call_position();
     let mut total: INT = 0;
-    let segments = split(&stay, &bands);
+    let segments = split(&stay, &bands)?;
     let mut index = 0;
     while index < segments.len() {
         let date = segments[index].date;
@@ -368,7 +396,7 @@ fn band_price(context: &NativeCallContext, ctx: &Map, bands: &Array, daily_max: 
                     "{date} {}: {} min → {} × {} per {} min = {charge}",
                     band.label,
                     segment.minutes,
-                    (segment.minutes + band.per_minutes - 1) / band.per_minutes,
+                    (segment.minutes - 1) / band.per_minutes + 1,
                     band.amount,
                     band.per_minutes
                 ),
@@ -414,7 +442,6 @@ fn within_opening_hours(ctx: &Map) -> Fallible<bool> {
         })
         .collect();
     let bands = parse_bands(&bands)?;
-    let covered: INT = split(&stay, &bands).iter().map(|segment| segment.minutes).sum();
-    let wanted: INT = stay.days().iter().map(|(_, from, to)| INT::from(to - from)).sum();
-    Ok(covered == wanted)
+    let covered: INT = split(&stay, &bands)?.iter().map(|segment| segment.minutes).sum();
+    Ok(covered >= ((stay.end - stay.start).num_seconds() + 59) / 60)
 }

@@ -68,6 +68,11 @@ struct Run {
     trace: Vec<TraceStep>,
 }
 
+/// Whether the evaluation on this thread ran past its deadline (for helpers that loop).
+pub(crate) fn past_deadline() -> bool {
+    RUN.with(|run| run.borrow().deadline.is_some_and(|deadline| Instant::now() >= deadline))
+}
+
 pub(crate) fn trace(position: Position, message: String) {
     RUN.with(|run| {
         let mut run = run.borrow_mut();
@@ -103,8 +108,7 @@ impl RhaiRules {
             if operations % 1024 != 0 {
                 return None;
             }
-            let expired = RUN.with(|run| run.borrow().deadline.is_some_and(|deadline| Instant::now() >= deadline));
-            expired.then(|| Dynamic::from("timeout"))
+            past_deadline().then(|| Dynamic::from("timeout"))
         });
         helpers::register(&mut engine);
         Self { engine: Arc::new(engine), timeout: limits.timeout }

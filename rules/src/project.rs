@@ -76,6 +76,12 @@ impl RuleProject {
         };
         let settings: RuleSetFile =
             toml::from_str(&read("ruleset.toml")?).map_err(|error| parse_error("ruleset.toml", error))?;
+        let invalid = |error: berth_kernel::ValidationError| ProjectError::Read {
+            path: dir.join("ruleset.toml"),
+            message: error.to_string(),
+        };
+        berth_kernel::pricing::validate_settings(&settings.error_policy, &settings.guardrails).map_err(invalid)?;
+        settings.adjustment.validate().map_err(invalid)?;
         let source = read("rules.rhai")?;
         let tests = if dir.join("tests.toml").exists() {
             let file: TestsFile =

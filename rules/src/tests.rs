@@ -1,5 +1,6 @@
 //! The engine against ordinary, helper-heavy and hostile scripts.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use berth_kernel::rules::{
@@ -346,4 +347,38 @@ fn invalid_rules_fail_with_the_golden_message() {
         let expected = std::fs::read_to_string(&golden).unwrap_or_default();
         assert_eq!(message, expected.trim_end(), "{}", path.display());
     }
+}
+
+#[test]
+fn bands_charge_elapsed_time_across_clock_changes_and_overnight_bands_keep_their_day() {
+    let night_only_fridays = r#"
+        fn price(ctx) {
+            band_price(ctx, [#{ label: "Friday night", from: "22:00", to: "06:00", days: ["fri"], amount: 100 }])
+        }
+    "#;
+    // Saturday 01:00-03:00 is part of Friday night; Friday 01:00-03:00 (Thursday night) is not.
+    assert_eq!(total(night_only_fridays, &ctx("2026-03-07T01:00", "2026-03-07T03:00")), 200);
+    assert_eq!(total(night_only_fridays, &ctx("2026-03-06T01:00", "2026-03-06T03:00")), 0);
+
+    let hourly = "fn price(ctx) { band_price(ctx, [#{ label: \"All day\", amount: 100 }]) }";
+    // Lisbon clocks go forward at 01:00 on 2026-03-29 and back at 02:00 on 2026-10-25.
+    assert_eq!(total(hourly, &ctx("2026-03-29T00:00", "2026-03-29T03:00")), 200, "two hours elapsed");
+    assert_eq!(total(hourly, &ctx("2026-10-25T00:00", "2026-10-25T03:00")), 400, "four hours elapsed");
+    // A stay inside the repeated hour is not lost.
+    let repeated = ContextFixture {
+        start: "2026-10-25T01:15:00+01:00".into(),
+        end: "2026-10-25T01:15:00+00:00".into(),
+        site: Some(site("Europe/Lisbon")),
+        ..ContextFixture::default()
+    };
+    let repeated = repeated.to_context(None, "EUR", &BTreeSet::new(), &berth_kernel::rules::Params::new()).unwrap();
+    assert_eq!(total(hourly, &repeated), 100);
+}
+
+#[test]
+fn sleep_is_not_available_to_rules() {
+    let started = std::time::Instant::now();
+    let error = price_error("fn price(ctx) { sleep(5); 1 }");
+    assert!(error.message.contains("sleep() is not available"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2));
 }

@@ -238,6 +238,11 @@ fn price(ctx) {
     let step = &fallback["trace"][0];
     assert_eq!(step["line"], 3, "{fallback}");
     assert!(step["message"].as_str().unwrap().contains("Division by zero"), "{fallback}");
+    // A driver gets the fallback price too, without the operator's error.
+    let driver = app.new_driver("ana@example.com").await;
+    let for_driver = quote(app, &driver, json!({"site_id": site_id, "start": start, "end": end})).await.expect(201);
+    assert_eq!(for_driver["total_minor"], 1500);
+    assert_eq!(for_driver["trace"], json!([{"message": "the standard rate applies"}]));
 
     // The same failure under the deny policy: the operator sees the error, a driver a plain refusal.
     app.patch(&format!("/v1/rulesets/{looping}"), &tenant.admin_key, json!({"error_policy": {"policy": "deny"}}))
@@ -247,9 +252,27 @@ fn price(ctx) {
     let denied = denied.problem(422);
     assert_eq!(denied["type"], "https://berth.dev/problems/rule-failed");
     assert!(denied["detail"].as_str().unwrap().contains("line 3"), "{denied}");
-    let driver = app.new_driver("ana@example.com").await;
     let plain = quote(app, &driver, json!({"site_id": site_id, "start": start, "end": end})).await.problem(422);
     assert_eq!(plain["detail"], "prices for this site are unavailable right now");
+
+    // A failing booking policy refuses the stay even under the fallback policy.
+    let failing_policy = r#"
+fn price(ctx) { 100 }
+fn allow_booking(ctx) { if ctx.duration_minutes > 180 { 1 / 0 } else { allow() } }"#;
+    let body = json!({"source": failing_policy, "tests": [
+        {"name": "an hour", "context": {"start": "2026-03-02T09:00", "end": "2026-03-02T10:00"}, "expect": {"allow": true}}]});
+    let version = app.post(&versions_of(&looping), &tenant.admin_key, body).await.expect(201);
+    let publish = format!("{}/{}/publish", versions_of(&looping), version["version"]);
+    app.post(&publish, &tenant.admin_key, json!({})).await.expect(200);
+    app.patch(
+        &format!("/v1/rulesets/{looping}"),
+        &tenant.admin_key,
+        json!({"error_policy": {"policy": "fallback_price", "amount_minor": 1500}}),
+    )
+    .await
+    .expect(200);
+    let refused = quote(app, &tenant.staff_key, json!({"site_id": site_id, "start": start, "end": end})).await;
+    assert_eq!(refused.problem(422)["type"], "https://berth.dev/problems/rule-failed");
 
     // Meanwhile another operator's quotes are unaffected, and the server is up.
     let other = app.new_tenant("other").await;

@@ -226,6 +226,18 @@ impl RuleStore for SqlStore {
             .collect()
     }
 
+    async fn delete_draft_version(&self, operator: OperatorId, id: RuleSetId, version: u32) -> StoreResult<()> {
+        rule_version::Entity::delete_many()
+            .filter(rule_version::Column::RuleSetId.eq(id.as_uuid()))
+            .filter(rule_version::Column::Version.eq(i64::from(version)))
+            .filter(rule_version::Column::OperatorId.eq(operator.as_uuid()))
+            .filter(rule_version::Column::Status.eq(VersionStatus::Draft.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn publish_rule_version(
         &self,
         operator: OperatorId,

@@ -421,7 +421,7 @@ fn rss_kib() -> u64 {
 /// price + checks, as `POST /v1/quotes` evaluates them) on every core at once: quotes/s and
 /// latency percentiles.
 pub fn rules(evaluations: usize) -> anyhow::Result<()> {
-    use berth_kernel::rules::{EntryPoint, evaluate_checked};
+    use berth_kernel::rules::{EntryPoint, evaluate_checked_each};
     use berth_rules::project::RuleProject;
 
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/examples");
@@ -454,11 +454,9 @@ pub fn rules(evaluations: usize) -> anyhow::Result<()> {
                         let mut latencies = Vec::with_capacity(per_thread);
                         for _ in 0..per_thread {
                             let quote_started = Instant::now();
-                            let decision =
-                                evaluate_checked(script.as_ref(), EntryPoint::AllowBooking, &ctx, &settings.guardrails);
-                            let price =
-                                evaluate_checked(script.as_ref(), EntryPoint::Price, &ctx, &settings.guardrails);
-                            assert!(decision.is_ok() && price.is_ok(), "the timed test case evaluates");
+                            let entries = [EntryPoint::AllowBooking, EntryPoint::Price];
+                            let checked = evaluate_checked_each(script.as_ref(), &entries, &ctx, &settings.guardrails);
+                            assert!(checked.iter().all(Result::is_ok), "the timed test case evaluates");
                             latencies.push(quote_started.elapsed().as_nanos() as u64);
                         }
                         latencies

@@ -18,7 +18,8 @@ use crate::rules::{
     Activation, AdjustmentFacts, AdjustmentSettings, CompiledRules, ContextFixture, DriverFacts, EntryPoint,
     ErrorPolicy, Guardrails, LineItem, LineKind, LocalTime, Occupancy, Params, Price, RuleContext, RuleError, RuleSet,
     RuleTest, RuleVersion, RulesEngine, SiteFacts, SpaceFacts, TestOutcome, TestSetting, TraceStep, VersionStatus,
-    evaluate_checked, guardrail_violations, holidays_between, price_with_params, run_test, version_in_force,
+    evaluate_checked, evaluate_checked_each, guardrail_violations, holidays_between, price_with_params, run_test,
+    version_in_force,
 };
 use crate::service::{Kernel, now, operator_scope};
 use crate::site::Currency;
@@ -574,9 +575,10 @@ impl Kernel {
         let evaluated = {
             let (compiled, ctx, guardrails) = (compiled.clone(), ctx.clone(), rule_set.guardrails);
             tokio::task::spawn_blocking(move || {
-                let decision = evaluate_checked(compiled.as_ref(), EntryPoint::AllowBooking, &ctx, &guardrails);
-                let price = evaluate_checked(compiled.as_ref(), EntryPoint::Price, &ctx, &guardrails);
-                (decision, price)
+                let entries = [EntryPoint::AllowBooking, EntryPoint::Price];
+                let mut checked = evaluate_checked_each(compiled.as_ref(), &entries, &ctx, &guardrails).into_iter();
+                let unanswered = || Err(RuleError::answer("no answer"));
+                (checked.next().unwrap_or_else(unanswered), checked.next().unwrap_or_else(unanswered))
             })
             .await
             .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?

@@ -509,6 +509,10 @@ pub trait CompiledRules: Send + Sync {
     fn defines(&self, entry: EntryPoint) -> bool;
     /// Runs `entry` (or its default) within the engine's limits.
     fn evaluate(&self, entry: EntryPoint, ctx: &RuleContext) -> Result<Evaluation, RuleError>;
+    /// Runs several entry points on one context, in order (an engine may prepare the context once).
+    fn evaluate_each(&self, entries: &[EntryPoint], ctx: &RuleContext) -> Vec<Result<Evaluation, RuleError>> {
+        entries.iter().map(|&entry| self.evaluate(entry, ctx)).collect()
+    }
 }
 
 /// The port to the script engine.
@@ -915,7 +919,24 @@ pub fn evaluate_checked(
     ctx: &RuleContext,
     guardrails: &Guardrails,
 ) -> Result<Checked, RuleError> {
-    let evaluation = rules.evaluate(entry, ctx)?;
+    check_answer(rules.evaluate(entry, ctx)?, ctx, guardrails)
+}
+
+/// [`evaluate_checked`] for several entry points on one context, in order.
+pub fn evaluate_checked_each(
+    rules: &dyn CompiledRules,
+    entries: &[EntryPoint],
+    ctx: &RuleContext,
+    guardrails: &Guardrails,
+) -> Vec<Result<Checked, RuleError>> {
+    rules
+        .evaluate_each(entries, ctx)
+        .into_iter()
+        .map(|evaluation| evaluation.and_then(|evaluation| check_answer(evaluation, ctx, guardrails)))
+        .collect()
+}
+
+fn check_answer(evaluation: Evaluation, ctx: &RuleContext, guardrails: &Guardrails) -> Result<Checked, RuleError> {
     let (price, decision, params) = match evaluation.answer {
         RuleAnswer::Money(answer) => (Some(guardrails.check_price(&answer, &ctx.site.currency)?), None, None),
         RuleAnswer::Decision { decision, price } => (

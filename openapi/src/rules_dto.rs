@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use berth_kernel::page::Page;
 use berth_kernel::pricing::{Quote, SimulationReport, TestReport};
 use berth_kernel::rules::{
-    Activation, AdjustmentSettings, ErrorPolicy, Guardrails, LineItem, Params, RuleSet, RuleTest, RuleVersion,
-    TraceStep, VersionStatus,
+    Activation, AdjustmentSettings, EntryPoint, ErrorPolicy, Guardrails, LineItem, LineKind, Params, RuleSet, RuleTest,
+    RuleVersion, TraceStep, VersionStatus,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use poem_openapi::types::{ParseFromJSON, ToJSON};
@@ -260,16 +260,11 @@ impl From<Page<RuleSet>> for RuleSetPage {
 
 // ----- fixtures (same JSON shape as the kernel's) -------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum EntryPointDto {
-    Price,
-    AllowBooking,
-    CancellationFee,
-    Extension,
-    OverstayFee,
-    Adjust,
-}
+mirror_enum!(
+    /// A rule set's function: `price`, `allow_booking`, `cancellation_fee`, `extension`,
+    /// `overstay_fee` or `adjust`.
+    EntryPointDto <=> EntryPoint { Price, AllowBooking, CancellationFee, Extension, OverstayFee, Adjust }
+);
 
 #[derive(Debug, Clone, Object)]
 pub struct OpeningFactsDto {
@@ -406,12 +401,10 @@ impl VersionCreate {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum VersionStatusDto {
-    Draft,
-    Published,
-}
+mirror_enum!(
+    /// `draft` until published; a published version never changes.
+    VersionStatusDto <=> VersionStatus { Draft, Published }
+);
 
 #[derive(Debug, Object)]
 pub struct VersionView {
@@ -432,10 +425,7 @@ impl From<RuleVersion> for VersionView {
         Self {
             rule_set_id: version.rule_set_id.as_uuid(),
             version: version.version,
-            status: match version.status {
-                VersionStatus::Draft => VersionStatusDto::Draft,
-                VersionStatus::Published => VersionStatusDto::Published,
-            },
+            status: version.status.into(),
             tests: version.tests.iter().map(kernel_to_wire).collect(),
             params: serde_json::Value::Object(version.params),
             source: version.source,
@@ -634,16 +624,10 @@ impl QuoteCreate {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum LineKindDto {
-    Base,
-    Surcharge,
-    /// Subtracted from the total.
-    Discount,
-    Fee,
-    Tax,
-}
+mirror_enum!(
+    /// `base`, `surcharge`, `discount` (subtracted from the total), `fee` or `tax`.
+    LineKindDto <=> LineKind { Base, Surcharge, Discount, Fee, Tax }
+);
 
 #[derive(Debug, Object)]
 pub struct LineItemView {
@@ -658,7 +642,7 @@ pub struct LineItemView {
 
 impl From<LineItem> for LineItemView {
     fn from(item: LineItem) -> Self {
-        kernel_to_wire(&item)
+        Self { kind: item.kind.into(), label: item.label, amount_minor: item.amount_minor, line: item.line }
     }
 }
 

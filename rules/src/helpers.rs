@@ -52,14 +52,15 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_fn("percent_of", percent_of);
     engine.register_fn("clock", |text: &str| -> Fallible<INT> { clock(text).map(INT::from) });
     engine.register_fn("rate_line", rate_line);
-    engine.register_fn("band_price", |context: NativeCallContext, ctx: Map, bands: Array| {
-        band_price(&context, &ctx, &bands, 0)
+    // `ctx` by reference: a rule passes its whole context, which is not worth a copy per call.
+    engine.register_fn("band_price", |context: NativeCallContext, ctx: &mut Map, bands: Array| {
+        band_price(&context, ctx, &bands, 0)
     });
-    engine.register_fn("band_price", |context: NativeCallContext, ctx: Map, bands: Array, daily_max: INT| {
-        band_price(&context, &ctx, &bands, daily_max)
+    engine.register_fn("band_price", |context: NativeCallContext, ctx: &mut Map, bands: Array, daily_max: INT| {
+        band_price(&context, ctx, &bands, daily_max)
     });
-    engine.register_fn("time_bands", |ctx: Map, bands: Array| -> Fallible<Array> {
-        let stay = Stay::of(&ctx)?;
+    engine.register_fn("time_bands", |ctx: &mut Map, bands: Array| -> Fallible<Array> {
+        let stay = Stay::of(ctx)?;
         let bands = parse_bands(&bands)?;
         Ok(split(&stay, &bands)?
             .into_iter()
@@ -73,12 +74,12 @@ pub(crate) fn register(engine: &mut Engine) {
             })
             .collect())
     });
-    engine.register_fn("minutes_at", |ctx: Map, text: &str| -> Fallible<INT> {
-        let timezone = site_timezone(&ctx)?;
+    engine.register_fn("minutes_at", |ctx: &mut Map, text: &str| -> Fallible<INT> {
+        let timezone = site_timezone(ctx)?;
         let at = berth_kernel::rules::parse_local("minutes_at", text, timezone).map_err(|error| error.message)?;
         Ok(at.timestamp().div_euclid(60))
     });
-    engine.register_fn("within_opening_hours", |ctx: Map| -> Fallible<bool> { within_opening_hours(&ctx) });
+    engine.register_fn("within_opening_hours", |ctx: &mut Map| -> Fallible<bool> { within_opening_hours(ctx) });
 }
 
 fn line_item(context: &NativeCallContext, kind: &str, label: &str, amount: Dynamic) -> Map {

@@ -159,8 +159,7 @@ pub struct Script {
 }
 
 impl Script {
-    fn call(&self, entry: EntryPoint, ctx: &RuleContext) -> Result<(Dynamic, Vec<TraceStep>), RuleError> {
-        let argument = context::to_dynamic(ctx);
+    fn call(&self, entry: EntryPoint, argument: Dynamic) -> Result<(Dynamic, Vec<TraceStep>), RuleError> {
         RUN.with(|run| {
             let mut run = run.borrow_mut();
             run.deadline = Some(Instant::now() + self.timeout);
@@ -195,10 +194,28 @@ impl CompiledRules for Script {
     }
 
     fn evaluate(&self, entry: EntryPoint, ctx: &RuleContext) -> Result<Evaluation, RuleError> {
-        if !self.defines(entry) {
-            return Ok(default_answer(entry));
-        }
-        let (value, trace) = self.call(entry, ctx)?;
+        self.evaluate_each(&[entry], ctx).pop().unwrap_or_else(|| Ok(default_answer(entry)))
+    }
+
+    /// The context is turned into its script form once for all the entry points.
+    fn evaluate_each(&self, entries: &[EntryPoint], ctx: &RuleContext) -> Vec<Result<Evaluation, RuleError>> {
+        let mut argument = None;
+        entries
+            .iter()
+            .map(|&entry| {
+                if !self.defines(entry) {
+                    return Ok(default_answer(entry));
+                }
+                let argument = argument.get_or_insert_with(|| context::to_dynamic(ctx)).clone();
+                self.evaluate_with(entry, argument)
+            })
+            .collect()
+    }
+}
+
+impl Script {
+    fn evaluate_with(&self, entry: EntryPoint, argument: Dynamic) -> Result<Evaluation, RuleError> {
+        let (value, trace) = self.call(entry, argument)?;
         let answer = if entry.answers_money() {
             RuleAnswer::Money(answer::price(entry, value)?)
         } else if entry == EntryPoint::Adjust {

@@ -382,3 +382,23 @@ fn sleep_is_not_available_to_rules() {
     assert!(error.message.contains("sleep() is not available"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn times_reach_scripts_as_chrono_writes_them() {
+    for (start, timezone) in [("2026-07-02T09:05", "Europe/Lisbon"), ("2026-01-02T23:59", "America/St_Johns")] {
+        let mut fixture_site = site(timezone);
+        fixture_site.timezone = timezone.into();
+        let ctx = ContextFixture {
+            start: start.into(),
+            end: "2026-12-31T00:00".into(),
+            site: Some(fixture_site),
+            ..ContextFixture::default()
+        }
+        .to_context(None, "EUR", &BTreeSet::new(), &berth_kernel::rules::Params::new())
+        .unwrap();
+        let map = context::time(&ctx.start).cast::<rhai::Map>();
+        assert_eq!(map["iso"].clone().into_string().unwrap(), ctx.start.at.to_rfc3339());
+        assert_eq!(map["date"].clone().into_string().unwrap(), ctx.start.at.format("%Y-%m-%d").to_string());
+        assert_eq!(map["time"].clone().into_string().unwrap(), ctx.start.at.format("%H:%M").to_string());
+    }
+}

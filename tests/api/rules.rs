@@ -49,6 +49,10 @@ async fn rule_set(app: &TestApp, tenant: &Tenant, site_id: &str, extra: Value) -
     app.post("/v1/rulesets", &tenant.admin_key, body).await.expect(201)["id"].as_str().unwrap().to_owned()
 }
 
+async fn set_policy(app: &TestApp, tenant: &Tenant, set: &str, policy: Value) {
+    app.patch(&format!("/v1/rulesets/{set}"), &tenant.admin_key, json!({"error_policy": policy})).await.expect(200);
+}
+
 async fn quote(app: &TestApp, token: &str, body: Value) -> crate::helpers::Resp {
     app.post("/v1/quotes", token, body).await
 }
@@ -219,13 +223,7 @@ fn price(ctx) {
     let fallback_body = json!({"source": trap, "tests": [
         {"name": "two hours", "context": {"start": "2026-03-02T09:00", "end": "2026-03-02T11:00"},
          "expect": {"total_minor": 400}}]});
-    app.patch(
-        &format!("/v1/rulesets/{looping}"),
-        &tenant.admin_key,
-        json!({"error_policy": {"policy": "fallback_price", "amount_minor": 1500}}),
-    )
-    .await
-    .expect(200);
+    set_policy(app, &tenant, &looping, json!({"policy": "fallback_price", "amount_minor": 1500})).await;
     app.post(&versions_of(&looping), &tenant.admin_key, fallback_body).await.expect(201);
     let trap_version =
         app.get(&versions_of(&looping), &tenant.admin_key).await.expect(200)["versions"].as_array().unwrap().len();
@@ -245,9 +243,7 @@ fn price(ctx) {
     assert_eq!(for_driver["trace"], json!([{"message": "the standard rate applies"}]));
 
     // The same failure under the deny policy: the operator sees the error, a driver a plain refusal.
-    app.patch(&format!("/v1/rulesets/{looping}"), &tenant.admin_key, json!({"error_policy": {"policy": "deny"}}))
-        .await
-        .expect(200);
+    set_policy(app, &tenant, &looping, json!({"policy": "deny"})).await;
     let denied = quote(app, &tenant.staff_key, json!({"site_id": site_id, "start": start, "end": end})).await;
     let denied = denied.problem(422);
     assert_eq!(denied["type"], "https://berth.dev/problems/rule-failed");
@@ -264,13 +260,7 @@ fn allow_booking(ctx) { if ctx.duration_minutes > 180 { 1 / 0 } else { allow() }
     let version = app.post(&versions_of(&looping), &tenant.admin_key, body).await.expect(201);
     let publish = format!("{}/{}/publish", versions_of(&looping), version["version"]);
     app.post(&publish, &tenant.admin_key, json!({})).await.expect(200);
-    app.patch(
-        &format!("/v1/rulesets/{looping}"),
-        &tenant.admin_key,
-        json!({"error_policy": {"policy": "fallback_price", "amount_minor": 1500}}),
-    )
-    .await
-    .expect(200);
+    set_policy(app, &tenant, &looping, json!({"policy": "fallback_price", "amount_minor": 1500})).await;
     let refused = quote(app, &tenant.staff_key, json!({"site_id": site_id, "start": start, "end": end})).await;
     assert_eq!(refused.problem(422)["type"], "https://berth.dev/problems/rule-failed");
 

@@ -21,6 +21,7 @@ pub mod ports;
 pub mod pricing;
 pub mod reject;
 pub mod rules;
+pub mod search;
 pub mod service;
 pub mod site;
 pub mod space;

@@ -155,6 +155,8 @@ pub trait SiteStore: Send + Sync {
     /// Returns whether a row was deleted.
     async fn delete_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<bool>;
     async fn count_spaces_in_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<u64>;
+    /// Every operator's sites' locations, for the search index.
+    async fn list_site_locations(&self) -> StoreResult<Vec<crate::search::IndexedSite>>;
 }
 
 #[derive(Debug, Clone, Default)]

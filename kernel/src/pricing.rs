@@ -120,6 +120,27 @@ pub struct QuoteInput {
     pub driver: Option<DriverFacts>,
 }
 
+/// What [`Kernel::price_stay`] prices.
+#[derive(Debug, Clone)]
+pub(crate) struct Stay<'a> {
+    pub space: Option<&'a crate::space::Space>,
+    pub vehicle_type: VehicleType,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub driver: DriverFacts,
+}
+
+/// A stay priced by the rules in force.
+#[derive(Debug, Clone)]
+pub(crate) struct PricedStay {
+    pub price: Price,
+    pub trace: Vec<TraceStep>,
+    pub fallback: bool,
+    pub rule_set_id: RuleSetId,
+    pub version: u32,
+    pub context: RuleContext,
+}
+
 /// A stored quote: the price, the rule version that made it, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quote {
@@ -533,6 +554,49 @@ impl Kernel {
             }
             (None, None, _) => VehicleType::Car,
         };
+        let driver = match caller {
+            Principal::Driver { .. } => DriverFacts::default(),
+            _ => input.driver.clone().unwrap_or_default(),
+        };
+        let stay = Stay { space: space.as_ref(), vehicle_type, start: input.start, end: input.end, driver };
+        let priced = self.price_stay(matches!(caller, Principal::Driver { .. }), operator, &site, stay, at).await?;
+        let quote = Quote {
+            id: QuoteId::new(),
+            operator_id: operator,
+            site_id,
+            space_id: space.map(|space| space.id),
+            driver_id,
+            vehicle_type,
+            start: input.start,
+            end: input.end,
+            price: priced.price,
+            rule_set_id: priced.rule_set_id,
+            rule_version: priced.version,
+            fallback: priced.fallback,
+            trace: priced.trace,
+            context: priced.context,
+            created_at: at,
+            expires_at: at + QUOTE_TTL,
+        };
+        self.store().insert_quote(&quote).await?;
+        let fallback = if quote.fallback { "true" } else { "false" };
+        metrics::counter!("berth_quotes_total", "fallback" => fallback).increment(1);
+        Ok(quote)
+    }
+
+    /// The price of a stay at `site` under the version in force at its start, with
+    /// `allow_booking` consulted first: a refusal is [`KernelError::NotAllowed`], a failing
+    /// policy [`KernelError::RuleFailed`], a failing price the rule set's error policy.
+    pub(crate) async fn price_stay(
+        &self,
+        for_driver: bool,
+        operator: OperatorId,
+        site: &crate::site::Site,
+        stay: Stay<'_>,
+        at: DateTime<Utc>,
+    ) -> KernelResult<PricedStay> {
+        let site_id = site.id;
+        let Stay { space, vehicle_type, start: stay_start, end: stay_end, driver } = stay;
         let rule_set = self.rule_set_for_site(operator, site_id).await?.ok_or_else(|| {
             KernelError::Conflict(format!("site {site_id} has no rule set; its operator has not published prices"))
         })?;
@@ -544,28 +608,25 @@ impl Kernel {
             )));
         }
         let activations = self.store().list_activations(operator, rule_set.id).await?;
-        let version = version_in_force(&activations, input.start.max(at)).ok_or_else(|| {
+        let version = version_in_force(&activations, stay_start.max(at)).ok_or_else(|| {
             KernelError::Conflict(format!("rule set '{}' has no published version in force then", rule_set.name))
         })?;
         let (_, rule_version) = self.rule_version(operator, rule_set.id, version).await?;
         let compiled = self.compiled(&rule_set, &rule_version).await?;
 
-        let availability = self.site_occupancy(operator, &site).await?;
+        let availability = self.site_occupancy(operator, site).await?;
         let timezone = site.details.timezone;
         let local = |at: DateTime<Utc>| LocalTime::new(at, timezone, &rule_set.holidays);
-        let (start, end) = (local(input.start), local(input.end));
+        let (start, end) = (local(stay_start), local(stay_end));
         let ctx = RuleContext {
-            site: SiteFacts::of(&site, availability.total),
-            space: space.as_ref().map(SpaceFacts::of),
+            site: SiteFacts::of(site, availability.total),
+            space: space.map(SpaceFacts::of),
             vehicle_type: vehicle_type.as_str().to_owned(),
             start,
             end,
             now: local(at),
             occupancy: availability,
-            driver: match caller {
-                Principal::Driver { .. } => DriverFacts::default(),
-                _ => input.driver.clone().unwrap_or_default(),
-            },
+            driver,
             booking: None,
             holidays: holidays_between(&rule_set.holidays, &start, &end),
             params: rule_version.params.clone(),
@@ -583,7 +644,7 @@ impl Kernel {
             .await
             .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?
         };
-        let is_driver = matches!(caller, Principal::Driver { .. });
+        let is_driver = for_driver;
         let rule_failed = |error: &RuleError| {
             metrics::counter!("berth_rules_errors_total", "kind" => error.kind.as_str()).increment(1);
             tracing::warn!(rule_set = %rule_set.id, version, error = %error, "rule evaluation failed");
@@ -633,27 +694,7 @@ impl Kernel {
                 }
             }
         };
-        let quote = Quote {
-            id: QuoteId::new(),
-            operator_id: operator,
-            site_id,
-            space_id: space.map(|space| space.id),
-            driver_id,
-            vehicle_type,
-            start: input.start,
-            end: input.end,
-            price,
-            rule_set_id: rule_set.id,
-            rule_version: version,
-            fallback,
-            trace,
-            context: ctx,
-            created_at: at,
-            expires_at: at + QUOTE_TTL,
-        };
-        self.store().insert_quote(&quote).await?;
-        metrics::counter!("berth_quotes_total", "fallback" => if fallback { "true" } else { "false" }).increment(1);
-        Ok(quote)
+        Ok(PricedStay { price, trace, fallback, rule_set_id: rule_set.id, version, context: ctx })
     }
 
     /// A quote, for the driver who asked for it or the operator of its site.

@@ -32,6 +32,7 @@ pub struct Kernel {
     caches: Arc<crate::commit::IngestCaches>,
     rules_engine: Arc<dyn crate::rules::RulesEngine>,
     pub(crate) rule_cache: Arc<crate::pricing::RuleCache>,
+    pub(crate) site_index: Arc<crate::search::SiteIndex>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -56,6 +57,7 @@ impl Kernel {
             caches: Arc::default(),
             rules_engine: Arc::new(crate::pricing::NoRules),
             rule_cache: Arc::default(),
+            site_index: Arc::default(),
         }
     }
 
@@ -252,6 +254,7 @@ impl Kernel {
         let now = now();
         let site = Site { id: SiteId::new(), operator_id, details, created_at: now, updated_at: now };
         self.store.insert_site(&site).await?;
+        self.site_index().upsert(&site);
         Ok(site)
     }
 
@@ -276,6 +279,7 @@ impl Kernel {
         site.details = site.details.apply(patch)?;
         site.updated_at = now();
         self.store.update_site(&site).await?;
+        self.site_index().upsert(&site);
         Ok(site)
     }
 
@@ -290,6 +294,7 @@ impl Kernel {
             )));
         }
         self.store.delete_site(operator_id, id).await?;
+        self.site_index().remove(id);
         Ok(())
     }
 

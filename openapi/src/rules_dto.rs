@@ -733,3 +733,63 @@ impl From<berth_kernel::pricing::AdjustReport> for AdjustReportView {
         }
     }
 }
+
+// ----- search -------------------------------------------------------------------------------
+
+/// A site that has room for the stay.
+#[derive(Debug, Object)]
+pub struct SearchHitView {
+    pub site: crate::dto::SiteView,
+    pub distance_m: f64,
+    /// Spaces that fit the vehicle and filters and are free for the window (live state for a
+    /// stay starting within 15 minutes).
+    pub free_spaces: u32,
+    /// Spaces that fit the vehicle and filters.
+    pub matching_spaces: u32,
+    /// The price under the rules in force, in minor units.
+    #[oai(skip_serializing_if_is_none)]
+    pub total_minor: Option<i64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub currency: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub items: Option<Vec<LineItemView>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub rule_version: Option<u32>,
+    /// Why there is no price (no rules published, rules failing).
+    #[oai(skip_serializing_if_is_none)]
+    pub unpriced: Option<String>,
+    /// Mean confidence (0-1) of the free spaces' state.
+    pub confidence: f64,
+    /// Age in seconds of the oldest sensor reading behind `free_spaces`.
+    #[oai(skip_serializing_if_is_none)]
+    pub data_age_secs: Option<i64>,
+}
+
+impl From<berth_kernel::search::SearchHit> for SearchHitView {
+    fn from(hit: berth_kernel::search::SearchHit) -> Self {
+        let (total_minor, currency, items) = match hit.price {
+            Some(price) => {
+                (Some(price.total_minor), Some(price.currency), Some(price.items.into_iter().map(Into::into).collect()))
+            }
+            None => (None, None, None),
+        };
+        Self {
+            site: hit.site.into(),
+            distance_m: (hit.distance_m * 10.0).round() / 10.0,
+            free_spaces: hit.free_spaces,
+            matching_spaces: hit.matching_spaces,
+            total_minor,
+            currency,
+            items,
+            rule_version: hit.rule_version,
+            unpriced: hit.unpriced,
+            confidence: (hit.confidence * 1000.0).round() / 1000.0,
+            data_age_secs: hit.data_age_secs,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct SearchResults {
+    pub items: Vec<SearchHitView>,
+}

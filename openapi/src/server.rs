@@ -14,17 +14,19 @@ use crate::api::live::LiveApi;
 use crate::api::operators::OperatorsApi;
 use crate::api::plugins::PluginsApi;
 use crate::api::rules::RulesApi;
+use crate::api::search::SearchApi;
 use crate::api::sites::SitesApi;
 use crate::api::spaces::SpacesApi;
 use crate::metrics::{RequestMetrics, prometheus_handle};
 use crate::problem::{Problem, error_to_problem};
 use crate::state::AppState;
 
-type Apis = (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi, RulesApi);
+type Apis =
+    (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi, RulesApi, SearchApi);
 
 fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi, RulesApi),
+        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi, RulesApi, SearchApi),
         "berth",
         env!("CARGO_PKG_VERSION"),
     )

@@ -15,6 +15,7 @@ mod persistence;
 mod plugins;
 mod rules;
 mod scale_out;
+mod search;
 mod sites;
 mod spaces;
 mod spec;

@@ -28,6 +28,8 @@ enum Scope {
     Marketplace,
     /// A quote: the driver who asked for it and the site's operator only.
     Quote,
+    /// Search: drivers see every operator's sites; an operator only its own.
+    Search,
 }
 
 fn scope_of(operation_id: &str) -> Scope {
@@ -56,6 +58,7 @@ fn scope_of(operation_id: &str) -> Scope {
         "createRuleSet" | "listRuleSets" => Scope::OperatorCollection,
         "createQuote" => Scope::Marketplace,
         "getQuote" => Scope::Quote,
+        "search" => Scope::Search,
         "createKey"
         | "listKeys"
         | "createSite"
@@ -146,6 +149,13 @@ fn fill_path(template: &str, victim: &Victim, operation_id: &str) -> String {
         "listDevices" => format!("{path}?space_id={}", victim.space_id),
         // A box around the victim's site.
         "streamAreaAvailability" => format!("{path}?bbox=-9,41,-8,42"),
+        // A circle around it, tomorrow.
+        "search" => {
+            let start = chrono::Utc::now() + chrono::Duration::days(1);
+            let end = start + chrono::Duration::hours(2);
+            let at = |time: chrono::DateTime<chrono::Utc>| time.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            format!("{path}?lat=41.1507&lon=-8.6096&radius_m=5000&start={}&end={}", at(start), at(end))
+        }
         _ => path,
     }
 }
@@ -252,7 +262,11 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
                 let is_driver = caller == "driver";
                 // A driver's own quote names the site it prices and the rule set that priced it
                 // (which the driver cannot read), and nothing else of the victim's.
-                let public = if matches!(scope, Scope::Marketplace) && is_driver { 2 } else { 0 };
+                let public = match scope {
+                    Scope::Marketplace if is_driver => 2,
+                    Scope::Search if is_driver => 1,
+                    _ => 0,
+                };
                 for id in &victim_ids[public..] {
                     assert!(!resp.text.contains(id.as_str()), "leaked a victim id: {context}");
                 }
@@ -272,6 +286,7 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
                     (Scope::Public, _) => assert!(matches!(resp.status, 201 | 401 | 409), "{context}"),
                     (Scope::Marketplace, true) => assert_eq!(resp.status, 201, "{context}"),
                     (Scope::Marketplace, false) | (Scope::Quote, _) => assert_eq!(resp.status, 404, "{context}"),
+                    (Scope::Search, _) => assert_eq!(resp.status, 200, "{context}"),
                 }
             }
         }

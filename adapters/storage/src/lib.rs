@@ -321,6 +321,25 @@ impl SiteStore for SqlStore {
     async fn count_spaces_in_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<u64> {
         space_select(operator).filter(space::Column::SiteId.eq(id.as_uuid())).count(&self.db).await.map_err(backend)
     }
+
+    async fn list_site_locations(&self) -> StoreResult<Vec<berth_kernel::search::IndexedSite>> {
+        let rows: Vec<(Uuid, Uuid, f64, f64)> = site::Entity::find()
+            .select_only()
+            .columns([site::Column::Id, site::Column::OperatorId, site::Column::Lat, site::Column::Lon])
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, operator, lat, lon)| berth_kernel::search::IndexedSite {
+                site_id: SiteId::from_uuid(id),
+                operator_id: OperatorId::from_uuid(operator),
+                lon,
+                lat,
+            })
+            .collect())
+    }
 }
 
 fn space_select(operator: OperatorId) -> Select<space::Entity> {

@@ -8,6 +8,7 @@ pub mod live;
 pub mod operators;
 pub mod plugins;
 pub mod rules;
+pub mod search;
 pub mod sites;
 pub mod spaces;
 
@@ -41,6 +42,8 @@ pub enum ApiTags {
     Rules,
     /// Prices for stays under the rules in force.
     Quotes,
+    /// Finding a site with room for a stay.
+    Search,
 }
 
 /// `201 Created` with the new resource.

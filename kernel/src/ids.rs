@@ -109,3 +109,7 @@ id_type!(
     /// A price quote: what a stay costs under the rules in force, valid for a while.
     QuoteId
 );
+id_type!(
+    /// A driver's booking of a space for a window.
+    BookingId
+);

@@ -4,6 +4,7 @@
 //! Deliberately absent: HTTP, SQL, MQTT and any vendor. Those live in `openapi/` and `adapters/`.
 
 pub mod auth;
+pub mod booking;
 pub mod commit;
 pub mod device;
 pub mod driver;

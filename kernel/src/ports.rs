@@ -67,6 +67,22 @@ pub trait LiveStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
+/// Bookings. Whoever implements this guarantees that no two live bookings of a space overlap.
+#[async_trait]
+pub trait BookingStore: Send + Sync {
+    /// Inserts the booking unless a live booking of its space overlaps its window, in which case
+    /// it is [`StoreError::Conflict`] with [`crate::booking::OVERLAP`]. Holds that ran out before
+    /// `at` are expired first. A quote already used is a conflict too.
+    async fn insert_booking(&self, booking: &crate::booking::Booking, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Any booking: the kernel checks who may see it.
+    async fn get_booking(&self, id: crate::ids::BookingId) -> StoreResult<Option<crate::booking::Booking>>;
+    async fn list_bookings(
+        &self,
+        owner: crate::booking::BookingOwner,
+        page: PageRequest,
+    ) -> StoreResult<Page<crate::booking::Booking>>;
+}
+
 /// Rule sets, their versions and activations, and quotes.
 #[async_trait]
 pub trait RuleStore: Send + Sync {
@@ -227,7 +243,16 @@ pub trait VehicleStore: Send + Sync {
 /// Everything the kernel persists.
 #[async_trait]
 pub trait Store:
-    OperatorStore + ApiKeyStore + SiteStore + SpaceStore + DeviceStore + DriverStore + VehicleStore + LiveStore + RuleStore
+    OperatorStore
+    + ApiKeyStore
+    + SiteStore
+    + SpaceStore
+    + DeviceStore
+    + DriverStore
+    + VehicleStore
+    + LiveStore
+    + RuleStore
+    + BookingStore
 {
     /// Cheap round trip to the database, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -7,6 +7,7 @@ use poem::web::Data;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 use poem_openapi::OpenApiService;
 
+use crate::api::bookings::BookingsApi;
 use crate::api::devices::DevicesApi;
 use crate::api::drivers::DriversApi;
 use crate::api::keys::KeysApi;
@@ -21,12 +22,35 @@ use crate::metrics::{RequestMetrics, prometheus_handle};
 use crate::problem::{Problem, error_to_problem};
 use crate::state::AppState;
 
-type Apis =
-    (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi, RulesApi, SearchApi);
+type Apis = (
+    OperatorsApi,
+    KeysApi,
+    SitesApi,
+    SpacesApi,
+    DevicesApi,
+    DriversApi,
+    PluginsApi,
+    LiveApi,
+    RulesApi,
+    SearchApi,
+    BookingsApi,
+);
 
 fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OperatorsApi, KeysApi, SitesApi, SpacesApi, DevicesApi, DriversApi, PluginsApi, LiveApi, RulesApi, SearchApi),
+        (
+            OperatorsApi,
+            KeysApi,
+            SitesApi,
+            SpacesApi,
+            DevicesApi,
+            DriversApi,
+            PluginsApi,
+            LiveApi,
+            RulesApi,
+            SearchApi,
+            BookingsApi,
+        ),
         "berth",
         env!("CARGO_PKG_VERSION"),
     )

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod bookings;
 mod cli;
 mod devices;
 mod drivers;

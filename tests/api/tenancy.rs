@@ -30,6 +30,8 @@ enum Scope {
     Quote,
     /// Search: drivers see every operator's sites; an operator only its own.
     Search,
+    /// Booking a quote: drivers only, with their own quotes.
+    Booking,
 }
 
 fn scope_of(operation_id: &str) -> Scope {
@@ -59,6 +61,9 @@ fn scope_of(operation_id: &str) -> Scope {
         "createQuote" => Scope::Marketplace,
         "getQuote" => Scope::Quote,
         "search" => Scope::Search,
+        "createBooking" => Scope::Booking,
+        "listBookings" => Scope::Search,
+        "getBooking" => Scope::Quote,
         "createKey"
         | "listKeys"
         | "createSite"
@@ -86,6 +91,7 @@ struct Victim {
     driver_token: String,
     rule_set_id: String,
     quote_id: String,
+    booking_id: String,
 }
 
 fn body_for(operation_id: &str, victim: &Victim) -> Option<(Value, &'static str)> {
@@ -127,6 +133,7 @@ fn body_for(operation_id: &str, victim: &Victim) -> Option<(Value, &'static str)
         "simulateRuleVersion" => json_body(json!({"history_days": 1})),
         "rollbackRuleSet" => json_body(json!({"version": 1})),
         "createQuote" => json_body(quote_body(&victim.site_id)),
+        "createBooking" => json_body(json!({"quote_id": victim.quote_id})),
         _ => None,
     }
 }
@@ -142,7 +149,8 @@ fn fill_path(template: &str, victim: &Victim, operation_id: &str) -> String {
         .replace("{plugin_id}", "nwave")
         .replace("{rule_set_id}", &victim.rule_set_id)
         .replace("{version}", "1")
-        .replace("{quote_id}", &victim.quote_id);
+        .replace("{quote_id}", &victim.quote_id)
+        .replace("{booking_id}", &victim.booking_id);
     match operation_id {
         // Filters naming the victim's resources must not reveal them either.
         "listSpaces" => format!("{path}?site_id={}", victim.site_id),
@@ -176,6 +184,7 @@ async fn snapshot(app: &TestApp, victim: &Victim) -> Vec<Value> {
         app.get("/v1/sites", key).await.expect(200),
         app.get(&format!("/v1/rulesets/{}/versions", victim.rule_set_id), key).await.expect(200),
         app.get(&format!("/v1/quotes/{}", victim.quote_id), &victim.driver_token).await.expect(200),
+        app.get(&format!("/v1/bookings/{}", victim.booking_id), &victim.driver_token).await.expect(200),
     ]
 }
 
@@ -207,7 +216,10 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
         .expect(201);
     app.post(&format!("{versions}/1/publish"), &tenant.admin_key, json!({})).await.expect(200);
     let quote = app.post("/v1/quotes", &driver_token, quote_body(&site_id)).await.expect(201);
+    let booked = app.post("/v1/quotes", &driver_token, quote_body(&site_id)).await.expect(201);
+    let booking = app.post("/v1/bookings", &driver_token, json!({"quote_id": booked["id"]})).await.expect(201);
     let victim = Victim {
+        booking_id: booking["id"].as_str().unwrap().to_owned(),
         rule_set_id,
         quote_id: quote["id"].as_str().unwrap().to_owned(),
         tenant,
@@ -230,6 +242,7 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
         &victim.key_id,
         &victim.vehicle_id,
         &victim.quote_id,
+        &victim.booking_id,
     ];
 
     let spec: Value = serde_json::from_str(&berth_openapi::spec_json()).unwrap();
@@ -287,6 +300,8 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
                     (Scope::Marketplace, true) => assert_eq!(resp.status, 201, "{context}"),
                     (Scope::Marketplace, false) | (Scope::Quote, _) => assert_eq!(resp.status, 404, "{context}"),
                     (Scope::Search, _) => assert_eq!(resp.status, 200, "{context}"),
+                    (Scope::Booking, true) => assert_eq!(resp.status, 404, "{context}"),
+                    (Scope::Booking, false) => assert_eq!(resp.status, 403, "{context}"),
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! PostgreSQL. Every operator-scoped query carries `operator_id` in its `WHERE` clause.
 
 mod batch;
+mod bookings;
 mod convert;
 mod entity;
 mod live;
@@ -60,6 +61,9 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct SqlStore {
     db: DatabaseConnection,
+    /// SQLite has one writer per file; bookings check for overlaps and insert under this lock so
+    /// the check and the write are one step (PostgreSQL has its exclusion constraint instead).
+    booking_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqlStore {
@@ -96,7 +100,7 @@ impl SqlStore {
             });
         }
         let db = Database::connect(options).await.map_err(ConnectError::Connect)?;
-        Ok(Self { db })
+        Ok(Self { db, booking_writer: std::sync::Arc::default() })
     }
 
     /// Applies pending migrations; safe to call on every start.

@@ -7,7 +7,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Spine), Box::new(M0002Live), Box::new(M0003Rules)]
+        vec![Box::new(M0001Spine), Box::new(M0002Live), Box::new(M0003Rules), Box::new(M0004Bookings)]
     }
 }
 
@@ -788,5 +788,94 @@ impl MigrationTrait for M0003Rules {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum Bookings {
+    Table,
+    Id,
+    OperatorId,
+    SiteId,
+    SpaceId,
+    DriverId,
+    VehicleId,
+    QuoteId,
+    StartAt,
+    EndAt,
+    Status,
+    PriceMinor,
+    Currency,
+    HoldExpiresAt,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// Bookings, and on PostgreSQL the constraint that live bookings of a space never overlap.
+struct M0004Bookings;
+
+impl MigrationName for M0004Bookings {
+    fn name(&self) -> &str {
+        "m0004_bookings"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Bookings {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Bookings::Table)
+                    .col(id_pk(Bookings::Id))
+                    .col(ColumnDef::new(Bookings::OperatorId).uuid().not_null())
+                    .col(ColumnDef::new(Bookings::SiteId).uuid().not_null())
+                    .col(ColumnDef::new(Bookings::SpaceId).uuid().not_null())
+                    .col(ColumnDef::new(Bookings::DriverId).uuid().not_null())
+                    .col(ColumnDef::new(Bookings::VehicleId).uuid().null())
+                    .col(ColumnDef::new(Bookings::QuoteId).uuid().not_null().unique_key())
+                    .col(timestamp(Bookings::StartAt))
+                    .col(timestamp(Bookings::EndAt))
+                    .col(text(Bookings::Status))
+                    .col(ColumnDef::new(Bookings::PriceMinor).big_integer().not_null())
+                    .col(text(Bookings::Currency))
+                    .col(timestamp_null(Bookings::HoldExpiresAt))
+                    .col(timestamp(Bookings::CreatedAt))
+                    .col(timestamp(Bookings::UpdatedAt))
+                    .foreign_key(&mut fk(
+                        Bookings::Table,
+                        Bookings::SpaceId,
+                        Spaces::Table,
+                        Spaces::Id,
+                        ForeignKeyAction::Restrict,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("bookings_by_space_and_time")
+                    .table(Bookings::Table)
+                    .col(Bookings::SpaceId)
+                    .col(Bookings::StartAt)
+                    .to_owned(),
+            )
+            .await?;
+        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
+            let db = manager.get_connection();
+            db.execute_unprepared("CREATE EXTENSION IF NOT EXISTS btree_gist").await?;
+            db.execute_unprepared(
+                "ALTER TABLE bookings ADD CONSTRAINT bookings_no_overlap EXCLUDE USING gist \
+                 (space_id WITH =, tstzrange(start_at, end_at, '[)') WITH &&) \
+                 WHERE (status IN ('pending_payment', 'confirmed', 'active'))",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(Bookings::Table).to_owned()).await
     }
 }

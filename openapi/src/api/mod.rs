@@ -1,6 +1,7 @@
 //! The `/v1` operations, one module per resource. Handlers only translate: wire types in,
 //! one kernel call, wire types out.
 
+pub mod bookings;
 pub mod devices;
 pub mod drivers;
 pub mod keys;
@@ -44,6 +45,8 @@ pub enum ApiTags {
     Quotes,
     /// Finding a site with room for a stay.
     Search,
+    /// Drivers' bookings of spaces.
+    Bookings,
 }
 
 /// `201 Created` with the new resource.

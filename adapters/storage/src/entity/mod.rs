@@ -2,6 +2,7 @@
 //! types happens in `convert.rs` so that the schema can change without touching the kernel.
 
 pub mod api_key;
+pub mod booking;
 pub mod device;
 pub mod device_health;
 pub mod driver;

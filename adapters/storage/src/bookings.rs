@@ -1,0 +1,155 @@
+//! The kernel's `BookingStore`. No two live bookings of a space overlap: on PostgreSQL the
+//! `bookings_no_overlap` exclusion constraint refuses the insert; on SQLite the check and the
+//! insert run in one transaction under the store's booking lock (SQLite has one writer anyway).
+
+use async_trait::async_trait;
+use berth_kernel::StoreError;
+use berth_kernel::booking::{Booking, BookingOwner, BookingStatus, OVERLAP};
+use berth_kernel::ids::{BookingId, DriverId, OperatorId, QuoteId, SiteId, SpaceId, VehicleId};
+use berth_kernel::page::{Page, PageRequest};
+use berth_kernel::ports::{BookingStore, StoreResult};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, Statement, TransactionTrait,
+};
+
+use crate::entity::booking;
+use crate::{SqlStore, backend, corrupt, fetch_page};
+
+const QUOTE_USED: &str = "this quote was already used for a booking";
+
+fn live() -> Vec<&'static str> {
+    BookingStatus::LIVE.iter().map(|status| status.as_str()).collect()
+}
+
+fn to_row(booking: &Booking) -> booking::Model {
+    booking::Model {
+        id: booking.id.as_uuid(),
+        operator_id: booking.operator_id.as_uuid(),
+        site_id: booking.site_id.as_uuid(),
+        space_id: booking.space_id.as_uuid(),
+        driver_id: booking.driver_id.as_uuid(),
+        vehicle_id: booking.vehicle_id.map(|vehicle| vehicle.as_uuid()),
+        quote_id: booking.quote_id.as_uuid(),
+        start_at: booking.start,
+        end_at: booking.end,
+        status: booking.status.as_str().to_owned(),
+        price_minor: booking.price_minor,
+        currency: booking.currency.clone(),
+        hold_expires_at: booking.hold_expires_at,
+        created_at: booking.created_at,
+        updated_at: booking.updated_at,
+    }
+}
+
+fn from_row(row: booking::Model) -> StoreResult<Booking> {
+    Ok(Booking {
+        id: BookingId::from_uuid(row.id),
+        operator_id: OperatorId::from_uuid(row.operator_id),
+        site_id: SiteId::from_uuid(row.site_id),
+        space_id: SpaceId::from_uuid(row.space_id),
+        driver_id: DriverId::from_uuid(row.driver_id),
+        vehicle_id: row.vehicle_id.map(VehicleId::from_uuid),
+        quote_id: QuoteId::from_uuid(row.quote_id),
+        start: row.start_at,
+        end: row.end_at,
+        status: BookingStatus::parse(&row.status)
+            .ok_or_else(|| corrupt("bookings", row.id, format!("status '{}'", row.status)))?,
+        price_minor: row.price_minor,
+        currency: row.currency,
+        hold_expires_at: row.hold_expires_at,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// What an insert failure means: an overlap (PostgreSQL's exclusion constraint), a quote used
+/// twice, or a real failure.
+fn insert_error(error: DbErr) -> StoreError {
+    let text = error.to_string();
+    if text.contains("bookings_no_overlap") || text.contains("23P01") {
+        return StoreError::Conflict(OVERLAP.to_owned());
+    }
+    match backend(error) {
+        StoreError::Conflict(_) => StoreError::Conflict(QUOTE_USED.to_owned()),
+        other => other,
+    }
+}
+
+/// Marks holds of `space` that ran out before `at` as expired, so they stop blocking.
+async fn expire_holds(txn: &DatabaseTransaction, space: SpaceId, at: DateTime<Utc>) -> Result<(), DbErr> {
+    booking::Entity::update_many()
+        .col_expr(booking::Column::Status, Expr::value(BookingStatus::Expired.as_str()))
+        .col_expr(booking::Column::UpdatedAt, Expr::value(at))
+        .filter(booking::Column::SpaceId.eq(space.as_uuid()))
+        .filter(booking::Column::Status.eq(BookingStatus::PendingPayment.as_str()))
+        .filter(booking::Column::HoldExpiresAt.lte(at))
+        .exec(txn)
+        .await
+        .map(|_| ())
+}
+
+#[async_trait]
+impl BookingStore for SqlStore {
+    async fn insert_booking(&self, booking: &Booking, at: DateTime<Utc>) -> StoreResult<()> {
+        let sqlite = self.db.get_database_backend() == DbBackend::Sqlite;
+        let _writer = if sqlite { Some(self.booking_writer.lock().await) } else { None };
+        let txn = self.db.begin().await.map_err(backend)?;
+        if !sqlite {
+            // Bookings of one space queue here, so each sees the ones before it committed and
+            // the exclusion constraint answers at once, instead of concurrent inserts waiting on
+            // each other until PostgreSQL breaks the deadlock.
+            let lock = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                [booking.space_id.to_string().into()],
+            );
+            txn.execute(lock).await.map_err(backend)?;
+        }
+        expire_holds(&txn, booking.space_id, at).await.map_err(backend)?;
+        let used = booking::Entity::find()
+            .filter(booking::Column::QuoteId.eq(booking.quote_id.as_uuid()))
+            .count(&txn)
+            .await
+            .map_err(backend)?;
+        if used > 0 {
+            return Err(StoreError::Conflict(QUOTE_USED.to_owned()));
+        }
+        if sqlite {
+            let overlapping = booking::Entity::find()
+                .filter(booking::Column::SpaceId.eq(booking.space_id.as_uuid()))
+                .filter(booking::Column::Status.is_in(live()))
+                .filter(booking::Column::StartAt.lt(booking.end))
+                .filter(booking::Column::EndAt.gt(booking.start))
+                .count(&txn)
+                .await
+                .map_err(backend)?;
+            if overlapping > 0 {
+                return Err(StoreError::Conflict(OVERLAP.to_owned()));
+            }
+        }
+        booking::Entity::insert(to_row(booking).into_active_model())
+            .exec_without_returning(&txn)
+            .await
+            .map_err(insert_error)?;
+        txn.commit().await.map_err(insert_error)
+    }
+
+    async fn get_booking(&self, id: BookingId) -> StoreResult<Option<Booking>> {
+        booking::Entity::find_by_id(id.as_uuid()).one(&self.db).await.map_err(backend)?.map(from_row).transpose()
+    }
+
+    async fn list_bookings(&self, owner: BookingOwner, page: PageRequest) -> StoreResult<Page<Booking>> {
+        let select = match owner {
+            BookingOwner::Driver(driver) => {
+                booking::Entity::find().filter(booking::Column::DriverId.eq(driver.as_uuid()))
+            }
+            BookingOwner::Operator(operator) => {
+                booking::Entity::find().filter(booking::Column::OperatorId.eq(operator.as_uuid()))
+            }
+        };
+        fetch_page(&self.db, select, booking::Column::Id, page, from_row, |booking| booking.id.as_uuid()).await
+    }
+}

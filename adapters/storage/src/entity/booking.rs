@@ -1,0 +1,30 @@
+//! `bookings` table. On PostgreSQL an exclusion constraint keeps live bookings of one space
+//! from overlapping; on SQLite the store checks and inserts under one writer.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "bookings")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub operator_id: Uuid,
+    pub site_id: Uuid,
+    pub space_id: Uuid,
+    pub driver_id: Uuid,
+    pub vehicle_id: Option<Uuid>,
+    pub quote_id: Uuid,
+    pub start_at: DateTimeUtc,
+    pub end_at: DateTimeUtc,
+    pub status: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub hold_expires_at: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,202 @@
+//! Bookings: a driver turns an unexpired quote into a hold on a space for the quoted window, at
+//! the quoted price. No two live bookings of one space overlap: the store guarantees it
+//! (PostgreSQL: an exclusion constraint; SQLite: one writer checks and inserts in a
+//! transaction), so concurrent requests for the same time get exactly one hold.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::auth::{Access, Principal};
+use crate::error::{KernelError, KernelResult, StoreError, ValidationError};
+use crate::ids::{BookingId, DriverId, OperatorId, QuoteId, SiteId, SpaceId, VehicleId};
+use crate::page::{Page, PageRequest};
+use crate::service::{Kernel, now, operator_scope};
+use crate::space::SpaceStatus;
+
+/// How long a booking waits for its payment before the space is released.
+pub const HOLD: Duration = Duration::minutes(15);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BookingStatus {
+    /// Holding the space until `hold_expires_at`, waiting for payment.
+    PendingPayment,
+    Confirmed,
+    /// The vehicle arrived.
+    Active,
+    Completed,
+    Cancelled,
+    /// The hold ran out unpaid.
+    Expired,
+    NoShow,
+}
+
+impl BookingStatus {
+    pub const ALL: [BookingStatus; 7] = [
+        BookingStatus::PendingPayment,
+        BookingStatus::Confirmed,
+        BookingStatus::Active,
+        BookingStatus::Completed,
+        BookingStatus::Cancelled,
+        BookingStatus::Expired,
+        BookingStatus::NoShow,
+    ];
+
+    /// States that occupy the space for their window.
+    pub const LIVE: [BookingStatus; 3] =
+        [BookingStatus::PendingPayment, BookingStatus::Confirmed, BookingStatus::Active];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::PendingPayment => "pending_payment",
+            BookingStatus::Confirmed => "confirmed",
+            BookingStatus::Active => "active",
+            BookingStatus::Completed => "completed",
+            BookingStatus::Cancelled => "cancelled",
+            BookingStatus::Expired => "expired",
+            BookingStatus::NoShow => "no_show",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Booking {
+    pub id: BookingId,
+    pub operator_id: OperatorId,
+    pub site_id: SiteId,
+    pub space_id: SpaceId,
+    pub driver_id: DriverId,
+    pub vehicle_id: Option<VehicleId>,
+    pub quote_id: QuoteId,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub status: BookingStatus,
+    pub price_minor: i64,
+    pub currency: String,
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BookingInput {
+    pub quote_id: QuoteId,
+    pub vehicle_id: Option<VehicleId>,
+}
+
+impl Kernel {
+    /// Books the quoted stay: the quoted space, or the first free fitting space of the quoted
+    /// site. A window another live booking overlaps is a conflict.
+    pub async fn create_booking(&self, caller: &Principal, input: BookingInput) -> KernelResult<Booking> {
+        let Principal::Driver { driver_id } = caller else {
+            return Err(KernelError::Forbidden("bookings are made by drivers".into()));
+        };
+        let at = now();
+        let quote = self.get_quote(caller, input.quote_id).await?;
+        if quote.expires_at <= at {
+            return Err(KernelError::Conflict(format!(
+                "the quote expired at {}; ask for a new one",
+                quote.expires_at.to_rfc3339()
+            )));
+        }
+        if let Some(vehicle_id) = input.vehicle_id {
+            let vehicle = self
+                .store()
+                .get_vehicle(*driver_id, vehicle_id)
+                .await?
+                .ok_or_else(|| KernelError::not_found("vehicle"))?;
+            if vehicle.vehicle_type != quote.vehicle_type {
+                return Err(ValidationError::new(
+                    "vehicle_id",
+                    format!(
+                        "the quote is for a {}, this vehicle is a {}",
+                        quote.vehicle_type.as_str(),
+                        vehicle.vehicle_type.as_str()
+                    ),
+                )
+                .into());
+            }
+        }
+        let candidates: Vec<SpaceId> = match quote.space_id {
+            Some(space) => vec![space],
+            None => self
+                .site_availability_for(quote.operator_id, quote.site_id)
+                .await?
+                .spaces
+                .iter()
+                .filter(|(space, shown)| {
+                    space.details.vehicle_type == quote.vehicle_type && shown.status != SpaceStatus::Closed
+                })
+                .map(|(space, _)| space.id)
+                .collect(),
+        };
+        for space_id in &candidates {
+            let booking = Booking {
+                id: BookingId::new(),
+                operator_id: quote.operator_id,
+                site_id: quote.site_id,
+                space_id: *space_id,
+                driver_id: *driver_id,
+                vehicle_id: input.vehicle_id,
+                quote_id: quote.id,
+                start: quote.start,
+                end: quote.end,
+                status: BookingStatus::PendingPayment,
+                price_minor: quote.price.total_minor,
+                currency: quote.price.currency.clone(),
+                hold_expires_at: Some(at + HOLD),
+                created_at: at,
+                updated_at: at,
+            };
+            match self.store().insert_booking(&booking, at).await {
+                Ok(()) => {
+                    metrics::counter!("berth_bookings_created_total").increment(1);
+                    return Ok(booking);
+                }
+                // Another live booking overlaps on this space: try the next one.
+                Err(StoreError::Conflict(reason)) if reason == OVERLAP => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(KernelError::Conflict(match quote.space_id {
+            Some(_) => "the space is already booked for an overlapping time".to_owned(),
+            None => "no fitting space at this site is free for that window".to_owned(),
+        }))
+    }
+
+    /// A booking, for its driver or the operator of its site.
+    pub async fn get_booking(&self, caller: &Principal, id: BookingId) -> KernelResult<Booking> {
+        let booking = self.store().get_booking(id).await?.ok_or_else(|| KernelError::not_found("booking"))?;
+        let visible = match caller {
+            Principal::Driver { driver_id } => booking.driver_id == *driver_id,
+            Principal::PlatformAdmin { .. } => false,
+            other => operator_scope(other, Access::Read).is_ok_and(|operator| operator == booking.operator_id),
+        };
+        if visible { Ok(booking) } else { Err(KernelError::not_found("booking")) }
+    }
+
+    /// A driver's own bookings, or an operator's sites' bookings, oldest first.
+    pub async fn list_bookings(&self, caller: &Principal, page: PageRequest) -> KernelResult<Page<Booking>> {
+        match caller {
+            Principal::Driver { driver_id } => {
+                Ok(self.store().list_bookings(BookingOwner::Driver(*driver_id), page).await?)
+            }
+            other => {
+                let operator = operator_scope(other, Access::Read)?;
+                Ok(self.store().list_bookings(BookingOwner::Operator(operator), page).await?)
+            }
+        }
+    }
+}
+
+/// Whose bookings a list is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingOwner {
+    Driver(DriverId),
+    Operator(OperatorId),
+}
+
+/// The conflict a store reports when a live booking of the same space overlaps.
+pub const OVERLAP: &str = "the space is already booked for an overlapping time";

@@ -6,7 +6,6 @@ use berth_kernel::device::Device;
 use berth_kernel::driver::{Driver, Vehicle};
 use berth_kernel::geo::GeoPoint;
 use berth_kernel::operator::Operator;
-use berth_kernel::page::Page;
 use berth_kernel::site::{self, OpeningHours, OpeningHoursInput, Site, SiteKind};
 use berth_kernel::space::{Space, SpaceCategory, SpaceStatus};
 use berth_kernel::vehicle_type::VehicleType;
@@ -78,9 +77,9 @@ macro_rules! page_type {
             pub next_cursor: Option<String>,
         }
 
-        impl<T: Into<$item>> From<Page<T>> for $name {
-            fn from(page: Page<T>) -> Self {
-                Self { next_cursor: cursor(page.next_after), items: page.items.into_iter().map(Into::into).collect() }
+        impl<T: Into<$item>> From<::berth_kernel::page::Page<T>> for $name {
+            fn from(page: ::berth_kernel::page::Page<T>) -> Self {
+                Self { next_cursor: $crate::dto::cursor(page.next_after), items: page.items.into_iter().map(Into::into).collect() }
             }
         }
     };

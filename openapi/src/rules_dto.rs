@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use berth_kernel::page::Page;
 use berth_kernel::pricing::{Quote, SimulationReport, TestReport};
 use berth_kernel::rules::{
     Activation, AdjustmentSettings, EntryPoint, ErrorPolicy, Guardrails, LineItem, LineKind, Params, RuleSet, RuleTest,
@@ -242,21 +241,7 @@ impl From<RuleSet> for RuleSetView {
     }
 }
 
-#[derive(Debug, Object)]
-pub struct RuleSetPage {
-    pub items: Vec<RuleSetView>,
-    #[oai(skip_serializing_if_is_none)]
-    pub next_cursor: Option<String>,
-}
-
-impl From<Page<RuleSet>> for RuleSetPage {
-    fn from(page: Page<RuleSet>) -> Self {
-        Self {
-            next_cursor: page.next_after.map(|id| id.to_string()),
-            items: page.items.into_iter().map(Into::into).collect(),
-        }
-    }
-}
+page_type!(RuleSetPage of RuleSetView);
 
 // ----- fixtures (same JSON shape as the kernel's) -------------------------------------------
 

@@ -2,7 +2,6 @@
 
 use berth_kernel::booking::{Booking, BookingInput};
 use berth_kernel::ids::{BookingId, QuoteId};
-use berth_kernel::page::Page;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -64,21 +63,7 @@ impl From<Booking> for BookingView {
     }
 }
 
-#[derive(Debug, Object)]
-pub struct BookingPage {
-    pub items: Vec<BookingView>,
-    #[oai(skip_serializing_if_is_none)]
-    pub next_cursor: Option<String>,
-}
-
-impl From<Page<Booking>> for BookingPage {
-    fn from(page: Page<Booking>) -> Self {
-        Self {
-            next_cursor: page.next_after.map(|id| id.to_string()),
-            items: page.items.into_iter().map(Into::into).collect(),
-        }
-    }
-}
+page_type!(BookingPage of BookingView);
 
 #[OpenApi(tag = "ApiTags::Bookings")]
 impl BookingsApi {

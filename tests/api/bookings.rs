@@ -92,6 +92,10 @@ async fn a_quote_books_a_space_once_and_overlaps_are_refused(app: &TestApp) {
     app.get(&path, &bea).await.problem(404);
     app.get(&path, &other.staff_key).await.problem(404);
     app.get(&path, &tenant.staff_key).await.expect(200);
+
+    // A booked space is not deleted from under its bookings.
+    let problem = app.delete(&format!("/v1/spaces/{}", spaces[0]), &tenant.admin_key).await.problem(409);
+    assert!(problem["detail"].as_str().unwrap().contains("has bookings"), "{problem}");
 }
 
 async fn of_many_racing_overlapping_bookings_one_wins(app: &TestApp) {

@@ -350,6 +350,8 @@ fn space_select(operator: OperatorId) -> Select<space::Entity> {
     space::Entity::find().filter(space::Column::OperatorId.eq(operator.as_uuid()))
 }
 
+const SPACE_HAS_BOOKINGS: &str = "the space has bookings; it cannot be deleted while they exist";
+
 /// Rows per INSERT: keeps bind parameters under SQLite's and PostgreSQL's limits.
 const INSERT_CHUNK_ROWS: usize = 500;
 
@@ -422,6 +424,15 @@ impl SpaceStore for SqlStore {
 
     async fn delete_space(&self, operator: OperatorId, id: SpaceId) -> StoreResult<bool> {
         let txn = self.db.begin().await.map_err(backend)?;
+        let bookings = crate::entity::booking::Entity::find()
+            .filter(crate::entity::booking::Column::SpaceId.eq(id.as_uuid()))
+            .filter(crate::entity::booking::Column::OperatorId.eq(operator.as_uuid()))
+            .count(&txn)
+            .await
+            .map_err(backend)?;
+        if bookings > 0 {
+            return Err(StoreError::Conflict(SPACE_HAS_BOOKINGS.to_owned()));
+        }
         // Explicit rather than relying on ON DELETE SET NULL, which SQLite only honours with
         // foreign keys enabled on that connection.
         device::Entity::update_many()
@@ -436,7 +447,11 @@ impl SpaceStore for SqlStore {
             .filter(space::Column::OperatorId.eq(operator.as_uuid()))
             .exec(&txn)
             .await
-            .map_err(backend)?;
+            .map_err(|error| match backend(error) {
+                // Bookings keep their space: they are financial records.
+                StoreError::MissingReference(_) => StoreError::Conflict(SPACE_HAS_BOOKINGS.to_owned()),
+                other => other,
+            })?;
         txn.commit().await.map_err(backend)?;
         Ok(result.rows_affected > 0)
     }

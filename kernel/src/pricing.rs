@@ -124,6 +124,8 @@ pub struct QuoteInput {
 #[derive(Debug, Clone)]
 pub(crate) struct Stay<'a> {
     pub space: Option<&'a crate::space::Space>,
+    /// The site's availability when the caller has loaded it already (search); else loaded here.
+    pub availability: Option<&'a crate::ingest::Availability>,
     pub vehicle_type: VehicleType,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
@@ -558,7 +560,14 @@ impl Kernel {
             Principal::Driver { .. } => DriverFacts::default(),
             _ => input.driver.clone().unwrap_or_default(),
         };
-        let stay = Stay { space: space.as_ref(), vehicle_type, start: input.start, end: input.end, driver };
+        let stay = Stay {
+            space: space.as_ref(),
+            availability: None,
+            vehicle_type,
+            start: input.start,
+            end: input.end,
+            driver,
+        };
         let priced = self.price_stay(matches!(caller, Principal::Driver { .. }), operator, &site, stay, at).await?;
         let quote = Quote {
             id: QuoteId::new(),
@@ -596,7 +605,7 @@ impl Kernel {
         at: DateTime<Utc>,
     ) -> KernelResult<PricedStay> {
         let site_id = site.id;
-        let Stay { space, vehicle_type, start: stay_start, end: stay_end, driver } = stay;
+        let Stay { space, availability, vehicle_type, start: stay_start, end: stay_end, driver } = stay;
         let rule_set = self.rule_set_for_site(operator, site_id).await?.ok_or_else(|| {
             KernelError::Conflict(format!("site {site_id} has no rule set; its operator has not published prices"))
         })?;
@@ -614,7 +623,15 @@ impl Kernel {
         let (_, rule_version) = self.rule_version(operator, rule_set.id, version).await?;
         let compiled = self.compiled(&rule_set, &rule_version).await?;
 
-        let availability = self.site_occupancy(operator, site).await?;
+        let loaded;
+        let availability = match availability {
+            Some(availability) => availability,
+            None => {
+                loaded = self.site_availability_for(operator, site.id).await?;
+                &loaded
+            }
+        };
+        let availability = self.occupancy_with_recent(operator, site, availability).await?;
         let timezone = site.details.timezone;
         let local = |at: DateTime<Utc>| LocalTime::new(at, timezone, &rule_set.holidays);
         let (start, end) = (local(stay_start), local(stay_end));
@@ -792,10 +809,14 @@ impl Kernel {
         Ok(site.map(|site| SiteFacts::of(&site, u32::try_from(capacity).unwrap_or(u32::MAX))))
     }
 
-    /// Occupancy now, and over the last hour (reused for a minute per site).
-    async fn site_occupancy(&self, operator: OperatorId, site: &crate::site::Site) -> KernelResult<Occupancy> {
-        let availability = self.site_availability_for(operator, site.id).await?;
-        let mut occupancy = occupancy_now(&availability);
+    /// Occupancy now (from `availability`) and over the last hour (reused for a minute per site).
+    async fn occupancy_with_recent(
+        &self,
+        operator: OperatorId,
+        site: &crate::site::Site,
+        availability: &crate::ingest::Availability,
+    ) -> KernelResult<Occupancy> {
+        let mut occupancy = occupancy_now(availability);
         let cached = self.rule_cache().recent.lock().unwrap().get(&site.id).copied();
         occupancy.recent_percent = match cached {
             Some((at, recent)) if at.elapsed() < RECENT_OCCUPANCY_TTL => recent,
@@ -803,7 +824,7 @@ impl Kernel {
                 let to = now();
                 let from = to - Duration::hours(1);
                 let recent =
-                    self.occupancy_history(operator, &availability, from, to, site.details.timezone).await?.overall;
+                    self.occupancy_history(operator, availability, from, to, site.details.timezone).await?.overall;
                 self.rule_cache().recent.lock().unwrap().insert(site.id, (std::time::Instant::now(), recent));
                 recent
             }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
 use crate::ids::{OperatorId, RuleSetId, SiteId, SpaceId};
-use crate::site::{Currency, Site, Timezone};
+use crate::site::{Currency, Site, Timezone, weekday_code};
 use crate::space::Space;
 
 /// The functions a rule set may define. Each is optional; [`EntryPoint::default_answer`] says
@@ -123,19 +123,7 @@ impl LocalTime {
     }
 
     pub fn weekday(&self) -> &'static str {
-        weekday_name(self.at.weekday())
-    }
-}
-
-pub fn weekday_name(day: Weekday) -> &'static str {
-    match day {
-        Weekday::Mon => "mon",
-        Weekday::Tue => "tue",
-        Weekday::Wed => "wed",
-        Weekday::Thu => "thu",
-        Weekday::Fri => "fri",
-        Weekday::Sat => "sat",
-        Weekday::Sun => "sun",
+        weekday_code(self.at.weekday())
     }
 }
 
@@ -205,7 +193,7 @@ impl SiteFacts {
                 .opening_hours
                 .iter()
                 .map(|hours| OpeningFacts {
-                    days: hours.days.iter().map(|day| weekday_name(*day).to_owned()).collect(),
+                    days: hours.days.iter().map(|day| weekday_code(*day).to_owned()).collect(),
                     opens: crate::site::OpeningHours::format_clock(hours.opens_min),
                     closes: crate::site::OpeningHours::format_clock(hours.closes_min),
                 })

@@ -256,6 +256,7 @@ impl Kernel {
         }
         let stay = Stay {
             space: None,
+            availability: Some(&availability),
             vehicle_type: query.vehicle_type,
             start: query.start,
             end: query.end,

@@ -240,7 +240,7 @@ impl Stay {
             return true;
         }
         let day_type = DayType::of(date, &self.holidays).as_str();
-        let weekday = berth_kernel::rules::weekday_name(date.weekday());
+        let weekday = berth_kernel::site::weekday_code(date.weekday());
         days.iter().any(|day| day == day_type || day == weekday || day == "all")
     }
 }

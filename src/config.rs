@@ -54,6 +54,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub redis: RedisConfig,
     pub rules: RulesConfig,
+    pub payments: PaymentsConfig,
 }
 
 /// Budgets of every operator rule evaluation.
@@ -87,6 +88,89 @@ impl RulesConfig {
             timeout: std::time::Duration::from_millis(self.timeout_ms),
             ..berth_rules::Limits::default()
         }
+    }
+}
+
+/// Payment providers and the jobs that move money.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// Providers in order of preference: the first is the primary, the next take over while
+    /// it is down. `stripe` is built in; any other name is a payment-provider plugin of that id
+    /// (`paypal` is bundled; it reads `[plugins.config.paypal]`). Empty: bookings wait for a
+    /// payment that never comes, and holds run out.
+    pub providers: Vec<String>,
+    /// Consecutive failures that open a provider's circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker keeps calls away from its provider.
+    pub breaker_cooldown_secs: u64,
+    /// First retry delay of a failed provider call (doubling up to five minutes).
+    pub retry_base_ms: u64,
+    /// How often the outbox is checked when nothing woke the relay.
+    pub relay_interval_ms: u64,
+    /// How long a node owns a provider call it started; a call of a node that died is
+    /// repeated (same idempotency key) after this.
+    pub lease_secs: u64,
+    /// How often bookings are checked for arrival, departure, no-show and expired holds.
+    pub tick_interval_secs: u64,
+    /// How often quiet payments are compared with their provider (0: never).
+    pub reconcile_interval_secs: u64,
+    /// How long without news makes a payment quiet.
+    pub reconcile_quiet_secs: u64,
+    /// Authorizations older than this are captured even before departure (card holds lapse
+    /// after 7 days).
+    pub capture_within_hours: u64,
+    /// Stripe's settings, when `stripe` is among the providers.
+    pub stripe: Option<StripeConfig>,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            breaker_threshold: 3,
+            breaker_cooldown_secs: 30,
+            retry_base_ms: 500,
+            relay_interval_ms: 1000,
+            lease_secs: 60,
+            tick_interval_secs: 15,
+            reconcile_interval_secs: 300,
+            reconcile_quiet_secs: 300,
+            capture_within_hours: 144,
+            stripe: None,
+        }
+    }
+}
+
+/// Stripe, through its API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    /// The secret API key (`sk_live_...`); set it with `BERTH__PAYMENTS__STRIPE__SECRET_KEY`.
+    pub secret_key: Secret,
+    /// Webhook endpoint secrets (`whsec_...`); several during a rotation.
+    #[serde(default)]
+    pub webhook_secrets: Vec<Secret>,
+    #[serde(default = "StripeConfig::default_base_url")]
+    pub base_url: String,
+    #[serde(default = "StripeConfig::default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Where Checkout sends the driver after paying or giving up.
+    #[serde(default = "StripeConfig::default_return_url")]
+    pub return_url: String,
+}
+
+impl StripeConfig {
+    fn default_base_url() -> String {
+        "https://api.stripe.com/".into()
+    }
+
+    fn default_timeout_secs() -> u64 {
+        20
+    }
+
+    fn default_return_url() -> String {
+        "https://example.invalid/booking".into()
     }
 }
 
@@ -194,8 +278,11 @@ pub struct PluginsConfig {
     pub max_component_bytes: usize,
     /// Values plugins may read, per plugin id: `[plugins.config.<id>] key = "value"`. A plugin
     /// sees only the keys its manifest declares. Secrets never go here: they come from
-    /// `BERTH_PLUGIN_<ID>_<KEY>` environment variables.
+    /// `BERTH_PLUGIN_<ID>_<KEY>` environment variables, or from `secrets`.
     pub config: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// Plugin secrets from the configuration (a secrets file, or `BERTH__PLUGINS__SECRETS__<ID>__<KEY>`),
+    /// per plugin id; a `BERTH_PLUGIN_<ID>_<KEY>` environment variable wins.
+    pub secrets: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Secret>>,
 }
 
 impl Default for PluginsConfig {
@@ -210,6 +297,7 @@ impl Default for PluginsConfig {
             pooling: true,
             max_component_bytes: 8 * 1024 * 1024,
             config: Default::default(),
+            secrets: Default::default(),
         }
     }
 }
@@ -289,6 +377,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             redis: RedisConfig::default(),
             rules: RulesConfig::default(),
+            payments: PaymentsConfig::default(),
         }
     }
 }

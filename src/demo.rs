@@ -132,6 +132,14 @@ async fn reset_demo_driver(kernel: &Kernel) -> anyhow::Result<String> {
     }
 }
 
+/// A random secret with a prefix (`sk_test_...`), for the demo's local services.
+pub fn random_secret(prefix: &str) -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
 fn random_password() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();

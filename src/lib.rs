@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod payments;
 pub mod plugin_cli;
 pub mod rules_cli;
 pub mod simulator;
@@ -91,7 +92,7 @@ pub async fn open_plugins(config: &Config) -> anyhow::Result<Option<Registry>> {
         watch: settings.watch,
         config: settings.config.clone(),
         max_component_bytes: settings.max_component_bytes,
-        secret_env: RegistryOptions::secrets_from_process_env(),
+        secret_env: plugin_secrets(settings),
     };
     let pooling = settings.pooling;
     let registry = tokio::task::spawn_blocking(move || {
@@ -102,6 +103,21 @@ pub async fn open_plugins(config: &Config) -> anyhow::Result<Option<Registry>> {
     .context("the plugin loader panicked")?
     .context("cannot start the plugin host (settings under [plugins])")?;
     Ok(Some(registry))
+}
+
+/// Plugin secrets: the configured ones, then the `BERTH_PLUGIN_*` environment over them.
+fn plugin_secrets(settings: &crate::config::PluginsConfig) -> std::collections::BTreeMap<String, String> {
+    let mut secrets: std::collections::BTreeMap<String, String> = settings
+        .secrets
+        .iter()
+        .flat_map(|(plugin, values)| {
+            values.iter().map(move |(key, value)| {
+                (berth_plugin_host::registry::secret_variable(plugin, key), value.expose().to_owned())
+            })
+        })
+        .collect();
+    secrets.extend(RegistryOptions::secrets_from_process_env());
+    secrets
 }
 
 /// A kernel on `store` with the configured rules engine (plugins are added by [`build_state`]).
@@ -119,7 +135,9 @@ pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<App
     let tokens =
         TokenService::new(&token_secret(config)?, Duration::from_secs(config.auth.token_ttl_secs), oidc).await?;
     let mut kernel = kernel(config, store);
-    if let Some(registry) = open_plugins(config).await? {
+    let registry = open_plugins(config).await?;
+    kernel = kernel.with_payments(payments::payments(config, registry.as_ref())?);
+    if let Some(registry) = registry {
         kernel = kernel.with_plugins(Arc::new(registry));
     }
     Ok(AppState { kernel, tokens, admin_key: config.auth.admin_key.as_ref().map(|key| Arc::from(key.expose())) })
@@ -266,6 +284,7 @@ pub async fn start(
     let mqtt = start_mqtt(config, state.kernel.clone()).await?;
     let served_state = state.clone();
     let adjuster = adjust_on_schedule(state.kernel.clone(), config.rules.adjust_interval_secs);
+    let money = payments_on_schedule(state.kernel.clone(), config.payments.clone());
     let max_body_bytes = config.http.max_body_bytes;
     let (stop_sender, stop_receiver) = oneshot::channel::<()>();
     let grace = Duration::from_secs(config.http.shutdown_grace_secs);
@@ -281,6 +300,7 @@ pub async fn start(
         let result = tokio::select! {
             result = listener.serve(served_state, max_body_bytes, stop, grace) => result,
             never = adjuster => match never {},
+            never = money => match never {},
         };
         if let Err(error) = store.close().await {
             tracing::warn!(error = %error, "closing the database failed");
@@ -306,6 +326,57 @@ async fn adjust_on_schedule(kernel: Kernel, interval_secs: u64) -> std::convert:
             tracing::warn!(error = %error, "scheduled rate adjustments could not run");
         }
     }
+}
+
+/// The jobs that move money and bookings along: the outbox relay (woken by every new command,
+/// else every `relay_interval_ms`), the booking clock (holds, arrivals, departures, no-shows)
+/// and reconciliation with the providers. Every node runs them; commands are leased, and
+/// booking changes are checked against the booking's version, so nodes do not step on each
+/// other.
+async fn payments_on_schedule(kernel: Kernel, config: crate::config::PaymentsConfig) -> std::convert::Infallible {
+    let relay = async {
+        let interval = Duration::from_millis(config.relay_interval_ms.max(10));
+        loop {
+            if !kernel.payments().is_empty() {
+                loop {
+                    match kernel.relay_payments(100).await {
+                        Ok(report) if report.done + report.failed + report.retrying >= 100 => continue,
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(error = %error, "payment relay pass failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            kernel.payments().woken(interval).await;
+        }
+    };
+    let clock = async {
+        let mut ticks = tokio::time::interval(Duration::from_secs(config.tick_interval_secs.max(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = kernel.tick_bookings(500).await {
+                tracing::warn!(error = %error, "booking clock pass failed");
+            }
+        }
+    };
+    let reconcile = async {
+        if config.reconcile_interval_secs == 0 || kernel.payments().is_empty() {
+            return std::future::pending().await;
+        }
+        let mut ticks = tokio::time::interval(Duration::from_secs(config.reconcile_interval_secs));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = kernel.reconcile_payments(200).await {
+                tracing::warn!(error = %error, "payment reconciliation failed");
+            }
+        }
+    };
+    tokio::join!(relay, clock, reconcile);
+    unreachable!("the payment jobs never end")
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use berth::config::{Config, LogFormat};
+use berth_payments::fake::stripe::{FakeStripe, FakeStripeConfig};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -319,6 +320,24 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
     let operator_admin = kernel.authenticate_api_key(&credentials.operator_admin_key).await?;
     let garage: berth_kernel::ids::SiteId = credentials.off_street_site_id.parse().context("demo garage id")?;
     let fleet = berth::simulator::ensure_fleet(&kernel, &operator_admin, garage, berth::simulator::FLEET_SIZE).await?;
+    // Without configured providers, bookings are paid through a local Stripe.
+    let demo_stripe = if config.payments.providers.is_empty() {
+        let (secret, webhook_secret) = (berth::demo::random_secret("sk_test_"), berth::demo::random_secret("whsec_"));
+        let fake = FakeStripe::start(FakeStripeConfig::new(secret.clone(), webhook_secret.clone()))
+            .await
+            .context("cannot start the demo's local Stripe")?;
+        config.payments.providers = vec!["stripe".to_owned()];
+        config.payments.stripe = Some(berth::config::StripeConfig {
+            secret_key: berth::config::Secret::new(secret),
+            webhook_secrets: vec![berth::config::Secret::new(webhook_secret)],
+            base_url: fake.base_url(),
+            timeout_secs: 10,
+            return_url: "http://localhost/docs".to_owned(),
+        });
+        Some(fake)
+    } else {
+        None
+    };
     let server = match berth::start(&config, store.clone(), berth::shutdown_signal()).await {
         Ok(server) => server,
         Err(error) if !explicit_listen => {
@@ -330,6 +349,9 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
         Err(error) => return Err(error),
     };
     let base = format!("http://{}", server.addr);
+    if let Some(fake) = &demo_stripe {
+        fake.set_webhook_url(Some(format!("{base}/v1/webhooks/payments/stripe")));
+    }
     println!();
     println!("berth demo is running ({} data in {})", backend, config.data_dir.display());
     println!("  API           {base}/v1");
@@ -364,6 +386,16 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
     let names: Vec<String> =
         plugins.iter().map(|p| format!("{} {}", p.id, p.version.as_deref().unwrap_or("(failed)"))).collect();
     println!("  Plugins       {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") });
+    match &demo_stripe {
+        Some(fake) => {
+            println!(
+                "  Payments      a local Stripe at {} (demo): book with \"payment_method\": \"pm_card_visa\",",
+                fake.base_url()
+            );
+            println!("                or without one and open payments[0].action_url to pay");
+        }
+        None => println!("  Payments      {}", config.payments.providers.join(", ")),
+    }
     println!();
     println!("  operator id           {}", credentials.operator_id);
     println!("  off-street site       {}", credentials.off_street_site_id);

@@ -7,8 +7,9 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::{Access, Principal};
 use crate::error::{KernelError, KernelResult, StoreError, ValidationError};
-use crate::ids::{BookingId, DriverId, OperatorId, QuoteId, SiteId, SpaceId, VehicleId};
+use crate::ids::{BookingId, DriverId, OperatorId, PaymentId, QuoteId, SiteId, SpaceId, VehicleId};
 use crate::page::{Page, PageRequest};
+use crate::payment::{CommandKind, Payment, PaymentCommand, PaymentPurpose, PaymentStatus};
 use crate::service::{Kernel, now, operator_scope};
 use crate::space::SpaceStatus;
 
@@ -76,6 +77,14 @@ pub struct Booking {
     pub price_minor: i64,
     pub currency: String,
     pub hold_expires_at: Option<DateTime<Utc>>,
+    /// When the vehicle arrived (check-in, or the space reported occupied).
+    pub arrived_at: Option<DateTime<Utc>>,
+    /// When it left.
+    pub departed_at: Option<DateTime<Utc>>,
+    /// Why it was cancelled, in words for the driver.
+    pub cancel_reason: Option<String>,
+    /// Bumped by every change; a change written against an older version is refused.
+    pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -84,6 +93,11 @@ pub struct Booking {
 pub struct BookingInput {
     pub quote_id: QuoteId,
     pub vehicle_id: Option<VehicleId>,
+    /// A provider token for the driver's payment method (`pm_...`); without one the payment
+    /// answers with a page to pay on.
+    pub payment_method: Option<String>,
+    /// A provider the driver chose; otherwise the primary, or the next while it is down.
+    pub provider: Option<String>,
 }
 
 impl Kernel {
@@ -119,6 +133,22 @@ impl Kernel {
                 .into());
             }
         }
+        if let Some(provider) = &input.provider
+            && !self.payments().names().contains(&provider.as_str())
+        {
+            return Err(ValidationError::new(
+                "provider",
+                format!("'{provider}' is not a payment provider here; choose one of {:?}", self.payments().names()),
+            )
+            .into());
+        }
+        if let Some(method) = &input.payment_method
+            && (method.is_empty() || method.len() > 255 || !method.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(
+                ValidationError::new("payment_method", "a provider token of 1 to 255 visible characters").into()
+            );
+        }
         let candidates: Vec<SpaceId> = match quote.space_id {
             Some(space) => vec![space],
             None => self
@@ -147,12 +177,56 @@ impl Kernel {
                 price_minor: quote.price.total_minor,
                 currency: quote.price.currency.clone(),
                 hold_expires_at: Some(at + HOLD),
+                arrived_at: None,
+                departed_at: None,
+                cancel_reason: None,
+                version: 0,
                 created_at: at,
                 updated_at: at,
             };
-            match self.store().insert_booking(&booking, at).await {
+            let payment = Payment {
+                id: PaymentId::new(),
+                booking_id: booking.id,
+                operator_id: booking.operator_id,
+                driver_id: booking.driver_id,
+                purpose: PaymentPurpose::Booking,
+                label: PaymentPurpose::Booking.as_str().to_owned(),
+                provider: input.provider.clone(),
+                provider_ref: None,
+                status: PaymentStatus::Pending,
+                amount_minor: booking.price_minor,
+                captured_minor: 0,
+                refunded_minor: 0,
+                currency: booking.currency.clone(),
+                payment_method: input.payment_method.clone(),
+                action_url: None,
+                capture_on_authorize: false,
+                failure: None,
+                reverts_end_to: None,
+                created_at: at,
+                updated_at: at,
+            };
+            // A free stay has nothing to authorize: it is confirmed at once.
+            let free = booking.price_minor == 0;
+            let (booking, payments, commands) = if free {
+                let mut confirmed = booking;
+                confirmed.status = BookingStatus::Confirmed;
+                confirmed.hold_expires_at = None;
+                (confirmed, Vec::new(), Vec::new())
+            } else {
+                let command =
+                    PaymentCommand::new(&payment, CommandKind::Authorize, "authorize", payment.amount_minor, at);
+                (booking, vec![payment], vec![command])
+            };
+            match self.store().insert_booking(&booking, at, &payments, &commands).await {
                 Ok(()) => {
                     metrics::counter!("berth_bookings_created_total").increment(1);
+                    // Try the authorization at once, so the answer says how the payment went;
+                    // the relay retries it otherwise.
+                    if let Some(command) = commands.first() {
+                        self.run_command_now(command.id).await;
+                        return Ok(self.store().get_booking(booking.id).await?.unwrap_or(booking));
+                    }
                     return Ok(booking);
                 }
                 // Another live booking overlaps on this space: try the next one.

@@ -113,3 +113,15 @@ id_type!(
     /// A driver's booking of a space for a window.
     BookingId
 );
+id_type!(
+    /// One payment of a booking (the booking itself, an extension, an overstay).
+    PaymentId
+);
+id_type!(
+    /// A provider call waiting in the outbox.
+    PaymentCommandId
+);
+id_type!(
+    /// One line of a booking's receipt: a charge or a refund.
+    ReceiptLineId
+);

@@ -11,10 +11,14 @@ use crate::auth::{ApiKey, SecretHash};
 use crate::device::Device;
 use crate::driver::{Driver, Email, Vehicle};
 use crate::error::StoreError;
-use crate::ids::{ApiKeyId, DeviceId, DriverId, OperatorId, QuoteId, RuleSetId, SiteId, SpaceId, VehicleId};
+use crate::ids::{
+    ApiKeyId, BookingId, DeviceId, DriverId, OperatorId, PaymentCommandId, PaymentId, QuoteId, RuleSetId, SiteId,
+    SpaceId, VehicleId,
+};
 use crate::live::{DeviceHealth, SpaceEvent, SpaceLive};
 use crate::operator::Operator;
 use crate::page::{Page, PageRequest};
+use crate::payment::{BookingChange, Payment, PaymentCommand, ReceiptLine};
 use crate::pricing::Quote;
 use crate::rules::{Activation, RuleSet, RuleVersion};
 use crate::site::{Site, SiteKind};
@@ -73,7 +77,14 @@ pub trait BookingStore: Send + Sync {
     /// Inserts the booking unless a live booking of its space overlaps its window, in which case
     /// it is [`StoreError::Conflict`] with [`crate::booking::OVERLAP`]. Holds that ran out before
     /// `at` are expired first. A quote already used is a conflict too.
-    async fn insert_booking(&self, booking: &crate::booking::Booking, at: DateTime<Utc>) -> StoreResult<()>;
+    /// The booking's first payment and its authorization command commit with it (the outbox).
+    async fn insert_booking(
+        &self,
+        booking: &crate::booking::Booking,
+        at: DateTime<Utc>,
+        payments: &[Payment],
+        commands: &[PaymentCommand],
+    ) -> StoreResult<()>;
     /// Any booking: the kernel checks who may see it.
     async fn get_booking(&self, id: crate::ids::BookingId) -> StoreResult<Option<crate::booking::Booking>>;
     async fn list_bookings(
@@ -81,6 +92,43 @@ pub trait BookingStore: Send + Sync {
         owner: crate::booking::BookingOwner,
         page: PageRequest,
     ) -> StoreResult<Page<crate::booking::Booking>>;
+}
+
+/// Payments, the outbox of provider calls, the webhook inbox and receipts.
+#[async_trait]
+pub trait PaymentStore: Send + Sync {
+    /// Writes a [`BookingChange`] in one transaction. The booking must still have the version
+    /// given, else [`StoreError::Conflict`] with [`crate::payment::STALE`]; a booking whose new
+    /// window overlaps another live booking of its space is a conflict with
+    /// [`crate::booking::OVERLAP`]; an inbox event seen before is a conflict with
+    /// [`crate::payment::DUPLICATE_EVENT`].
+    async fn save_booking_change(&self, change: &BookingChange) -> StoreResult<()>;
+    async fn get_payment(&self, id: PaymentId) -> StoreResult<Option<Payment>>;
+    async fn list_payments(&self, booking: BookingId) -> StoreResult<Vec<Payment>>;
+    async fn find_payment_by_provider_ref(&self, provider: &str, provider_ref: &str) -> StoreResult<Option<Payment>>;
+    /// Payments that hold or await money and were last updated before `quiet_before`.
+    async fn list_payments_to_reconcile(&self, quiet_before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Payment>>;
+    async fn list_payment_commands(&self, booking: BookingId) -> StoreResult<Vec<PaymentCommand>>;
+    /// Takes up to `limit` pending commands due at `at`, oldest first, leasing each until
+    /// `lease_until` (a command is taken by one caller only).
+    async fn claim_payment_commands(
+        &self,
+        at: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<PaymentCommand>>;
+    /// Takes one command if it is pending and due.
+    async fn claim_payment_command(
+        &self,
+        id: PaymentCommandId,
+        at: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<PaymentCommand>>;
+    async fn webhook_seen(&self, provider: &str, event_id: &str) -> StoreResult<bool>;
+    async fn list_receipt(&self, booking: BookingId) -> StoreResult<Vec<ReceiptLine>>;
+    /// Bookings a clock must look at: holds run out by `at`, confirmed bookings whose arrival
+    /// window opened, and active ones.
+    async fn list_bookings_in_play(&self, at: DateTime<Utc>, limit: u32) -> StoreResult<Vec<crate::booking::Booking>>;
 }
 
 /// Rule sets, their versions and activations, and quotes.
@@ -253,6 +301,7 @@ pub trait Store:
     + LiveStore
     + RuleStore
     + BookingStore
+    + PaymentStore
 {
     /// Cheap round trip to the database, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -1064,3 +1064,90 @@ fn occupancy_now(availability: &crate::ingest::Availability) -> Occupancy {
 const MAX_HISTORY_EVENTS: u64 = 500_000;
 /// How long a site's last-hour occupancy is reused by quotes.
 const RECENT_OCCUPANCY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a booking rule is asked about: an extension's new end, an overstay's departure.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BookingMoments {
+    pub new_end: Option<DateTime<Utc>>,
+    pub departed_at: Option<DateTime<Utc>>,
+}
+
+/// A policy's answer for a booking: a decision and/or an amount, with its explanation.
+#[derive(Debug, Clone)]
+pub(crate) struct BookingAnswer {
+    pub allow: bool,
+    pub reason: Option<String>,
+    /// The amount the rule gave, `None` when it gave none (or is not defined).
+    pub amount_minor: Option<i64>,
+}
+
+impl Kernel {
+    /// Runs `entry` for a booking under the rule version it was quoted with (the terms the
+    /// driver accepted), over `window` (the stay, or a longer or extra part of it).
+    pub(crate) async fn booking_rule(
+        &self,
+        booking: &crate::booking::Booking,
+        entry: EntryPoint,
+        facts: Option<BookingMoments>,
+        window: (DateTime<Utc>, DateTime<Utc>),
+        at: DateTime<Utc>,
+    ) -> KernelResult<BookingAnswer> {
+        let operator = booking.operator_id;
+        let quote = self.store().get_quote(booking.quote_id).await?.ok_or_else(|| KernelError::not_found("quote"))?;
+        let rule_set = self
+            .store()
+            .get_rule_set(operator, quote.rule_set_id)
+            .await?
+            .ok_or_else(|| KernelError::Unavailable("the booking's rule set is gone".into()))?;
+        let (_, version) = self.rule_version(operator, rule_set.id, quote.rule_version).await?;
+        let compiled = self.compiled(&rule_set, &version).await?;
+        let site = self
+            .store()
+            .get_site(operator, booking.site_id)
+            .await?
+            .ok_or_else(|| KernelError::Unavailable("the booking's site is gone".into()))?;
+        let space = self.store().get_space(operator, booking.space_id).await?;
+        let availability = self.site_availability_for(operator, site.id).await?;
+        let occupancy = self.occupancy_with_recent(operator, &site, &availability).await?;
+        let local = |at: DateTime<Utc>| LocalTime::new(at, site.details.timezone, &rule_set.holidays);
+        let (start, end) = (local(window.0), local(window.1));
+        let booking_facts = facts.map(|BookingMoments { new_end, departed_at }| crate::rules::BookingFacts {
+            paid_minor: booking.price_minor,
+            start: local(booking.start),
+            end: local(booking.end),
+            new_end: new_end.map(local),
+            departed_at: departed_at.map(local),
+        });
+        let ctx = RuleContext {
+            site: SiteFacts::of(&site, occupancy.total),
+            space: space.as_ref().map(SpaceFacts::of),
+            vehicle_type: quote.vehicle_type.as_str().to_owned(),
+            start,
+            end,
+            now: local(at),
+            occupancy,
+            driver: quote.context.driver.clone(),
+            booking: booking_facts,
+            holidays: holidays_between(&rule_set.holidays, &start, &end),
+            params: version.params.clone(),
+            adjustment: None,
+        };
+        let guardrails = rule_set.guardrails;
+        let checked = tokio::task::spawn_blocking(move || {
+            crate::rules::evaluate_checked(compiled.as_ref(), entry, &ctx, &guardrails)
+        })
+        .await
+        .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?
+        .map_err(|error| {
+            metrics::counter!("berth_rules_errors_total", "kind" => error.kind.as_str()).increment(1);
+            tracing::warn!(rule_set = %rule_set.id, version = version.version, %error, entry = entry.name(), "booking rule failed");
+            KernelError::RuleFailed(format!("the operator's {} rule failed; try again later", entry.name()))
+        })?;
+        let (allow, reason) = match &checked.decision {
+            Some(decision) => (decision.allow, decision.reason.clone()),
+            None => (true, None),
+        };
+        let amount_minor = if checked.defaulted { None } else { checked.price.as_ref().map(|price| price.total_minor) };
+        Ok(BookingAnswer { allow, reason, amount_minor })
+    }
+}

@@ -33,6 +33,7 @@ pub struct Kernel {
     rules_engine: Arc<dyn crate::rules::RulesEngine>,
     pub(crate) rule_cache: Arc<crate::pricing::RuleCache>,
     pub(crate) site_index: Arc<crate::search::SiteIndex>,
+    pub(crate) payments: Arc<crate::payment::Payments>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -58,6 +59,7 @@ impl Kernel {
             rules_engine: Arc::new(crate::pricing::NoRules),
             rule_cache: Arc::default(),
             site_index: Arc::default(),
+            payments: Arc::default(),
         }
     }
 
@@ -69,6 +71,12 @@ impl Kernel {
 
     pub fn rules_engine(&self) -> &Arc<dyn crate::rules::RulesEngine> {
         &self.rules_engine
+    }
+
+    /// The payment providers, the primary first.
+    pub fn with_payments(mut self, payments: crate::payment::Payments) -> Self {
+        self.payments = Arc::new(payments);
+        self
     }
 
     pub fn with_plugins(mut self, plugins: Arc<dyn Plugins>) -> Self {

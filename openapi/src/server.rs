@@ -4,6 +4,7 @@
 use poem::http::StatusCode;
 use poem::middleware::Tracing;
 use poem::web::Data;
+use poem::web::Path;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 use poem_openapi::OpenApiService;
 
@@ -76,6 +77,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint<Output = Res
         .nest("/", service)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .at("/v1/webhooks/payments/:provider", poem::post(payment_webhook))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(metrics))
@@ -178,4 +180,33 @@ async fn readyz(state: Data<&AppState>) -> Response {
 #[handler]
 fn metrics() -> Response {
     prometheus_handle().render().with_content_type("text/plain; version=0.0.4").into_response()
+}
+
+/// A payment provider's webhook (`POST /v1/webhooks/payments/{provider}`). Outside the OpenAPI
+/// document: the body must reach the provider's signature check byte for byte, whatever its
+/// content type, and providers, not API clients, call it. 200 when applied, recorded or seen
+/// before; 401 when the signature does not verify; 404 for an unknown provider; 503 when the
+/// event cannot be verified now (the provider retries).
+#[handler]
+async fn payment_webhook(
+    state: Data<&AppState>,
+    Path(provider): Path<String>,
+    headers: &poem::http::HeaderMap,
+    body: Vec<u8>,
+) -> Response {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_ascii_lowercase(), value.to_str().ok()?.to_owned())))
+        .collect();
+    match state.kernel.payment_webhook(&provider, &headers, &body).await {
+        Ok(outcome) => {
+            let outcome = match outcome {
+                berth_kernel::payment::WebhookOutcome::Applied => "applied",
+                berth_kernel::payment::WebhookOutcome::Duplicate => "duplicate",
+                berth_kernel::payment::WebhookOutcome::Ignored => "ignored",
+            };
+            poem::web::Json(serde_json::json!({ "received": true, "outcome": outcome })).into_response()
+        }
+        Err(error) => crate::problem::ApiError::from(error).into_response(),
+    }
 }

@@ -1,7 +1,7 @@
 //! Builds the plugins as `wasm32-wasip2` components, so a normal `cargo build`/`cargo test`
-//! produces them: the bundled sensor plugins (each assembled into a plugin directory with its
-//! `plugin.toml`) and the test-only plugins. Uses its own target dir; installs the target with
-//! rustup when it is missing.
+//! produces them: the bundled plugins, sensor decoders and the PayPal payment provider (each
+//! assembled into a plugin directory with its `plugin.toml`), and the test-only plugins. Uses its
+//! own target dir; installs the target with rustup when it is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +14,7 @@ const BUNDLED: &[(&str, &str, &str)] = &[
     ("berth-sensor-dingtek", "plugins/sensors/dingtek", "berth_sensor_dingtek"),
     ("berth-sensor-browan", "plugins/sensors/browan", "berth_sensor_browan"),
     ("berth-sensor-elsys", "plugins/sensors/elsys", "berth_sensor_elsys"),
+    ("berth-payment-paypal", "plugins/payments/paypal", "berth_payment_paypal"),
 ];
 
 /// Test-only plugins: crate and component name.
@@ -26,7 +27,7 @@ const TESTING: &[(&str, &str)] = &[
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.join("../..").canonicalize().unwrap();
-    for watched in ["plugins/sdk", "plugins/sensors", "plugins/testing", "plugins/wit"] {
+    for watched in ["plugins/sdk", "plugins/sensors", "plugins/payments", "plugins/testing", "plugins/wit"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     ensure_target();

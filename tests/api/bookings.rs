@@ -4,12 +4,12 @@
 use chrono::{DurationRound, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{Tenant, TestApp};
+use crate::helpers::{Backend, Tenant, TestApp, postgres_url};
 use crate::on_each_backend;
 
 on_each_backend!(a_quote_books_a_space_once_and_overlaps_are_refused, of_many_racing_overlapping_bookings_one_wins);
 
-async fn priced_site(app: &TestApp, tenant: &Tenant, spaces: usize) -> (String, Vec<String>) {
+pub async fn priced_site(app: &TestApp, tenant: &Tenant, spaces: usize) -> (String, Vec<String>) {
     let (site_id, space_ids) = tenant.site_with_spaces(app, "Trindade", spaces).await;
     let body = json!({"name": "tariff", "site_id": site_id, "currency": "EUR"});
     let set = app.post("/v1/rulesets", &tenant.admin_key, body).await.expect(201)["id"].as_str().unwrap().to_owned();
@@ -23,7 +23,7 @@ async fn priced_site(app: &TestApp, tenant: &Tenant, spaces: usize) -> (String, 
 }
 
 /// A quote for `from`..`to` hours after tomorrow's first hour, at the site or one space.
-async fn quote(app: &TestApp, driver: &str, place: Value, from: i64, to: i64) -> String {
+pub async fn quote(app: &TestApp, driver: &str, place: Value, from: i64, to: i64) -> String {
     let base = (Utc::now() + chrono::Duration::days(1)).duration_trunc(chrono::Duration::hours(1)).unwrap();
     let mut body = json!({"start": (base + chrono::Duration::hours(from)).to_rfc3339(),
                           "end": (base + chrono::Duration::hours(to)).to_rfc3339()});
@@ -118,4 +118,49 @@ async fn of_many_racing_overlapping_bookings_one_wins(app: &TestApp) {
         "{:?}",
         responses.iter().find(|r| r.status != 409 && r.status != 201)
     );
+}
+
+/// Two nodes on one PostgreSQL database: 500 overlapping requests for one space, alternating
+/// between the nodes, give exactly one booking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_two_nodes_one_booking_wins() {
+    if postgres_url().is_none() {
+        eprintln!("BERTH_TEST_POSTGRES_URL not set: two-node run skipped");
+        return;
+    }
+    const REQUESTS: usize = 500;
+    let secret = berth::config::Secret::new("two-nodes-share-this-token-secret-0123456789");
+    let shared = secret.clone();
+    let node_a = TestApp::spawn_with(Backend::Postgres, move |config| config.auth.token_secret = Some(shared)).await;
+    let database = node_a.config.database.url.clone();
+    let node_b = TestApp::spawn_with(Backend::Postgres, move |config| {
+        config.database.url = database;
+        config.auth.token_secret = Some(secret);
+    })
+    .await;
+    let tenant = node_a.new_tenant("acme").await;
+    let (_, spaces) = priced_site(&node_a, &tenant, 1).await;
+    let driver = node_a.new_driver("ana@example.com").await;
+    let mut quotes = Vec::with_capacity(REQUESTS);
+    for index in 0..REQUESTS as i64 {
+        quotes.push(quote(&node_a, &driver, json!({"space_id": spaces[0]}), index % 3, 4 + index % 2).await);
+    }
+    let requests = quotes.iter().enumerate().map(|(index, quote_id)| {
+        let node = if index % 2 == 0 { &node_a } else { &node_b };
+        node.post("/v1/bookings", &driver, json!({"quote_id": quote_id}))
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    let created = responses.iter().filter(|response| response.status == 201).count();
+    let conflicts = responses.iter().filter(|response| response.status == 409).count();
+    assert_eq!(
+        (created, conflicts),
+        (1, REQUESTS - 1),
+        "{:?}",
+        responses.iter().find(|r| r.status != 409 && r.status != 201)
+    );
+    // Both nodes see the one booking.
+    let listed_b = node_b.get("/v1/bookings", &driver).await.expect(200);
+    assert_eq!(listed_b["items"].as_array().unwrap().len(), 1);
+    node_b.cleanup().await;
+    node_a.cleanup().await;
 }

@@ -188,6 +188,16 @@ impl TestApp {
         read(request.send().await.expect("request sent")).await
     }
 
+    /// A POST without a token, with these headers and this exact body (a provider's webhook).
+    pub async fn client_request(&self, path: &str, headers: &[(&str, &str)], body: String) -> Resp {
+        let mut request =
+            self.client.post(format!("{}{path}", self.base_url)).header("content-type", "application/json").body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        read(request.send().await.expect("request sent")).await
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.request(Method::GET, path, Some(token), None).await
     }

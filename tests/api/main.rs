@@ -12,6 +12,7 @@ mod health;
 mod keys;
 mod live;
 mod mqtt;
+mod payments;
 mod persistence;
 mod plugins;
 mod rules;

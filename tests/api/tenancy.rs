@@ -63,7 +63,8 @@ fn scope_of(operation_id: &str) -> Scope {
         "search" => Scope::Search,
         "createBooking" => Scope::Booking,
         "listBookings" => Scope::Search,
-        "getBooking" => Scope::Quote,
+        "getBooking" | "cancelBooking" | "extendBooking" | "checkInBooking" | "checkOutBooking"
+        | "getBookingReceipt" => Scope::Quote,
         "createKey"
         | "listKeys"
         | "createSite"
@@ -134,6 +135,8 @@ fn body_for(operation_id: &str, victim: &Victim) -> Option<(Value, &'static str)
         "rollbackRuleSet" => json_body(json!({"version": 1})),
         "createQuote" => json_body(quote_body(&victim.site_id)),
         "createBooking" => json_body(json!({"quote_id": victim.quote_id})),
+        "cancelBooking" => json_body(json!({"reason": "evil"})),
+        "extendBooking" => json_body(json!({"end": (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339()})),
         _ => None,
     }
 }
@@ -185,6 +188,7 @@ async fn snapshot(app: &TestApp, victim: &Victim) -> Vec<Value> {
         app.get(&format!("/v1/rulesets/{}/versions", victim.rule_set_id), key).await.expect(200),
         app.get(&format!("/v1/quotes/{}", victim.quote_id), &victim.driver_token).await.expect(200),
         app.get(&format!("/v1/bookings/{}", victim.booking_id), &victim.driver_token).await.expect(200),
+        app.get(&format!("/v1/bookings/{}/receipt", victim.booking_id), &victim.driver_token).await.expect(200),
     ]
 }
 

@@ -7,6 +7,7 @@ use berth_kernel::StoreError;
 use berth_kernel::booking::{Booking, BookingOwner, BookingStatus, OVERLAP};
 use berth_kernel::ids::{BookingId, DriverId, OperatorId, QuoteId, SiteId, SpaceId, VehicleId};
 use berth_kernel::page::{Page, PageRequest};
+use berth_kernel::payment::{Payment, PaymentCommand};
 use berth_kernel::ports::{BookingStore, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -20,11 +21,11 @@ use crate::{SqlStore, backend, corrupt, fetch_page};
 
 const QUOTE_USED: &str = "this quote was already used for a booking";
 
-fn live() -> Vec<&'static str> {
+pub(crate) fn live() -> Vec<&'static str> {
     BookingStatus::LIVE.iter().map(|status| status.as_str()).collect()
 }
 
-fn to_row(booking: &Booking) -> booking::Model {
+pub(crate) fn to_row(booking: &Booking) -> booking::Model {
     booking::Model {
         id: booking.id.as_uuid(),
         operator_id: booking.operator_id.as_uuid(),
@@ -39,12 +40,16 @@ fn to_row(booking: &Booking) -> booking::Model {
         price_minor: booking.price_minor,
         currency: booking.currency.clone(),
         hold_expires_at: booking.hold_expires_at,
+        arrived_at: booking.arrived_at,
+        departed_at: booking.departed_at,
+        cancel_reason: booking.cancel_reason.clone(),
+        version: booking.version,
         created_at: booking.created_at,
         updated_at: booking.updated_at,
     }
 }
 
-fn from_row(row: booking::Model) -> StoreResult<Booking> {
+pub(crate) fn from_row(row: booking::Model) -> StoreResult<Booking> {
     Ok(Booking {
         id: BookingId::from_uuid(row.id),
         operator_id: OperatorId::from_uuid(row.operator_id),
@@ -60,6 +65,10 @@ fn from_row(row: booking::Model) -> StoreResult<Booking> {
         price_minor: row.price_minor,
         currency: row.currency,
         hold_expires_at: row.hold_expires_at,
+        arrived_at: row.arrived_at,
+        departed_at: row.departed_at,
+        cancel_reason: row.cancel_reason,
+        version: row.version,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -67,7 +76,7 @@ fn from_row(row: booking::Model) -> StoreResult<Booking> {
 
 /// What an insert failure means: an overlap (PostgreSQL's exclusion constraint), a quote used
 /// twice, or a real failure.
-fn insert_error(error: DbErr) -> StoreError {
+pub(crate) fn insert_error(error: DbErr) -> StoreError {
     let text = error.to_string();
     if text.contains("bookings_no_overlap") || text.contains("23P01") {
         return StoreError::Conflict(OVERLAP.to_owned());
@@ -93,7 +102,13 @@ async fn expire_holds(txn: &DatabaseTransaction, space: SpaceId, at: DateTime<Ut
 
 #[async_trait]
 impl BookingStore for SqlStore {
-    async fn insert_booking(&self, booking: &Booking, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn insert_booking(
+        &self,
+        booking: &Booking,
+        at: DateTime<Utc>,
+        payments: &[Payment],
+        commands: &[PaymentCommand],
+    ) -> StoreResult<()> {
         let sqlite = self.db.get_database_backend() == DbBackend::Sqlite;
         let _writer = if sqlite { Some(self.booking_writer.lock().await) } else { None };
         let txn = self.db.begin().await.map_err(backend)?;
@@ -134,6 +149,7 @@ impl BookingStore for SqlStore {
             .exec_without_returning(&txn)
             .await
             .map_err(insert_error)?;
+        crate::payments::write_payments(&txn, payments, commands, &[]).await?;
         txn.commit().await.map_err(insert_error)
     }
 

@@ -8,6 +8,7 @@ mod convert;
 mod entity;
 mod live;
 pub mod migration;
+mod payments;
 mod rules;
 
 use std::time::Duration;

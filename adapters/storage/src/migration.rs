@@ -7,7 +7,13 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Spine), Box::new(M0002Live), Box::new(M0003Rules), Box::new(M0004Bookings)]
+        vec![
+            Box::new(M0001Spine),
+            Box::new(M0002Live),
+            Box::new(M0003Rules),
+            Box::new(M0004Bookings),
+            Box::new(M0005Payments),
+        ]
     }
 }
 
@@ -807,6 +813,10 @@ enum Bookings {
     PriceMinor,
     Currency,
     HoldExpiresAt,
+    ArrivedAt,
+    DepartedAt,
+    CancelReason,
+    Version,
     CreatedAt,
     UpdatedAt,
 }
@@ -877,5 +887,252 @@ impl MigrationTrait for M0004Bookings {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(Bookings::Table).to_owned()).await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Payments {
+    Table,
+    Id,
+    BookingId,
+    OperatorId,
+    DriverId,
+    Purpose,
+    Label,
+    Provider,
+    ProviderRef,
+    Status,
+    AmountMinor,
+    CapturedMinor,
+    RefundedMinor,
+    Currency,
+    PaymentMethod,
+    ActionUrl,
+    CaptureOnAuthorize,
+    Failure,
+    RevertsEndTo,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum PaymentCommands {
+    Table,
+    Id,
+    PaymentId,
+    BookingId,
+    Kind,
+    AmountMinor,
+    IdempotencyKey,
+    Status,
+    Attempts,
+    NextAttemptAt,
+    LastError,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum PaymentWebhooks {
+    Table,
+    Provider,
+    EventId,
+    ReceivedAt,
+}
+
+#[derive(DeriveIden)]
+enum ReceiptLines {
+    Table,
+    Id,
+    BookingId,
+    PaymentId,
+    Kind,
+    Description,
+    AmountMinor,
+    Currency,
+    Provider,
+    ProviderRef,
+    At,
+}
+
+/// Payments: each booking's payments, the outbox of provider calls, the webhook inbox and the
+/// receipt lines; bookings learn arrival, departure, why they were cancelled, and a version.
+struct M0005Payments;
+
+impl MigrationName for M0005Payments {
+    fn name(&self) -> &str {
+        "m0005_payments"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005Payments {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite adds one column per statement.
+        for column in [
+            timestamp_null(Bookings::ArrivedAt),
+            timestamp_null(Bookings::DepartedAt),
+            text_null(Bookings::CancelReason),
+            ColumnDef::new(Bookings::Version).big_integer().not_null().default(0).to_owned(),
+        ] {
+            let mut column = column;
+            manager.alter_table(Table::alter().table(Bookings::Table).add_column(&mut column).to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(Payments::Table)
+                    .col(id_pk(Payments::Id))
+                    .col(ColumnDef::new(Payments::BookingId).uuid().not_null())
+                    .col(ColumnDef::new(Payments::OperatorId).uuid().not_null())
+                    .col(ColumnDef::new(Payments::DriverId).uuid().not_null())
+                    .col(text(Payments::Purpose))
+                    .col(text(Payments::Label))
+                    .col(text_null(Payments::Provider))
+                    .col(text_null(Payments::ProviderRef))
+                    .col(text(Payments::Status))
+                    .col(ColumnDef::new(Payments::AmountMinor).big_integer().not_null())
+                    .col(ColumnDef::new(Payments::CapturedMinor).big_integer().not_null())
+                    .col(ColumnDef::new(Payments::RefundedMinor).big_integer().not_null())
+                    .col(text(Payments::Currency))
+                    .col(text_null(Payments::PaymentMethod))
+                    .col(text_null(Payments::ActionUrl))
+                    .col(ColumnDef::new(Payments::CaptureOnAuthorize).boolean().not_null())
+                    .col(text_null(Payments::Failure))
+                    .col(timestamp_null(Payments::RevertsEndTo))
+                    .col(timestamp(Payments::CreatedAt))
+                    .col(timestamp(Payments::UpdatedAt))
+                    .foreign_key(&mut fk(
+                        Payments::Table,
+                        Payments::BookingId,
+                        Bookings::Table,
+                        Bookings::Id,
+                        ForeignKeyAction::Restrict,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, columns) in [
+            ("payments_by_booking_label", vec![Payments::BookingId, Payments::Label]),
+            ("payments_by_provider_ref", vec![Payments::Provider, Payments::ProviderRef]),
+        ] {
+            let mut index = Index::create().name(name).table(Payments::Table).to_owned();
+            for column in columns {
+                index.col(column);
+            }
+            if name == "payments_by_booking_label" {
+                index.unique();
+            }
+            manager.create_index(index).await?;
+        }
+        manager
+            .create_index(
+                Index::create()
+                    .name("payments_by_status_and_update")
+                    .table(Payments::Table)
+                    .col(Payments::Status)
+                    .col(Payments::UpdatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(PaymentCommands::Table)
+                    .col(id_pk(PaymentCommands::Id))
+                    .col(ColumnDef::new(PaymentCommands::PaymentId).uuid().not_null())
+                    .col(ColumnDef::new(PaymentCommands::BookingId).uuid().not_null())
+                    .col(text(PaymentCommands::Kind))
+                    .col(ColumnDef::new(PaymentCommands::AmountMinor).big_integer().not_null())
+                    .col(ColumnDef::new(PaymentCommands::IdempotencyKey).text().not_null().unique_key())
+                    .col(text(PaymentCommands::Status))
+                    .col(ColumnDef::new(PaymentCommands::Attempts).integer().not_null())
+                    .col(timestamp(PaymentCommands::NextAttemptAt))
+                    .col(text_null(PaymentCommands::LastError))
+                    .col(timestamp(PaymentCommands::CreatedAt))
+                    .col(timestamp(PaymentCommands::UpdatedAt))
+                    .foreign_key(&mut fk(
+                        PaymentCommands::Table,
+                        PaymentCommands::PaymentId,
+                        Payments::Table,
+                        Payments::Id,
+                        ForeignKeyAction::Restrict,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("payment_commands_due")
+                    .table(PaymentCommands::Table)
+                    .col(PaymentCommands::Status)
+                    .col(PaymentCommands::NextAttemptAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("payment_commands_by_booking")
+                    .table(PaymentCommands::Table)
+                    .col(PaymentCommands::BookingId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(PaymentWebhooks::Table)
+                    .col(text(PaymentWebhooks::Provider))
+                    .col(text(PaymentWebhooks::EventId))
+                    .col(timestamp(PaymentWebhooks::ReceivedAt))
+                    .primary_key(Index::create().col(PaymentWebhooks::Provider).col(PaymentWebhooks::EventId))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ReceiptLines::Table)
+                    .col(id_pk(ReceiptLines::Id))
+                    .col(ColumnDef::new(ReceiptLines::BookingId).uuid().not_null())
+                    .col(ColumnDef::new(ReceiptLines::PaymentId).uuid().not_null())
+                    .col(text(ReceiptLines::Kind))
+                    .col(text(ReceiptLines::Description))
+                    .col(ColumnDef::new(ReceiptLines::AmountMinor).big_integer().not_null())
+                    .col(text(ReceiptLines::Currency))
+                    .col(text(ReceiptLines::Provider))
+                    .col(text(ReceiptLines::ProviderRef))
+                    .col(timestamp(ReceiptLines::At))
+                    .foreign_key(&mut fk(
+                        ReceiptLines::Table,
+                        ReceiptLines::PaymentId,
+                        Payments::Table,
+                        Payments::Id,
+                        ForeignKeyAction::Restrict,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("receipt_lines_by_booking")
+                    .table(ReceiptLines::Table)
+                    .col(ReceiptLines::BookingId)
+                    .col(ReceiptLines::At)
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [ReceiptLines::Table.into_iden(), PaymentWebhooks::Table.into_iden()] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
+        manager.drop_table(Table::drop().table(PaymentCommands::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(Payments::Table).to_owned()).await
     }
 }

@@ -1,5 +1,5 @@
-//! Payment-provider plugins: authorize, capture, cancel, refund and verify a webhook, each a
-//! guarded call with outbound HTTP limited to the manifest's hosts.
+//! Payment-provider plugins: authorize, capture, cancel, refund, retrieve and verify a webhook,
+//! each a guarded call with outbound HTTP limited to the manifest's hosts.
 
 use std::collections::BTreeMap;
 
@@ -79,6 +79,12 @@ impl PaymentPlugin {
         self.runner.call(|bindings, store| {
             Ok(Ok(bindings.berth_plugin_payment().call_refund(store, provider_ref, amount, idempotency_key)?))
         })
+    }
+
+    /// The provider's current view of a payment (reconciliation); moves no money.
+    pub fn retrieve(&self, provider_ref: &str) -> PaymentResult<PaymentState> {
+        self.runner
+            .call(|bindings, store| Ok(Ok(bindings.berth_plugin_payment().call_retrieve(store, provider_ref)?)))
     }
 
     pub fn verify_webhook(&self, webhook: &Webhook) -> PaymentResult<PaymentEvent> {

@@ -34,6 +34,7 @@ pub const MANIFEST_FILE: &str = "plugin.toml";
 #[derive(Clone)]
 pub struct RegistryOptions {
     /// Plugins shipped with berth ([`crate::BUNDLED`], embedded in the binary); empty for none.
+    /// Those that need configuration load only once configured (see `bundled_is_wanted`).
     pub bundled: &'static [BundledPlugin],
     /// Installed plugins: uploads are written here, and it is watched for changes. A plugin
     /// here replaces a bundled plugin of the same id.
@@ -154,7 +155,9 @@ impl Registry {
         let watch = options.watch;
         let inner = Arc::new(Inner { host, options, state: RwLock::new(State::default()), files: Mutex::new(()) });
         for bundled in inner.options.bundled {
-            inner.load_and_apply(Origin::Embedded(bundled), PluginSource::Bundled);
+            if inner.bundled_is_wanted(bundled) {
+                inner.load_and_apply(Origin::Embedded(bundled), PluginSource::Bundled);
+            }
         }
         for dir in plugin_dirs(&inner.options.plugins_dir) {
             inner.load_and_apply(Origin::Dir(dir), PluginSource::Installed);
@@ -280,6 +283,27 @@ impl Registry {
 }
 
 impl Inner {
+    /// Whether a bundled plugin loads. One that needs configuration (it declares config keys or
+    /// secrets, as the PayPal provider does) is opt-in: it loads once the operator configures it,
+    /// under `[plugins.config.<id>]` or with one of its secrets, and is not listed until then
+    /// (rather than listed as failed on every installation that does not use it). A manifest
+    /// that does not parse loads, so that its error is listed.
+    fn bundled_is_wanted(&self, bundled: &BundledPlugin) -> bool {
+        let Ok(manifest) = Manifest::parse(bundled.manifest) else { return true };
+        if manifest.config_keys.is_empty() && manifest.secrets.is_empty() {
+            return true;
+        }
+        let wanted = self.options.config.contains_key(&manifest.id)
+            || manifest
+                .secrets
+                .iter()
+                .any(|key| self.options.secret_env.contains_key(&secret_variable(&manifest.id, key)));
+        if !wanted {
+            tracing::debug!(plugin = %manifest.id, "bundled plugin not configured; not loaded");
+        }
+        wanted
+    }
+
     fn load_and_apply(&self, origin: Origin, source: PluginSource) {
         let loaded = self.load_origin(&origin);
         let id = match (&loaded, &origin) {
@@ -465,12 +489,10 @@ impl Inner {
             };
             if removed {
                 tracing::info!(plugin = %id, "plugin directory removed; plugin unloaded");
-                if let Some(bundled) = self
-                    .options
-                    .bundled
-                    .iter()
-                    .find(|bundled| Manifest::parse(bundled.manifest).is_ok_and(|manifest| manifest.id == id))
-                {
+                if let Some(bundled) = self.options.bundled.iter().find(|bundled| {
+                    Manifest::parse(bundled.manifest).is_ok_and(|manifest| manifest.id == id)
+                        && self.bundled_is_wanted(bundled)
+                }) {
                     self.load_and_apply(Origin::Embedded(bundled), PluginSource::Bundled);
                 }
             }

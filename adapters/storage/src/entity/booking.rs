@@ -20,6 +20,10 @@ pub struct Model {
     pub price_minor: i64,
     pub currency: String,
     pub hold_expires_at: Option<DateTimeUtc>,
+    pub arrived_at: Option<DateTimeUtc>,
+    pub departed_at: Option<DateTimeUtc>,
+    pub cancel_reason: Option<String>,
+    pub version: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -101,6 +101,11 @@ mod plugin {
             Ok(state(&value, amount))
         }
 
+        fn retrieve(provider_ref: String) -> Result<PaymentState, PaymentError> {
+            let value = post("/retrieve", "", json!({"id": provider_ref}))?;
+            Ok(state(&value, Money { amount_minor: 0, currency: String::new() }))
+        }
+
         fn verify_webhook(webhook: Webhook) -> Result<PaymentEvent, PaymentError> {
             let secret = config::get("webhook_secret").unwrap_or_default();
             let presented = webhook

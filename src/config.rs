@@ -120,6 +120,8 @@ pub struct PaymentsConfig {
     /// Authorizations older than this are captured even before departure (card holds lapse
     /// after 7 days).
     pub capture_within_hours: u64,
+    /// Plates are erased from bookings that ended this many days ago (0: at the next tick).
+    pub plate_retention_days: u64,
     /// Stripe's settings, when `stripe` is among the providers.
     pub stripe: Option<StripeConfig>,
 }
@@ -137,6 +139,7 @@ impl Default for PaymentsConfig {
             reconcile_interval_secs: 300,
             reconcile_quiet_secs: 300,
             capture_within_hours: 144,
+            plate_retention_days: 30,
             stripe: None,
         }
     }

@@ -3,6 +3,7 @@
 //! [`start`] exactly as `berth serve` does.
 
 pub mod bench;
+pub mod bench_market;
 pub mod config;
 pub mod demo;
 pub mod payments;
@@ -359,6 +360,11 @@ async fn payments_on_schedule(kernel: Kernel, config: crate::config::PaymentsCon
             ticks.tick().await;
             if let Err(error) = kernel.tick_bookings(500).await {
                 tracing::warn!(error = %error, "booking clock pass failed");
+            }
+            let days = i64::try_from(config.plate_retention_days.min(36_500)).unwrap_or(36_500);
+            let retention = chrono::Duration::days(days);
+            if let Err(error) = kernel.forget_old_plates(retention).await {
+                tracing::warn!(error = %error, "erasing old plates failed");
             }
         }
     };

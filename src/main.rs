@@ -106,6 +106,32 @@ enum BenchCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Search: latency percentiles at a fixed request rate over many spaces, priced by rules.
+    Search {
+        /// Sites (each with `spaces_per_site` spaces).
+        #[arg(long, default_value_t = 1_000)]
+        sites: usize,
+        #[arg(long, default_value_t = 100)]
+        spaces_per_site: usize,
+        /// Searches per second (open loop: sent on schedule whatever the answers take).
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Contended bookings: requests per second with most windows overlapping, and a check that
+    /// no two live bookings of a space overlap.
+    Bookings {
+        /// An empty PostgreSQL database (the target figure is for PostgreSQL); SQLite otherwise.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        spaces: usize,
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// The SSE clients of `bench ingest` (run by it in a child process).
     #[command(hide = true)]
     SseClients {
@@ -266,6 +292,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { command: BenchCommand::Rules { evaluations } } => berth::bench::rules(evaluations),
+        Command::Bench { command: BenchCommand::Search { sites, spaces_per_site, rate, seconds } } => {
+            berth::bench_market::search(sites, spaces_per_site, rate, seconds).await
+        }
+        Command::Bench { command: BenchCommand::Bookings { database_url, spaces, requests, concurrency } } => {
+            berth::bench_market::bookings(database_url, spaces, requests, concurrency).await
+        }
         Command::Bench { command: BenchCommand::SseClients { url, token, clients, events } } => {
             berth::bench::sse_clients(url, token, clients, events).await
         }

@@ -70,6 +70,9 @@ pub struct Booking {
     pub space_id: SpaceId,
     pub driver_id: DriverId,
     pub vehicle_id: Option<VehicleId>,
+    /// The vehicle's plate as booked, for the operator's enforcement; erased after the
+    /// retention period once the booking is over, and when the driver erases their data.
+    pub plate: Option<String>,
     pub quote_id: QuoteId,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
@@ -115,6 +118,7 @@ impl Kernel {
                 quote.expires_at.to_rfc3339()
             )));
         }
+        let mut plate = None;
         if let Some(vehicle_id) = input.vehicle_id {
             let vehicle = self
                 .store()
@@ -132,6 +136,7 @@ impl Kernel {
                 )
                 .into());
             }
+            plate = Some(vehicle.plate.as_str().to_owned());
         }
         if let Some(provider) = &input.provider
             && !self.payments().names().contains(&provider.as_str())
@@ -170,6 +175,7 @@ impl Kernel {
                 space_id: *space_id,
                 driver_id: *driver_id,
                 vehicle_id: input.vehicle_id,
+                plate: plate.clone(),
                 quote_id: quote.id,
                 start: quote.start,
                 end: quote.end,

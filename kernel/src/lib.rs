@@ -22,6 +22,7 @@ pub mod payment;
 pub mod plugin;
 pub mod ports;
 pub mod pricing;
+pub mod privacy;
 pub mod reject;
 pub mod rules;
 pub mod search;

@@ -128,6 +128,13 @@ pub trait PaymentStore: Send + Sync {
     async fn list_receipt(&self, booking: BookingId) -> StoreResult<Vec<ReceiptLine>>;
     /// Bookings a clock must look at: holds run out by `at`, confirmed bookings whose arrival
     /// window opened, and active ones.
+    /// Erases plates of bookings that ended (completed, cancelled, expired, no-show) before
+    /// `ended_before`; returns how many.
+    async fn forget_plates(&self, ended_before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Erases a driver's personal data in one transaction: vehicles deleted; plates, vehicles and
+    /// payment-method tokens cleared from their bookings and payments (amounts, dates and
+    /// receipts stay for the operators' books); the account itself deleted.
+    async fn erase_driver(&self, driver: DriverId) -> StoreResult<()>;
     async fn list_bookings_in_play(&self, at: DateTime<Utc>, limit: u32) -> StoreResult<Vec<crate::booking::Booking>>;
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use berth_payments::fake::paypal::{FakePaypal, FakePaypalConfig};
 use berth_payments::fake::stripe::{Failure, FakeStripe, FakeStripeConfig};
 use berth_payments::stripe_signature;
 use chrono::{DateTime, DurationRound, Utc};
@@ -44,6 +45,9 @@ on_both!(
     an_extension_is_a_payment_of_its_own,
     a_provider_timeout_is_retried_with_the_same_key,
     out_of_order_and_missed_webhooks_are_repaired,
+    with_stripe_down_new_bookings_fail_over_to_paypal,
+    the_booking_clock_expires_holds_marks_no_shows_and_follows_the_sensor,
+    drivers_export_and_erase_their_data_and_plates_expire,
 );
 
 /// A server paying through a local Stripe, and a priced site.
@@ -411,5 +415,197 @@ async fn out_of_order_and_missed_webhooks_are_repaired(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = world.booking(&id).await;
     assert_eq!((status(&after), payment_status(&after, 0)), ("confirmed", "authorized"));
+    world.finish().await;
+}
+
+/// The bundled PayPal plugin, installed as an operator would with its manifest's allow-list
+/// extended to the local PayPal.
+fn install_paypal(plugins_dir: &std::path::Path, paypal_host: &str) {
+    let bundled = std::path::Path::new(berth_plugin_host::BUNDLED_PLUGINS_DIR).join("paypal");
+    let target = plugins_dir.join("paypal");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::copy(bundled.join("plugin.wasm"), target.join("plugin.wasm")).unwrap();
+    let manifest = std::fs::read_to_string(bundled.join("plugin.toml")).unwrap();
+    let manifest = manifest.replace("http_hosts = [", &format!("http_hosts = [\"{paypal_host}\", "));
+    std::fs::write(target.join("plugin.toml"), manifest).unwrap();
+}
+
+async fn with_stripe_down_new_bookings_fail_over_to_paypal(backend: Backend) {
+    let paypal = FakePaypal::start(FakePaypalConfig {
+        client_id: "berth-client".into(),
+        client_secret: "berth-secret".into(),
+        webhook_url: None,
+        webhook_id: "WH-BERTH".into(),
+    })
+    .await
+    .expect("fake paypal");
+    let plugins_dir = tempfile::tempdir().unwrap();
+    let paypal_url = paypal.base_url().to_owned();
+    install_paypal(plugins_dir.path(), paypal_url.trim_start_matches("http://"));
+    let dir = plugins_dir.path().to_owned();
+    let world = world(backend, move |config| {
+        config.payments.providers = vec!["stripe".into(), "paypal".into()];
+        config.payments.breaker_threshold = 2;
+        config.payments.breaker_cooldown_secs = 3600;
+        config.plugins.dir = Some(dir);
+        let settings =
+            [("base_url", paypal_url), ("client_id", "berth-client".into()), ("webhook_id", "WH-BERTH".into())];
+        config.plugins.config.insert("paypal".into(), settings.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        let secret = [("client_secret".to_owned(), berth::config::Secret::new("berth-secret"))];
+        config.plugins.secrets.insert("paypal".into(), secret.into_iter().collect());
+    })
+    .await;
+    paypal.set_webhook_url(Some(format!("{}/v1/webhooks/payments/paypal", world.app.base_url)));
+
+    // Stripe is down: the authorization is retried until the breaker opens, then goes to PayPal.
+    world.stripe.set_down(true);
+    let quote = world.quote_tomorrow(0, 0, 2).await;
+    let booked = world.book(&quote, Some("pm_card_visa")).await;
+    let id = booked["id"].as_str().unwrap().to_owned();
+    let moved = world
+        .wait_for(&id, "failover to paypal", |booking| {
+            booking["payments"][0]["provider"] == "paypal" && payment_status(booking, 0) == "requires_action"
+        })
+        .await;
+    assert_eq!(status(&moved), "pending_payment");
+    let approve = moved["payments"][0]["action_url"].as_str().unwrap().to_owned();
+    let order = paypal.order_ids();
+    assert_eq!(order.len(), 1, "one PayPal order");
+    assert!(approve.contains(&order[0]), "{approve}");
+    assert!(world.stripe.payment_intents().is_empty());
+
+    // The driver approves; PayPal's verified webhook has the plugin authorize the order.
+    assert!(paypal.approve_order(&order[0]));
+    let confirmed = world.wait_for(&id, "confirmation by paypal", |booking| status(booking) == "confirmed").await;
+    assert_eq!(payment_status(&confirmed, 0), "authorized");
+
+    // Check-in is tomorrow; the operator cancels: the PayPal authorization is voided.
+    world.app.post(&format!("/v1/bookings/{id}/cancel"), &world.tenant.admin_key, json!({})).await.expect(200);
+    world.wait_for(&id, "paypal void", |booking| payment_status(booking, 0) == "voided").await;
+    let order = paypal.order(&order[0]).unwrap();
+    let authorization = &order["purchase_units"][0]["payments"]["authorizations"][0];
+    assert_eq!(authorization["status"], "VOIDED", "{order:#}");
+    // A forged PayPal delivery is refused.
+    let forged = world
+        .app
+        .client_request(
+            "/v1/webhooks/payments/paypal",
+            &[
+                ("paypal-transmission-id", "x"),
+                ("paypal-transmission-sig", "AAAA"),
+                ("paypal-auth-algo", "SHA256withRSA"),
+            ],
+            "{\"id\":\"WH-1\",\"event_type\":\"PAYMENT.CAPTURE.COMPLETED\"}".to_owned(),
+        )
+        .await;
+    assert_eq!(forged.status, 401, "{:?}", forged.body);
+    world.finish().await;
+}
+
+async fn the_booking_clock_expires_holds_marks_no_shows_and_follows_the_sensor(backend: Backend) {
+    let world = world(backend, |_| {}).await;
+    let kernel = world.app.kernel();
+    // An unpaid hold runs out.
+    let quote = world.quote_tomorrow(0, 0, 2).await;
+    let unpaid = world.book(&quote, None).await;
+    let unpaid_id = unpaid["id"].as_str().unwrap().to_owned();
+    // (The newest booking is the one just made.)
+    let sql =
+        "UPDATE bookings SET hold_expires_at = created_at WHERE created_at = (SELECT MAX(created_at) FROM bookings)";
+    world.app.execute_sql(sql).await;
+    kernel.tick_bookings(100).await.unwrap();
+    assert_eq!(status(&world.booking(&unpaid_id).await), "expired");
+
+    // Nobody came within 30 minutes of the start: a no-show, and the booked price is taken.
+    let quote = world.quote(0, chrono::Duration::hours(-1), chrono::Duration::hours(1)).await;
+    let absent = world.book(&quote, Some("pm_card_visa")).await;
+    let absent_id = absent["id"].as_str().unwrap().to_owned();
+    kernel.tick_bookings(100).await.unwrap();
+    assert_eq!(status(&world.booking(&absent_id).await), "no_show");
+    world.wait_for(&absent_id, "no-show capture", |booking| payment_status(booking, 0) == "captured").await;
+
+    // The space's sensor reports the car: active; then the space is free again: completed.
+    let device = json!({"external_id": crate::live::BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": world.spaces[1]});
+    world.app.post("/v1/devices", &world.tenant.admin_key, device).await.expect(201);
+    let quote = world.quote(1, chrono::Duration::minutes(-5), chrono::Duration::hours(2)).await;
+    let parked = world.book(&quote, Some("pm_card_visa")).await;
+    let parked_id = parked["id"].as_str().unwrap().to_owned();
+    let uplink = |payload: &str, counter: u32| {
+        json!({"device": crate::live::BOSCH_EUI, "f_port": 1, "payload_hex": payload, "counter": counter,
+               "time": Utc::now().to_rfc3339()})
+    };
+    let key = &world.tenant.integration_key;
+    world.app.post("/v1/ingest/uplinks", key, uplink("01", 1)).await.expect(202);
+    kernel.tick_bookings(100).await.unwrap();
+    let arrived = world.booking(&parked_id).await;
+    assert_eq!(status(&arrived), "active", "{arrived:#}");
+    assert!(arrived["arrived_at"].is_string());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    world.app.post("/v1/ingest/uplinks", key, uplink("00", 2)).await.expect(202);
+    kernel.tick_bookings(100).await.unwrap();
+    let left =
+        world.wait_for(&parked_id, "departure capture", |booking| payment_status(booking, 0) == "captured").await;
+    assert_eq!(status(&left), "completed");
+    assert!(left["departed_at"].is_string());
+    world.finish().await;
+}
+
+async fn drivers_export_and_erase_their_data_and_plates_expire(backend: Backend) {
+    let world = world(backend, |_| {}).await;
+    let vehicle =
+        world.app.post("/v1/drivers/me/vehicles", &world.driver, json!({"plate": "AA-11-BB"})).await.expect(201);
+    let mut body = json!({"quote_id": world.quote_tomorrow(0, 0, 2).await, "payment_method": "pm_card_visa"});
+    body["vehicle_id"] = vehicle["id"].clone();
+    let booked = world.app.post("/v1/bookings", &world.driver, body).await.expect(201);
+    let id = booked["id"].as_str().unwrap().to_owned();
+    assert_eq!(booked["plate"], "AA11BB");
+
+    let export = world.app.get("/v1/drivers/me/data", &world.driver).await.expect(200);
+    assert_eq!(export["driver"]["email"], "ana@example.com");
+    assert_eq!(export["vehicles"][0]["plate"], "AA11BB");
+    assert_eq!(export["bookings"][0]["booking"]["id"], id.as_str());
+    assert_eq!(export["bookings"][0]["booking"]["payments"][0]["status"], "authorized");
+    // Operators cannot export or erase a driver's data.
+    world.app.get("/v1/drivers/me/data", &world.tenant.admin_key).await.problem(403);
+
+    // Not while a booking is live.
+    let problem = world.app.delete("/v1/drivers/me/data", &world.driver).await.problem(409);
+    assert!(problem["detail"].as_str().unwrap().contains(&id), "{problem}");
+    world.app.post(&format!("/v1/bookings/{id}/cancel"), &world.driver, json!({})).await.expect(200);
+    world.wait_for(&id, "fee capture", |booking| payment_status(booking, 0) == "captured").await;
+    let erased = world.app.delete("/v1/drivers/me/data", &world.driver).await;
+    assert_eq!(erased.status, 204, "{:?}", erased.body);
+    // The account is gone; the operator's records keep the money, not the person.
+    let gone = world.app.get("/v1/drivers/me", &world.driver).await;
+    assert!(matches!(gone.status, 401 | 404), "{:?}", gone.body);
+    let kept = world.app.get(&format!("/v1/bookings/{id}"), &world.tenant.admin_key).await.expect(200);
+    assert_eq!((kept["plate"].as_str(), kept["vehicle_id"].as_str()), (None, None), "{kept:#}");
+    assert_eq!(kept["price_minor"], 400);
+    let receipt = world.app.get(&format!("/v1/bookings/{id}/receipt"), &world.tenant.admin_key).await.expect(200);
+    assert_eq!(receipt["charged_minor"], 100);
+
+    // Retention: plates of bookings that ended are erased after the configured days.
+    let bea = world.app.new_driver("bea@example.com").await;
+    let car = world.app.post("/v1/drivers/me/vehicles", &bea, json!({"plate": "CC-22-DD"})).await.expect(201);
+    let start = (Utc::now() + chrono::Duration::days(2)).duration_trunc(chrono::Duration::hours(1)).unwrap();
+    let body = json!({"space_id": world.spaces[1], "start": start.to_rfc3339(), "end": (start + chrono::Duration::hours(1)).to_rfc3339()});
+    let quote = world.app.post("/v1/quotes", &bea, body).await.expect(201);
+    let booked = world
+        .app
+        .post(
+            "/v1/bookings",
+            &bea,
+            json!({"quote_id": quote["id"], "vehicle_id": car["id"], "payment_method": "pm_card_visa"}),
+        )
+        .await
+        .expect(201);
+    let bea_booking = booked["id"].as_str().unwrap().to_owned();
+    let kernel = world.app.kernel();
+    assert_eq!(kernel.forget_old_plates(chrono::Duration::zero()).await.unwrap(), 0, "a live booking keeps its plate");
+    world.app.post(&format!("/v1/bookings/{bea_booking}/cancel"), &bea, json!({})).await.expect(200);
+    assert_eq!(kernel.forget_old_plates(chrono::Duration::days(30)).await.unwrap(), 0, "not yet 30 days");
+    assert_eq!(kernel.forget_old_plates(chrono::Duration::zero()).await.unwrap(), 1);
+    let forgotten = world.app.get(&format!("/v1/bookings/{bea_booking}"), &bea).await.expect(200);
+    assert!(forgotten["plate"].is_null(), "{forgotten:#}");
     world.finish().await;
 }

@@ -41,7 +41,13 @@ async fn survives_restart_postgres() {
 
 /// Starts `berth serve` as a child process and returns it with its base URL.
 pub fn spawn_binary(data_dir: &std::path::Path) -> (Child, String) {
+    spawn_binary_with(data_dir, &[])
+}
+
+/// [`spawn_binary`] with more environment (configuration) variables.
+pub fn spawn_binary_with(data_dir: &std::path::Path, env: &[(&str, String)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
         .arg("serve")
         .env("BERTH__DATA_DIR", data_dir)
         .env("BERTH__HTTP__LISTEN", "127.0.0.1:0")
@@ -243,6 +249,94 @@ async fn live_state_survives_kill_9() {
         "time": (start + chrono::Duration::minutes(24)).to_rfc3339()});
     let (_, taken) = call(base, Method::POST, "/v1/ingest/uplinks".into(), admin, Some(again)).await;
     assert_eq!(taken["result"], "duplicate");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// `kill -9` while a booking's authorization is in flight at the provider: after the restart
+/// the booking is there, the call is repeated with the same idempotency key once its lease
+/// runs out, and the provider holds exactly one payment for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_in_flight_survives_kill_9() {
+    use berth_payments::fake::stripe::{Failure, FakeStripe, FakeStripeConfig};
+
+    let stripe = FakeStripe::start(FakeStripeConfig::new("sk_test_kill9", "whsec_kill9")).await.unwrap();
+    // The first authorization is carried out but its answer never comes back in time.
+    stripe.fail_next(1, Failure::Timeout(std::time::Duration::from_secs(120)));
+    let env = [
+        ("BERTH__PAYMENTS__PROVIDERS", "[\"stripe\"]".to_owned()),
+        ("BERTH__PAYMENTS__STRIPE__SECRET_KEY", "sk_test_kill9".to_owned()),
+        ("BERTH__PAYMENTS__STRIPE__BASE_URL", stripe.base_url()),
+        ("BERTH__PAYMENTS__STRIPE__TIMEOUT_SECS", "60".to_owned()),
+        ("BERTH__PAYMENTS__LEASE_SECS", "2".to_owned()),
+        ("BERTH__PAYMENTS__RETRY_BASE_MS", "50".to_owned()),
+        ("BERTH__PAYMENTS__RELAY_INTERVAL_MS", "100".to_owned()),
+    ];
+    let data_dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let (mut child, base) = spawn_binary_with(data_dir.path(), &env);
+    let post = |base: &str, path: &str, token: &str, body: serde_json::Value| {
+        let request = client.post(format!("{base}{path}")).json(&body);
+        if token.is_empty() { request } else { request.bearer_auth(token.to_owned()) }.send()
+    };
+    let json = |response: reqwest::Response| async move { response.json::<serde_json::Value>().await.unwrap() };
+    let operator =
+        json(post(&base, "/v1/operators", ADMIN_KEY, json!({"name": "Acme", "slug": "acme"})).await.unwrap()).await;
+    let keys = format!("/v1/operators/{}/keys", operator["id"].as_str().unwrap());
+    let key = json!({"name": "a", "kind": "operator", "role": "operator_admin"});
+    let admin = json(post(&base, &keys, ADMIN_KEY, key).await.unwrap()).await["token"].as_str().unwrap().to_owned();
+    let site = json(post(&base, "/v1/sites", &admin, crate::helpers::porto_site("Lot")).await.unwrap()).await;
+    let site_id = site["id"].as_str().unwrap().to_owned();
+    post(&base, &format!("/v1/sites/{site_id}/spaces"), &admin, json!({"code": "A1"})).await.unwrap();
+    let set = json(
+        post(&base, "/v1/rulesets", &admin, json!({"name": "t", "site_id": site_id, "currency": "EUR"})).await.unwrap(),
+    )
+    .await;
+    let versions = format!("/v1/rulesets/{}/versions", set["id"].as_str().unwrap());
+    let tests = json!([{"name": "h", "context": {"start": "2026-03-02T09:00", "end": "2026-03-02T10:00"}, "expect": {"total_minor": 300}}]);
+    post(&base, &versions, &admin, json!({"source": "fn price(ctx) { 300 }", "tests": tests})).await.unwrap();
+    let published = post(&base, &format!("{versions}/1/publish"), &admin, json!({})).await.unwrap();
+    assert_eq!(published.status(), 200);
+    let credentials = json!({"email": "ana@example.com", "password": "correct horse battery staple"});
+    post(&base, "/v1/drivers", "", credentials.clone()).await.unwrap();
+    let driver = json(post(&base, "/v1/drivers/login", "", credentials).await.unwrap()).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = chrono::Utc::now() + chrono::Duration::days(1);
+    let window = json!({"site_id": site_id, "start": start.to_rfc3339(), "end": (start + chrono::Duration::hours(1)).to_rfc3339()});
+    let quote = json(post(&base, "/v1/quotes", &driver, window).await.unwrap()).await;
+    assert!(quote["id"].is_string(), "{quote}");
+
+    // The booking request waits on the provider; kill the server while it does.
+    let body = json!({"quote_id": quote["id"], "payment_method": "pm_card_visa"});
+    let booking = tokio::spawn(post(&base, "/v1/bookings", &driver, body));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stripe.payment_intents().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the authorization never reached the provider");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, with the provider call in flight
+    child.wait().unwrap();
+    assert!(booking.await.unwrap().is_err(), "the driver got no answer");
+
+    let (mut child, base) = spawn_binary_with(data_dir.path(), &env);
+    let get = |path: String| client.get(format!("{base}{path}")).bearer_auth(driver.clone()).send();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let confirmed = loop {
+        let listed = json(get("/v1/bookings".into()).await.unwrap()).await;
+        let items = listed["items"].as_array().unwrap().clone();
+        assert_eq!(items.len(), 1, "the booking was committed with its outbox entry: {listed}");
+        if items[0]["status"] == "confirmed" {
+            break items[0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the authorization was never repeated: {listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let booking = json(get(format!("/v1/bookings/{}", confirmed["id"].as_str().unwrap())).await.unwrap()).await;
+    assert_eq!(booking["payments"][0]["status"], "authorized", "{booking}");
+    // The repeat carried the same key: one PaymentIntent, no double hold.
+    assert_eq!(stripe.payment_intents().len(), 1);
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -817,6 +817,7 @@ enum Bookings {
     DepartedAt,
     CancelReason,
     Version,
+    Plate,
     CreatedAt,
     UpdatedAt,
 }
@@ -973,6 +974,7 @@ impl MigrationTrait for M0005Payments {
             timestamp_null(Bookings::ArrivedAt),
             timestamp_null(Bookings::DepartedAt),
             text_null(Bookings::CancelReason),
+            text_null(Bookings::Plate),
             ColumnDef::new(Bookings::Version).big_integer().not_null().default(0).to_owned(),
         ] {
             let mut column = column;

@@ -19,7 +19,7 @@ use sea_orm::{
 };
 
 use crate::bookings::{from_row as booking_from_row, insert_error, live, to_row as booking_to_row};
-use crate::entity::{booking, payment, payment_command, payment_webhook, receipt_line};
+use crate::entity::{booking, driver, payment, payment_command, payment_webhook, receipt_line, vehicle};
 use crate::{SqlStore, backend, corrupt};
 
 fn payment_row(payment: &Payment) -> payment::Model {
@@ -414,6 +414,41 @@ impl PaymentStore for SqlStore {
             .into_iter()
             .map(line_from_row)
             .collect()
+    }
+
+    async fn forget_plates(&self, ended_before: DateTime<Utc>) -> StoreResult<u64> {
+        let ended = [BookingStatus::Completed, BookingStatus::Cancelled, BookingStatus::Expired, BookingStatus::NoShow]
+            .map(BookingStatus::as_str);
+        let result = booking::Entity::update_many()
+            .col_expr(booking::Column::Plate, Expr::value(Option::<String>::None))
+            .filter(booking::Column::Plate.is_not_null())
+            .filter(booking::Column::Status.is_in(ended))
+            .filter(booking::Column::UpdatedAt.lt(ended_before))
+            .exec(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(result.rows_affected)
+    }
+
+    async fn erase_driver(&self, driver_id: DriverId) -> StoreResult<()> {
+        let txn = self.db.begin().await.map_err(backend)?;
+        let id = driver_id.as_uuid();
+        booking::Entity::update_many()
+            .col_expr(booking::Column::Plate, Expr::value(Option::<String>::None))
+            .col_expr(booking::Column::VehicleId, Expr::value(Option::<uuid::Uuid>::None))
+            .filter(booking::Column::DriverId.eq(id))
+            .exec(&txn)
+            .await
+            .map_err(backend)?;
+        payment::Entity::update_many()
+            .col_expr(payment::Column::PaymentMethod, Expr::value(Option::<String>::None))
+            .filter(payment::Column::DriverId.eq(id))
+            .exec(&txn)
+            .await
+            .map_err(backend)?;
+        vehicle::Entity::delete_many().filter(vehicle::Column::DriverId.eq(id)).exec(&txn).await.map_err(backend)?;
+        driver::Entity::delete_many().filter(driver::Column::Id.eq(id)).exec(&txn).await.map_err(backend)?;
+        txn.commit().await.map_err(backend)
     }
 
     async fn list_bookings_in_play(&self, at: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Booking>> {

@@ -681,7 +681,10 @@ fn apply_provider_state(
 /// A booking whose payment failed or was voided before it was confirmed is cancelled; an
 /// extension whose payment failed is undone.
 fn payment_failed(unit: &mut BookingChange, booking: &Booking, payment: &Payment, at: DateTime<Utc>) {
-    let reason = payment.failure.clone().unwrap_or_else(|| "the payment was cancelled".into());
+    let reason = payment.failure.clone().unwrap_or_else(|| match payment.status {
+        PaymentStatus::Failed => "the payment was declined".into(),
+        _ => "the payment was cancelled".into(),
+    });
     match payment.purpose {
         super::PaymentPurpose::Booking if booking.status == BookingStatus::PendingPayment => {
             let mut cancelled = booking.clone();

@@ -99,6 +99,20 @@ pub struct ReceiptLineView {
     pub at: DateTime<Utc>,
 }
 
+impl From<berth_kernel::payment::ReceiptLine> for ReceiptLineView {
+    fn from(line: berth_kernel::payment::ReceiptLine) -> Self {
+        Self {
+            kind: line.kind.as_str().to_owned(),
+            description: line.description,
+            amount_minor: line.amount_minor,
+            currency: line.currency,
+            provider: line.provider,
+            provider_ref: line.provider_ref,
+            at: line.at,
+        }
+    }
+}
+
 #[derive(Debug, Object)]
 pub struct ReceiptView {
     pub booking_id: Uuid,
@@ -122,6 +136,10 @@ pub struct BookingView {
     pub space_id: Uuid,
     #[oai(skip_serializing_if_is_none)]
     pub vehicle_id: Option<Uuid>,
+    /// The vehicle's plate as booked; erased after the retention period once the booking is
+    /// over.
+    #[oai(skip_serializing_if_is_none)]
+    pub plate: Option<String>,
     pub quote_id: Uuid,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
@@ -152,6 +170,7 @@ impl From<Booking> for BookingView {
             site_id: booking.site_id.as_uuid(),
             space_id: booking.space_id.as_uuid(),
             vehicle_id: booking.vehicle_id.map(|vehicle| vehicle.as_uuid()),
+            plate: booking.plate,
             quote_id: booking.quote_id.as_uuid(),
             start: booking.start,
             end: booking.end,
@@ -289,19 +308,7 @@ impl BookingsApi {
         Ok(Json(ReceiptView {
             booking_id: receipt.booking_id.as_uuid(),
             currency: receipt.currency,
-            lines: receipt
-                .lines
-                .into_iter()
-                .map(|line| ReceiptLineView {
-                    kind: line.kind.as_str().to_owned(),
-                    description: line.description,
-                    amount_minor: line.amount_minor,
-                    currency: line.currency,
-                    provider: line.provider,
-                    provider_ref: line.provider_ref,
-                    at: line.at,
-                })
-                .collect(),
+            lines: receipt.lines.into_iter().map(Into::into).collect(),
             charged_minor: receipt.charged_minor,
             refunded_minor: receipt.refunded_minor,
             net_minor: receipt.net_minor,

@@ -7,6 +7,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use uuid::Uuid;
 
+use super::bookings::{BookingView, ReceiptLineView};
 use super::{ApiTags, Created, Deleted, page_request};
 use crate::dto::{AccessTokenView, DriverLogin, DriverRegister, DriverView, VehicleCreate, VehiclePage, VehicleView};
 use crate::problem::ApiResult;
@@ -41,6 +42,39 @@ impl DriversApi {
     #[oai(path = "/v1/drivers/me", method = "get", operation_id = "getMe")]
     async fn me(&self, state: Data<&AppState>, auth: BerthAuth) -> ApiResult<Json<DriverView>> {
         Ok(Json(state.kernel.get_driver(&auth.0).await?.into()))
+    }
+
+    /// Everything berth keeps about the calling driver: profile, vehicles, and every booking with
+    /// its payments and receipt (a data export).
+    #[oai(path = "/v1/drivers/me/data", method = "get", operation_id = "exportMyData")]
+    async fn export(&self, state: Data<&AppState>, auth: BerthAuth) -> ApiResult<Json<DriverDataView>> {
+        let export = state.kernel.export_driver_data(&auth.0).await?;
+        Ok(Json(DriverDataView {
+            driver: export.driver.into(),
+            vehicles: export.vehicles.into_iter().map(Into::into).collect(),
+            bookings: export
+                .bookings
+                .into_iter()
+                .map(|record| {
+                    let mut view = BookingView::from(record.booking);
+                    view.payments = record.payments.into_iter().map(Into::into).collect();
+                    BookingRecordView {
+                        booking: view,
+                        receipt: record.receipt.into_iter().map(ReceiptLineView::from).collect(),
+                    }
+                })
+                .collect(),
+            exported_at: export.exported_at,
+        }))
+    }
+
+    /// Erase the calling driver's data: the account, vehicles, and the plates and payment
+    /// methods on their bookings. Operators keep the amounts and dates of past bookings for their
+    /// books, no longer linked to a person. 409 while a booking is pending, confirmed or active.
+    #[oai(path = "/v1/drivers/me/data", method = "delete", operation_id = "eraseMyData")]
+    async fn erase(&self, state: Data<&AppState>, auth: BerthAuth) -> ApiResult<Deleted> {
+        state.kernel.erase_driver_data(&auth.0).await?;
+        Ok(Deleted::NoContent)
     }
 
     /// Add a vehicle to the calling driver.
@@ -94,4 +128,20 @@ impl DriversApi {
         state.kernel.delete_vehicle(&auth.0, VehicleId::from_uuid(vehicle_id.0)).await?;
         Ok(Deleted::NoContent)
     }
+}
+
+/// A booking with its receipt lines, in a data export.
+#[derive(Debug, poem_openapi::Object)]
+pub struct BookingRecordView {
+    pub booking: BookingView,
+    pub receipt: Vec<ReceiptLineView>,
+}
+
+/// Everything berth keeps about a driver.
+#[derive(Debug, poem_openapi::Object)]
+pub struct DriverDataView {
+    pub driver: crate::dto::DriverView,
+    pub vehicles: Vec<VehicleView>,
+    pub bookings: Vec<BookingRecordView>,
+    pub exported_at: chrono::DateTime<chrono::Utc>,
 }

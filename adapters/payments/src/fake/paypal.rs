@@ -198,6 +198,8 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// Where webhooks go now (`None`: recorded only).
+    webhook_url: Option<String>,
     tokens: HashSet<String>,
     orders: BTreeMap<String, Value>,
     /// Payment id (authorization, capture, refund) to its order.
@@ -229,12 +231,12 @@ impl FakePaypal {
             .and_then(|address| address.as_socket_addr().copied())
             .ok_or_else(|| io::Error::other("the listener has no socket address"))?;
         let base_url = format!("http://{address}");
-        let state = Arc::new(Mutex::new(State::default()));
-        let deliveries = config.webhook_url.clone().map(|url| {
+        let state = Arc::new(Mutex::new(State { webhook_url: config.webhook_url.clone(), ..State::default() }));
+        let deliveries = {
             let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(deliver(state.clone(), url, receiver));
-            sender
-        });
+            tokio::spawn(deliver(state.clone(), receiver));
+            Some(sender)
+        };
         let shared = Arc::new(Shared { config, base_url: base_url.clone(), keys, state, deliveries });
         let endpoint_shared = shared.clone();
         let app = poem::endpoint::make(move |request: Request| {
@@ -251,6 +253,11 @@ impl FakePaypal {
                 .await;
         });
         Ok(Self { base_url, shared, stop: Some(stop) })
+    }
+
+    /// Where webhooks go from now on (`None`: recorded only).
+    pub fn set_webhook_url(&self, url: Option<String>) {
+        self.shared.state.lock().expect("invariant: fake state lock is never poisoned").webhook_url = url;
     }
 
     /// `http://127.0.0.1:<port>`: the `base_url` a client configures.
@@ -348,11 +355,14 @@ impl FakePaypal {
 }
 
 /// Sends queued transmissions one at a time, in queue order, with a few retries each.
-async fn deliver(state: Arc<Mutex<State>>, url: String, mut queue: mpsc::UnboundedReceiver<usize>) {
+async fn deliver(state: Arc<Mutex<State>>, mut queue: mpsc::UnboundedReceiver<usize>) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
     while let Some(index) = queue.recv().await {
-        let Some(sent) = state.lock().expect("invariant: fake state lock is never poisoned").sent.get(index).cloned()
-        else {
+        let (sent, url) = {
+            let state = state.lock().expect("invariant: fake state lock is never poisoned");
+            (state.sent.get(index).cloned(), state.webhook_url.clone())
+        };
+        let (Some(sent), Some(url)) = (sent, url) else {
             continue;
         };
         for pause in std::iter::once(Duration::ZERO).chain(DELIVERY_BACKOFF) {

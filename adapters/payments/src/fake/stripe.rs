@@ -1452,7 +1452,7 @@ impl State {
             "submit_type": null,
             "subscription": null,
             "success_url": session.success_url,
-            "ui_mode": "hosted",
+            "ui_mode": "hosted_page",
             // The hosted page exists only while the session is open.
             "url": open.then(|| format!("{base_url}pay/{}", session.id)),
         })

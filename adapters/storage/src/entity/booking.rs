@@ -13,6 +13,7 @@ pub struct Model {
     pub space_id: Uuid,
     pub driver_id: Uuid,
     pub vehicle_id: Option<Uuid>,
+    pub plate: Option<String>,
     pub quote_id: Uuid,
     pub start_at: DateTimeUtc,
     pub end_at: DateTimeUtc,

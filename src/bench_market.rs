@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use berth_kernel::Kernel;
 use chrono::{DurationRound, Utc};
 use serde_json::{Value, json};
 
@@ -35,7 +34,7 @@ impl Market {
             config.database.url = Some(Secret::new(url));
         }
         let store = crate::open_store(&config).await?;
-        let kernel = Kernel::new(Arc::new(store.clone()));
+        let kernel = crate::kernel(&config, store.clone());
         let credentials = crate::demo::seed(&kernel, &data_dir).await?;
         let server = crate::start(&config, store, std::future::pending()).await?;
         let base = format!("http://{}", server.addr);

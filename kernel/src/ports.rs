@@ -92,6 +92,15 @@ pub trait BookingStore: Send + Sync {
         owner: crate::booking::BookingOwner,
         page: PageRequest,
     ) -> StoreResult<Page<crate::booking::Booking>>;
+    /// Spaces of `site` that a live booking holds for part of `start`..`end` (holds that ran
+    /// out by `at` excluded).
+    async fn booked_spaces(
+        &self,
+        site: SiteId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<SpaceId>>;
 }
 
 /// Payments, the outbox of provider calls, the webhook inbox and receipts.

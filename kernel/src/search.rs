@@ -222,6 +222,8 @@ impl Kernel {
         at: DateTime<Utc>,
     ) -> KernelResult<Option<SearchHit>> {
         let availability = self.site_availability_for(site.operator_id, site.id).await?;
+        let booked: std::collections::HashSet<crate::ids::SpaceId> =
+            self.store().booked_spaces(site.id, query.start, query.end, at).await?.into_iter().collect();
         let live_window = query.start <= at + NOW_WINDOW;
         let fits = |space: &crate::space::Space| {
             space.details.vehicle_type == query.vehicle_type
@@ -235,9 +237,10 @@ impl Kernel {
                 continue;
             }
             matching += 1;
-            // Until reservations exist, a future window has every open space.
-            let available =
-                if live_window { shown.status == SpaceStatus::Free } else { shown.status != SpaceStatus::Closed };
+            // Now: what the sensors show; later: every open space. Either way, not one a
+            // booking holds for part of the window.
+            let available = !booked.contains(&space.id)
+                && if live_window { shown.status == SpaceStatus::Free } else { shown.status != SpaceStatus::Closed };
             if !available {
                 continue;
             }

@@ -45,6 +45,16 @@ async fn a_quote_books_a_space_once_and_overlaps_are_refused(app: &TestApp) {
     let created = chrono::DateTime::parse_from_rfc3339(booked["created_at"].as_str().unwrap()).unwrap();
     let hold = chrono::DateTime::parse_from_rfc3339(booked["hold_expires_at"].as_str().unwrap()).unwrap();
     assert_eq!((hold - created).num_minutes(), 15);
+    // Search no longer offers the held space for that window, and still does outside it.
+    let search = |from: i64, to: i64| {
+        let base = (Utc::now() + chrono::Duration::days(1)).duration_trunc(chrono::Duration::hours(1)).unwrap();
+        let at = |hours: i64| (base + chrono::Duration::hours(hours)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        format!("/v1/search?lat=41.1507&lon=-8.6096&radius_m=2000&start={}&end={}", at(from), at(to))
+    };
+    let during = app.get(&search(1, 3), &ana).await.expect(200);
+    assert_eq!(during["items"][0]["free_spaces"], 1, "{during}");
+    let later = app.get(&search(2, 3), &ana).await.expect(200);
+    assert_eq!(later["items"][0]["free_spaces"], 2, "{later}");
 
     // A quote books once; an overlapping window on the same space is refused; touching is fine.
     let again = app.post("/v1/bookings", &ana, json!({"quote_id": first})).await.problem(409);

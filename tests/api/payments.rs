@@ -48,6 +48,7 @@ on_both!(
     with_stripe_down_new_bookings_fail_over_to_paypal,
     the_booking_clock_expires_holds_marks_no_shows_and_follows_the_sensor,
     drivers_export_and_erase_their_data_and_plates_expire,
+    reconciliation_captures_holds_before_they_lapse,
 );
 
 /// A server paying through a local Stripe, and a priced site.
@@ -607,5 +608,21 @@ async fn drivers_export_and_erase_their_data_and_plates_expire(backend: Backend)
     assert_eq!(kernel.forget_old_plates(chrono::Duration::zero()).await.unwrap(), 1);
     let forgotten = world.app.get(&format!("/v1/bookings/{bea_booking}"), &bea).await.expect(200);
     assert!(forgotten["plate"].is_null(), "{forgotten:#}");
+    world.finish().await;
+}
+
+async fn reconciliation_captures_holds_before_they_lapse(backend: Backend) {
+    // Holds this old are captured (0 hours: every hold is "about to lapse").
+    let world = world(backend, |config| config.payments.capture_within_hours = 0).await;
+    let quote = world.quote_tomorrow(0, 0, 2).await;
+    let booked = world.book(&quote, Some("pm_card_visa")).await;
+    let id = booked["id"].as_str().unwrap().to_owned();
+    assert_eq!(status(&booked), "confirmed");
+    let repaired = world.app.kernel().reconcile_payments(100).await.expect("reconcile");
+    assert_eq!(repaired, 1);
+    let captured = world.wait_for(&id, "early capture", |booking| payment_status(booking, 0) == "captured").await;
+    assert_eq!(status(&captured), "confirmed", "the stay itself is unchanged");
+    assert_eq!(world.receipt(&id).await["charged_minor"], 400);
+    // Departure later has nothing left to capture.
     world.finish().await;
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, Statement, TransactionTrait,
+    QueryFilter, QuerySelect, Statement, TransactionTrait,
 };
 
 use crate::entity::booking;
@@ -89,6 +89,24 @@ pub(crate) fn insert_error(error: DbErr) -> StoreError {
     }
 }
 
+/// SQLite's half of the no-overlap guarantee, run in the writer's transaction: another live
+/// booking of the space overlapping `booking`'s window is [`OVERLAP`].
+pub(crate) async fn refuse_overlap(txn: &DatabaseTransaction, booking: &Booking) -> StoreResult<()> {
+    let overlapping = booking::Entity::find()
+        .filter(booking::Column::SpaceId.eq(booking.space_id.as_uuid()))
+        .filter(booking::Column::Id.ne(booking.id.as_uuid()))
+        .filter(booking::Column::Status.is_in(live()))
+        .filter(booking::Column::StartAt.lt(booking.end))
+        .filter(booking::Column::EndAt.gt(booking.start))
+        .count(txn)
+        .await
+        .map_err(backend)?;
+    if overlapping > 0 {
+        return Err(StoreError::Conflict(OVERLAP.to_owned()));
+    }
+    Ok(())
+}
+
 /// Marks holds of `space` that ran out before `at` as expired, so they stop blocking.
 async fn expire_holds(txn: &DatabaseTransaction, space: SpaceId, at: DateTime<Utc>) -> Result<(), DbErr> {
     booking::Entity::update_many()
@@ -135,17 +153,7 @@ impl BookingStore for SqlStore {
             return Err(StoreError::Conflict(QUOTE_USED.to_owned()));
         }
         if sqlite {
-            let overlapping = booking::Entity::find()
-                .filter(booking::Column::SpaceId.eq(booking.space_id.as_uuid()))
-                .filter(booking::Column::Status.is_in(live()))
-                .filter(booking::Column::StartAt.lt(booking.end))
-                .filter(booking::Column::EndAt.gt(booking.start))
-                .count(&txn)
-                .await
-                .map_err(backend)?;
-            if overlapping > 0 {
-                return Err(StoreError::Conflict(OVERLAP.to_owned()));
-            }
+            refuse_overlap(&txn, booking).await?;
         }
         booking::Entity::insert(to_row(booking).into_active_model())
             .exec_without_returning(&txn)
@@ -157,6 +165,31 @@ impl BookingStore for SqlStore {
 
     async fn get_booking(&self, id: BookingId) -> StoreResult<Option<Booking>> {
         booking::Entity::find_by_id(id.as_uuid()).one(&self.db).await.map_err(backend)?.map(from_row).transpose()
+    }
+
+    async fn booked_spaces(
+        &self,
+        site: SiteId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<SpaceId>> {
+        let holding = sea_orm::sea_query::Condition::any()
+            .add(booking::Column::Status.ne(BookingStatus::PendingPayment.as_str()))
+            .add(booking::Column::HoldExpiresAt.gt(at));
+        let rows: Vec<uuid::Uuid> = booking::Entity::find()
+            .select_only()
+            .column(booking::Column::SpaceId)
+            .filter(booking::Column::SiteId.eq(site.as_uuid()))
+            .filter(booking::Column::Status.is_in(live()))
+            .filter(holding)
+            .filter(booking::Column::StartAt.lt(end))
+            .filter(booking::Column::EndAt.gt(start))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(rows.into_iter().map(SpaceId::from_uuid).collect())
     }
 
     async fn list_bookings(&self, owner: BookingOwner, page: PageRequest) -> StoreResult<Page<Booking>> {

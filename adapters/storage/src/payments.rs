@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use berth_kernel::StoreError;
-use berth_kernel::booking::{Booking, BookingStatus, OVERLAP};
+use berth_kernel::booking::{Booking, BookingStatus};
 use berth_kernel::ids::{BookingId, DriverId, OperatorId, PaymentCommandId, PaymentId, ReceiptLineId};
 use berth_kernel::payment::{
     BookingChange, CommandKind, CommandStatus, DUPLICATE_EVENT, Payment, PaymentCommand, PaymentPurpose, PaymentStatus,
@@ -14,11 +14,11 @@ use berth_kernel::ports::{PaymentStore, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Condition, Expr, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
-use crate::bookings::{from_row as booking_from_row, insert_error, live, to_row as booking_to_row};
+use crate::bookings::{from_row as booking_from_row, insert_error, refuse_overlap, to_row as booking_to_row};
 use crate::entity::{booking, driver, payment, payment_command, payment_webhook, receipt_line, vehicle};
 use crate::{SqlStore, backend, corrupt};
 
@@ -261,18 +261,7 @@ impl PaymentStore for SqlStore {
                 txn.execute(lock).await.map_err(backend)?;
             }
             if stays_live && sqlite {
-                let overlapping = booking::Entity::find()
-                    .filter(booking::Column::SpaceId.eq(booking.space_id.as_uuid()))
-                    .filter(booking::Column::Id.ne(booking.id.as_uuid()))
-                    .filter(booking::Column::Status.is_in(live()))
-                    .filter(booking::Column::StartAt.lt(booking.end))
-                    .filter(booking::Column::EndAt.gt(booking.start))
-                    .count(&txn)
-                    .await
-                    .map_err(backend)?;
-                if overlapping > 0 {
-                    return Err(StoreError::Conflict(OVERLAP.to_owned()));
-                }
+                refuse_overlap(&txn, booking).await?;
             }
             update_booking(&txn, booking, *expected).await?;
         }

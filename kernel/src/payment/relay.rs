@@ -142,11 +142,10 @@ impl Payments {
         chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(300))
     }
 
-    /// The provider for an authorization: the one asked for (or the primary), else the next
-    /// whose breaker lets calls through.
-    fn pick_for_authorize(&self, preferred: Option<&str>) -> Option<&(Arc<dyn PaymentProvider>, Breaker)> {
-        let preferred = preferred.and_then(|name| self.get(name));
-        preferred.into_iter().chain(self.providers.iter()).find(|(_, breaker)| breaker.allows())
+    /// The provider for a new authorization: the primary, else the next whose breaker lets
+    /// calls through.
+    fn pick_for_authorize(&self) -> Option<&(Arc<dyn PaymentProvider>, Breaker)> {
+        self.providers.iter().find(|(_, breaker)| breaker.allows())
     }
 }
 
@@ -238,7 +237,7 @@ impl Kernel {
             {
                 return Outcome::Skipped;
             }
-            (CommandKind::Authorize, None) => self.payments.pick_for_authorize(None),
+            (CommandKind::Authorize, None) => self.payments.pick_for_authorize(),
             (_, Some(name)) => self.payments.get(name).filter(|(_, breaker)| breaker.allows()),
             (_, None) => return Outcome::Skipped,
         };
@@ -499,7 +498,6 @@ fn settle_command(
     payments: &[Payment],
     at: DateTime<Utc>,
 ) -> KernelResult<BookingChange> {
-    let _ = kernel;
     let mut unit = BookingChange::default();
     let mut settled = command.clone();
     settled.updated_at = at;

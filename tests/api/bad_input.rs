@@ -297,8 +297,24 @@ async fn oversized_bodies_are_rejected() {
     let chunks =
         huge.into_bytes().chunks(64 * 1024).map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec())).collect::<Vec<_>>();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let problem = app.raw(Method::POST, &path, Some(&tenant.admin_key), "application/json", body).await.problem(413);
-    assert!(problem["detail"].as_str().unwrap().contains("too large"), "{problem}");
+    // The server answers 413 as soon as the count passes the limit; a client still sending may
+    // see that answer or, when the server closes first, a reset. Either way nothing is stored.
+    let sent = app
+        .client
+        .post(format!("{}{path}", app.base_url))
+        .header("content-type", "application/json")
+        .bearer_auth(&tenant.admin_key)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            assert_eq!(response.status().as_u16(), 413);
+            let problem: serde_json::Value = response.json().await.unwrap();
+            assert!(problem["detail"].as_str().unwrap().contains("too large"), "{problem}");
+        }
+        Err(error) => assert!(error.is_request() || error.is_body(), "{error}"),
+    }
     let listed = app.get(&format!("/v1/sites/{site_id}/spaces"), &tenant.admin_key).await.expect(200);
     assert_eq!(listed["items"], json!([]));
     // Just under the limit is accepted.

@@ -9,6 +9,7 @@ use anyhow::Context;
 use chrono::{DurationRound, Utc};
 use serde_json::{Value, json};
 
+use crate::bench::{cores, ms, percentiles};
 use crate::config::{Config, Secret};
 
 /// A server on a fresh data directory (SQLite) or `database_url`, seeded with the demo operator.
@@ -107,17 +108,6 @@ impl Market {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
 /// `GET /v1/search` at `rate` requests per second for `seconds`, over `sites` × `spaces_each`
 /// spaces: each search a 2 km circle at a random point of the area, tomorrow 09:00–11:00,
 /// priced by the operator's rules.
@@ -132,7 +122,7 @@ pub async fn search(sites: usize, spaces_each: usize, rate: u32, seconds: u64) -
         sites * spaces_each,
         started.elapsed().as_secs_f64(),
         rate,
-        std::thread::available_parallelism().map_or(1, usize::from)
+        cores()
     );
     let start = (Utc::now() + chrono::Duration::days(1)).duration_trunc(chrono::Duration::days(1))?
         + chrono::Duration::hours(9);
@@ -185,7 +175,7 @@ pub async fn search(sites: usize, spaces_each: usize, rate: u32, seconds: u64) -
         latencies.push(latency);
     }
     let elapsed = began.elapsed();
-    latencies.sort();
+    let (p50, p99) = percentiles(&mut latencies);
     println!(
         "search: {} requests in {:.1} s ({:.0}/s), {} failed, {:.1} sites per answer",
         latencies.len(),
@@ -196,9 +186,9 @@ pub async fn search(sites: usize, spaces_each: usize, rate: u32, seconds: u64) -
     );
     println!(
         "search latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 < 10 ms)",
-        ms(percentile(&latencies, 0.50)),
-        ms(percentile(&latencies, 0.99)),
-        ms(percentile(&latencies, 1.0))
+        ms(p50),
+        ms(p99),
+        ms(latencies.last().copied().unwrap_or_default())
     );
     if let Ok(market) = Arc::try_unwrap(market) {
         market.stop().await;
@@ -278,18 +268,14 @@ pub async fn bookings(
         latencies.extend(samples);
     }
     let elapsed = began.elapsed();
-    latencies.sort();
+    let (p50, p99) = percentiles(&mut latencies);
     println!(
         "bookings: {} answered in {:.2} s: {:.0} requests/s ({created} booked, {conflicts} refused as overlapping, {failed} failed)",
         created + conflicts + failed,
         elapsed.as_secs_f64(),
         (created + conflicts + failed) as f64 / elapsed.as_secs_f64()
     );
-    println!(
-        "booking latency: p50 {:.2} ms, p99 {:.2} ms",
-        ms(percentile(&latencies, 0.50)),
-        ms(percentile(&latencies, 0.99))
-    );
+    println!("booking latency: p50 {:.2} ms, p99 {:.2} ms", ms(p50), ms(p99));
 
     // No two live bookings of a space overlap.
     let mut live: Vec<(String, chrono::DateTime<Utc>, chrono::DateTime<Utc>)> = Vec::new();

@@ -45,6 +45,10 @@ impl BookingStatus {
     pub const LIVE: [BookingStatus; 3] =
         [BookingStatus::PendingPayment, BookingStatus::Confirmed, BookingStatus::Active];
 
+    /// States of a booking that is over.
+    pub const ENDED: [BookingStatus; 4] =
+        [BookingStatus::Completed, BookingStatus::Cancelled, BookingStatus::Expired, BookingStatus::NoShow];
+
     pub fn as_str(self) -> &'static str {
         match self {
             BookingStatus::PendingPayment => "pending_payment",

@@ -54,20 +54,10 @@ impl Kernel {
             }
         }
         let mut bookings = Vec::new();
-        let mut after = None;
-        loop {
-            let owner = BookingOwner::Driver(driver_id);
-            let page = self.store().list_bookings(owner, PageRequest { after, limit: 1000 }).await?;
-            after = page.next_after;
-            let done = after.is_none();
-            for booking in page.items {
-                let payments = self.store().list_payments(booking.id).await?;
-                let receipt = self.store().list_receipt(booking.id).await?;
-                bookings.push(BookingRecord { booking, payments, receipt });
-            }
-            if done {
-                break;
-            }
+        for booking in self.all_bookings_of(driver_id).await? {
+            let payments = self.store().list_payments(booking.id).await?;
+            let receipt = self.store().list_receipt(booking.id).await?;
+            bookings.push(BookingRecord { booking, payments, receipt });
         }
         Ok(DriverExport { driver, vehicles, bookings, exported_at: now() })
     }
@@ -78,26 +68,33 @@ impl Kernel {
     pub async fn erase_driver_data(&self, caller: &Principal) -> KernelResult<()> {
         let driver_id = Self::own_driver(caller)?;
         self.get_driver(caller).await?;
-        let mut after = None;
-        loop {
-            let owner = BookingOwner::Driver(driver_id);
-            let page = self.store().list_bookings(owner, PageRequest { after, limit: 1000 }).await?;
-            if let Some(live) = page.items.iter().find(|booking| BookingStatus::LIVE.contains(&booking.status)) {
-                return Err(KernelError::Conflict(format!(
-                    "booking {} is {}; cancel it or let it finish before erasing your data",
-                    live.id,
-                    live.status.as_str()
-                )));
-            }
-            after = page.next_after;
-            if after.is_none() {
-                break;
-            }
+        let bookings = self.all_bookings_of(driver_id).await?;
+        if let Some(live) = bookings.iter().find(|booking| BookingStatus::LIVE.contains(&booking.status)) {
+            return Err(KernelError::Conflict(format!(
+                "booking {} is {}; cancel it or let it finish before erasing your data",
+                live.id,
+                live.status.as_str()
+            )));
         }
         self.store().erase_driver(driver_id).await?;
         metrics::counter!("berth_driver_erasures_total").increment(1);
         tracing::info!(driver = %driver_id, "driver data erased");
         Ok(())
+    }
+
+    /// Every booking of a driver, page after page.
+    async fn all_bookings_of(&self, driver_id: crate::ids::DriverId) -> KernelResult<Vec<Booking>> {
+        let mut bookings = Vec::new();
+        let mut after = None;
+        loop {
+            let owner = BookingOwner::Driver(driver_id);
+            let page = self.store().list_bookings(owner, PageRequest { after, limit: 1000 }).await?;
+            bookings.extend(page.items);
+            after = page.next_after;
+            if after.is_none() {
+                return Ok(bookings);
+            }
+        }
     }
 
     /// Erases plates of bookings that ended more than `retention` ago.

@@ -406,8 +406,7 @@ impl PaymentStore for SqlStore {
     }
 
     async fn forget_plates(&self, ended_before: DateTime<Utc>) -> StoreResult<u64> {
-        let ended = [BookingStatus::Completed, BookingStatus::Cancelled, BookingStatus::Expired, BookingStatus::NoShow]
-            .map(BookingStatus::as_str);
+        let ended = BookingStatus::ENDED.map(BookingStatus::as_str);
         let result = booking::Entity::update_many()
             .col_expr(booking::Column::Plate, Expr::value(Option::<String>::None))
             .filter(booking::Column::Plate.is_not_null())

@@ -318,10 +318,15 @@ impl BookingsApi {
     }
 }
 
+impl BookingView {
+    /// A booking with its payments.
+    pub fn with_payments(booking: Booking, payments: Vec<Payment>) -> Self {
+        Self { payments: payments.into_iter().map(Into::into).collect(), ..Self::from(booking) }
+    }
+}
+
 /// A booking the caller may see, with its payments.
 async fn with_payments(state: &AppState, booking: Booking) -> ApiResult<BookingView> {
     let payments = state.kernel.payments_of(&booking).await?;
-    let mut view = BookingView::from(booking);
-    view.payments = payments.into_iter().map(Into::into).collect();
-    Ok(view)
+    Ok(BookingView::with_payments(booking, payments))
 }

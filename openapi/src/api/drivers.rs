@@ -55,13 +55,9 @@ impl DriversApi {
             bookings: export
                 .bookings
                 .into_iter()
-                .map(|record| {
-                    let mut view = BookingView::from(record.booking);
-                    view.payments = record.payments.into_iter().map(Into::into).collect();
-                    BookingRecordView {
-                        booking: view,
-                        receipt: record.receipt.into_iter().map(ReceiptLineView::from).collect(),
-                    }
+                .map(|record| BookingRecordView {
+                    booking: BookingView::with_payments(record.booking, record.payments),
+                    receipt: record.receipt.into_iter().map(ReceiptLineView::from).collect(),
                 })
                 .collect(),
             exported_at: export.exported_at,

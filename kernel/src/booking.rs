@@ -3,6 +3,9 @@
 //! (PostgreSQL: an exclusion constraint; SQLite: one writer checks and inserts in a
 //! transaction), so concurrent requests for the same time get exactly one hold.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::{Access, Principal};
@@ -10,8 +13,10 @@ use crate::error::{KernelError, KernelResult, StoreError, ValidationError};
 use crate::ids::{BookingId, DriverId, OperatorId, PaymentId, QuoteId, SiteId, SpaceId, VehicleId};
 use crate::page::{Page, PageRequest};
 use crate::payment::{CommandKind, Payment, PaymentCommand, PaymentPurpose, PaymentStatus};
+use crate::pricing::Quote;
 use crate::service::{Kernel, now, operator_scope};
 use crate::space::SpaceStatus;
+use crate::vehicle_type::VehicleType;
 
 /// How long a booking waits for its payment before the space is released.
 pub const HOLD: Duration = Duration::minutes(15);
@@ -115,7 +120,7 @@ impl Kernel {
             return Err(KernelError::Forbidden("bookings are made by drivers".into()));
         };
         let at = now();
-        let quote = self.get_quote(caller, input.quote_id).await?;
+        let quote = self.quote_terms(*driver_id, input.quote_id).await?;
         if quote.expires_at <= at {
             return Err(KernelError::Conflict(format!(
                 "the quote expired at {}; ask for a new one",
@@ -184,8 +189,8 @@ impl Kernel {
                 start: quote.start,
                 end: quote.end,
                 status: BookingStatus::PendingPayment,
-                price_minor: quote.price.total_minor,
-                currency: quote.price.currency.clone(),
+                price_minor: quote.total_minor,
+                currency: quote.currency.clone(),
                 hold_expires_at: Some(at + HOLD),
                 arrived_at: None,
                 departed_at: None,
@@ -230,6 +235,7 @@ impl Kernel {
             };
             match self.store().insert_booking(&booking, at, &payments, &commands).await {
                 Ok(()) => {
+                    self.quote_terms.forget(quote.id);
                     metrics::counter!("berth_bookings_created_total").increment(1);
                     // Try the authorization at once, so the answer says how the payment went;
                     // the relay retries it otherwise.
@@ -272,6 +278,83 @@ impl Kernel {
                 Ok(self.store().list_bookings(BookingOwner::Operator(operator), page).await?)
             }
         }
+    }
+}
+
+/// What a booking takes from its quote: the quote without its explanation.
+#[derive(Debug, Clone)]
+pub(crate) struct QuoteTerms {
+    pub id: QuoteId,
+    pub operator_id: OperatorId,
+    pub site_id: SiteId,
+    pub space_id: Option<SpaceId>,
+    pub driver_id: Option<DriverId>,
+    pub vehicle_type: VehicleType,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<&Quote> for QuoteTerms {
+    fn from(quote: &Quote) -> Self {
+        Self {
+            id: quote.id,
+            operator_id: quote.operator_id,
+            site_id: quote.site_id,
+            space_id: quote.space_id,
+            driver_id: quote.driver_id,
+            vehicle_type: quote.vehicle_type,
+            start: quote.start,
+            end: quote.end,
+            total_minor: quote.price.total_minor,
+            currency: quote.price.currency.clone(),
+            expires_at: quote.expires_at,
+        }
+    }
+}
+
+/// The terms of the quotes this node gave, until they are booked or expire: a driver books on
+/// the node that quoted without reading the quote back (quotes never change).
+#[derive(Default)]
+pub(crate) struct QuoteTermsCache {
+    terms: std::sync::Mutex<HashMap<QuoteId, Arc<QuoteTerms>>>,
+}
+
+/// Quotes' terms kept at most (a few hundred bytes each).
+const MAX_QUOTE_TERMS: usize = 100_000;
+
+impl QuoteTermsCache {
+    pub(crate) fn remember(&self, quote: &Quote) {
+        let mut terms = self.terms.lock().unwrap();
+        if terms.len() >= MAX_QUOTE_TERMS {
+            let at = now();
+            terms.retain(|_, kept| kept.expires_at > at);
+            if terms.len() >= MAX_QUOTE_TERMS {
+                terms.clear();
+            }
+        }
+        terms.insert(quote.id, Arc::new(QuoteTerms::from(quote)));
+    }
+
+    fn get(&self, id: QuoteId) -> Option<Arc<QuoteTerms>> {
+        self.terms.lock().unwrap().get(&id).cloned()
+    }
+
+    fn forget(&self, id: QuoteId) {
+        self.terms.lock().unwrap().remove(&id);
+    }
+}
+
+impl Kernel {
+    /// A driver's own quote's terms: from this node's memory, else from the store.
+    async fn quote_terms(&self, driver: DriverId, id: QuoteId) -> KernelResult<Arc<QuoteTerms>> {
+        if let Some(terms) = self.quote_terms.get(id) {
+            return if terms.driver_id == Some(driver) { Ok(terms) } else { Err(KernelError::not_found("quote")) };
+        }
+        let quote = self.get_quote(&Principal::Driver { driver_id: driver }, id).await?;
+        Ok(Arc::new(QuoteTerms::from(&quote)))
     }
 }
 

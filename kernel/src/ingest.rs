@@ -78,7 +78,8 @@ pub struct Availability {
     pub counts: BTreeMap<SpaceStatus, u64>,
     /// Free spaces per vehicle type.
     pub free_by_vehicle_type: BTreeMap<VehicleType, u64>,
-    pub spaces: Vec<(Space, Effective)>,
+    /// Shared with search's snapshots, which reuse the same spaces for many answers.
+    pub spaces: Vec<(std::sync::Arc<Space>, Effective)>,
 }
 
 /// An uplink whose device is known, ready to decode.
@@ -611,24 +612,38 @@ impl Kernel {
         let at = now();
         let config = self.live_config();
         let rows = self.store().list_site_live(operator, site_id).await?;
+        let spaces = rows.into_iter().map(|(space, live)| {
+            let shown = shown(&space, &live, at, &config);
+            (std::sync::Arc::new(space), shown)
+        });
+        Ok(Availability::of(site_id, at, spaces))
+    }
+}
+
+impl Availability {
+    /// Counts by status and vehicle type of spaces and what they show at `at`.
+    pub(crate) fn of(
+        site_id: SiteId,
+        at: DateTime<Utc>,
+        shown: impl Iterator<Item = (std::sync::Arc<Space>, Effective)>,
+    ) -> Self {
         let mut counts: BTreeMap<SpaceStatus, u64> = SpaceStatus::ALL.into_iter().map(|status| (status, 0)).collect();
         let mut free_by_vehicle_type = BTreeMap::new();
-        let mut spaces = Vec::with_capacity(rows.len());
-        for (space, live) in rows {
-            let shown = shown(&space, &live, at, &config);
+        let mut spaces = Vec::with_capacity(shown.size_hint().0);
+        for (space, shown) in shown {
             *counts.entry(shown.status).or_default() += 1;
             if shown.status == SpaceStatus::Free {
                 *free_by_vehicle_type.entry(space.details.vehicle_type).or_default() += 1;
             }
             spaces.push((space, shown));
         }
-        Ok(Availability { site_id, at, counts, free_by_vehicle_type, spaces })
+        Self { site_id, at, counts, free_by_vehicle_type, spaces }
     }
 }
 
 /// What a space shows: its live state, except that a space the operator closed by hand stays
 /// closed whatever the sensor says (an override still wins).
-fn shown(space: &Space, live: &SpaceLive, at: DateTime<Utc>, config: &LiveConfig) -> Effective {
+pub(crate) fn shown(space: &Space, live: &SpaceLive, at: DateTime<Utc>, config: &LiveConfig) -> Effective {
     let mut shown = live.effective(at, config);
     if space.state.status == SpaceStatus::Closed && !shown.overridden {
         shown.status = SpaceStatus::Closed;

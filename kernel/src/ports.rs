@@ -92,15 +92,15 @@ pub trait BookingStore: Send + Sync {
         owner: crate::booking::BookingOwner,
         page: PageRequest,
     ) -> StoreResult<Page<crate::booking::Booking>>;
-    /// Spaces of `site` that a live booking holds for part of `start`..`end` (holds that ran
-    /// out by `at` excluded).
+    /// Spaces of `sites` that a live booking holds for part of `start`..`end` (holds that ran
+    /// out by `at` excluded), with their sites.
     async fn booked_spaces(
         &self,
-        site: SiteId,
+        sites: &[SiteId],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         at: DateTime<Utc>,
-    ) -> StoreResult<Vec<SpaceId>>;
+    ) -> StoreResult<Vec<(SiteId, SpaceId)>>;
 }
 
 /// Payments, the outbox of provider calls, the webhook inbox and receipts.
@@ -235,8 +235,8 @@ pub trait SiteStore: Send + Sync {
     /// Returns whether a row was deleted.
     async fn delete_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<bool>;
     async fn count_spaces_in_site(&self, operator: OperatorId, id: SiteId) -> StoreResult<u64>;
-    /// Every operator's sites' locations, for the search index.
-    async fn list_site_locations(&self) -> StoreResult<Vec<crate::search::IndexedSite>>;
+    /// Every operator's sites, for the search index.
+    async fn list_all_sites(&self) -> StoreResult<Vec<Site>>;
 }
 
 #[derive(Debug, Clone, Default)]

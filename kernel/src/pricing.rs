@@ -43,15 +43,44 @@ impl RulesEngine for NoRules {
     }
 }
 
-/// Compiled versions, shared by all requests.
+/// Compiled versions, and what pricing reads on every quote and search, shared by all requests.
 #[derive(Default)]
 pub struct RuleCache {
     compiled: Mutex<HashMap<(RuleSetId, u32), Arc<dyn CompiledRules>>>,
+    /// Published versions (their source and parameters never change).
+    published: Mutex<HashMap<(RuleSetId, u32), Arc<RuleVersion>>>,
+    /// Each site's rule set and its activations, and when they were read: this node's rule
+    /// writes drop them all; another node's appear within [`SITE_RULES_MAX_AGE`].
+    site_rules: Mutex<HashMap<(OperatorId, SiteId), CachedSiteRules>>,
+    /// Counts this node's rule writes: rules read before one are not kept.
+    generation: std::sync::atomic::AtomicU64,
     /// Each site's last-hour occupancy, and when it was computed.
     recent: Mutex<HashMap<SiteId, (std::time::Instant, Option<f64>)>>,
 }
 
 const MAX_CACHED_VERSIONS: usize = 4096;
+/// How long a site's rule set and activations are reused without reading them again.
+pub const SITE_RULES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Older than this, a site's rules are read again before they price anything.
+pub const SITE_RULES_STALE_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A site's rules as last read (`None`: none priced it), and when.
+type CachedSiteRules = (std::time::Instant, Option<Arc<SiteRules>>);
+
+/// The rule set that prices a site, and its activations.
+struct SiteRules {
+    rule_set: RuleSet,
+    activations: Vec<Activation>,
+}
+
+impl RuleCache {
+    /// After a rule write on this node: what any site's prices come from may have changed.
+    fn forget_site_rules(&self) {
+        let mut site_rules = self.site_rules.lock().unwrap();
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        site_rules.clear();
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RuleSetInput {
@@ -200,6 +229,7 @@ impl Kernel {
             created_at: now(),
         };
         self.store().insert_rule_set(&rule_set).await?;
+        self.rule_cache().forget_site_rules();
         Ok(rule_set)
     }
 
@@ -240,6 +270,7 @@ impl Kernel {
         }
         validate_settings(&rule_set.error_policy, &rule_set.guardrails)?;
         self.store().update_rule_set(&rule_set).await?;
+        self.rule_cache().forget_site_rules();
         Ok(rule_set)
     }
 
@@ -420,6 +451,7 @@ impl Kernel {
         let activation =
             Activation { rule_set_id: id, version, effective_from, created_at: at, reason: reason.to_owned() };
         self.store().publish_rule_version(operator, id, version, &activation).await?;
+        self.rule_cache().forget_site_rules();
         Ok(RuleVersion { status: VersionStatus::Published, published_at: Some(at), ..rule_version })
     }
 
@@ -437,6 +469,7 @@ impl Kernel {
         let activation =
             Activation { rule_set_id: id, version, effective_from: at, created_at: at, reason: "rollback".into() };
         self.store().insert_rollback(operator, &activation).await?;
+        self.rule_cache().forget_site_rules();
         Ok(activation)
     }
 
@@ -588,6 +621,7 @@ impl Kernel {
             expires_at: at + QUOTE_TTL,
         };
         self.store().insert_quote(&quote).await?;
+        self.quote_terms.remember(&quote);
         let fallback = if quote.fallback { "true" } else { "false" };
         metrics::counter!("berth_quotes_total", "fallback" => fallback).increment(1);
         Ok(quote)
@@ -604,11 +638,66 @@ impl Kernel {
         stay: Stay<'_>,
         at: DateTime<Utc>,
     ) -> KernelResult<PricedStay> {
+        let prepared = self.prepare_stay(operator, site, stay, at).await?;
+        let (prepared, evaluated) = tokio::task::spawn_blocking(move || {
+            let evaluated = prepared.evaluate();
+            (prepared, evaluated)
+        })
+        .await
+        .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?;
+        prepared.finish(for_driver, site, evaluated)
+    }
+
+    /// Prices several stays (search: one per site) with one trip to the blocking pool.
+    pub(crate) async fn price_stays(
+        &self,
+        for_driver: bool,
+        stays: Vec<(&crate::site::Site, Stay<'_>)>,
+        at: DateTime<Utc>,
+    ) -> Vec<KernelResult<PricedStay>> {
+        let sites: Vec<&crate::site::Site> = stays.iter().map(|(site, _)| *site).collect();
+        let prepared = futures_util::future::join_all(
+            stays.into_iter().map(|(site, stay)| self.prepare_stay(site.operator_id, site, stay, at)),
+        )
+        .await;
+        let evaluated = tokio::task::spawn_blocking(move || {
+            prepared
+                .into_iter()
+                .map(|prepared| {
+                    prepared.map(|prepared| {
+                        let evaluated = prepared.evaluate();
+                        (prepared, evaluated)
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match evaluated {
+            Ok(evaluated) => sites
+                .into_iter()
+                .zip(evaluated)
+                .map(|(site, outcome)| {
+                    outcome.and_then(|(prepared, evaluated)| prepared.finish(for_driver, site, evaluated))
+                })
+                .collect(),
+            Err(_) => sites.iter().map(|_| Err(KernelError::Unavailable("rule evaluation failed".into()))).collect(),
+        }
+    }
+
+    /// Everything the rules need to price a stay: the version in force and its context.
+    async fn prepare_stay(
+        &self,
+        operator: OperatorId,
+        site: &crate::site::Site,
+        stay: Stay<'_>,
+        at: DateTime<Utc>,
+    ) -> KernelResult<PreparedStay> {
         let site_id = site.id;
         let Stay { space, availability, vehicle_type, start: stay_start, end: stay_end, driver } = stay;
-        let rule_set = self.rule_set_for_site(operator, site_id).await?.ok_or_else(|| {
+        let site_rules = self.site_rules(operator, site_id).await?.ok_or_else(|| {
             KernelError::Conflict(format!("site {site_id} has no rule set; its operator has not published prices"))
         })?;
+        let (rule_set, activations) = (&site_rules.rule_set, &site_rules.activations);
         if rule_set.currency != site.details.currency {
             return Err(KernelError::Conflict(format!(
                 "the rule set for this site prices in {}, but the site charges in {}",
@@ -616,12 +705,11 @@ impl Kernel {
                 site.details.currency.code()
             )));
         }
-        let activations = self.store().list_activations(operator, rule_set.id).await?;
-        let version = version_in_force(&activations, stay_start.max(at)).ok_or_else(|| {
+        let version = version_in_force(activations, stay_start.max(at)).ok_or_else(|| {
             KernelError::Conflict(format!("rule set '{}' has no published version in force then", rule_set.name))
         })?;
-        let (_, rule_version) = self.rule_version(operator, rule_set.id, version).await?;
-        let compiled = self.compiled(&rule_set, &rule_version).await?;
+        let rule_version = self.published_version(operator, rule_set.id, version).await?;
+        let compiled = self.compiled(rule_set, &rule_version).await?;
 
         let loaded;
         let availability = match availability {
@@ -650,17 +738,36 @@ impl Kernel {
             adjustment: None,
         };
 
-        let evaluated = {
-            let (compiled, ctx, guardrails) = (compiled.clone(), ctx.clone(), rule_set.guardrails);
-            tokio::task::spawn_blocking(move || {
-                let entries = [EntryPoint::AllowBooking, EntryPoint::Price];
-                let mut checked = evaluate_checked_each(compiled.as_ref(), &entries, &ctx, &guardrails).into_iter();
-                let unanswered = || Err(RuleError::answer("no answer"));
-                (checked.next().unwrap_or_else(unanswered), checked.next().unwrap_or_else(unanswered))
-            })
-            .await
-            .map_err(|_| KernelError::Unavailable("rule evaluation failed".into()))?
-        };
+        Ok(PreparedStay { site_rules, version, compiled, ctx })
+    }
+}
+
+/// A stay ready for the rules: see [`Kernel::price_stay`].
+struct PreparedStay {
+    site_rules: Arc<SiteRules>,
+    version: u32,
+    compiled: Arc<dyn CompiledRules>,
+    ctx: RuleContext,
+}
+
+/// What `allow_booking` and `price` answered.
+type StayAnswers = (Result<crate::rules::Checked, RuleError>, Result<crate::rules::Checked, RuleError>);
+
+impl PreparedStay {
+    /// Runs `allow_booking` and `price` (blocking: call it off the async workers).
+    fn evaluate(&self) -> StayAnswers {
+        let entries = [EntryPoint::AllowBooking, EntryPoint::Price];
+        let mut checked =
+            evaluate_checked_each(self.compiled.as_ref(), &entries, &self.ctx, &self.site_rules.rule_set.guardrails)
+                .into_iter();
+        let unanswered = || Err(RuleError::answer("no answer"));
+        (checked.next().unwrap_or_else(unanswered), checked.next().unwrap_or_else(unanswered))
+    }
+
+    /// The price from the answers, or why there is none.
+    fn finish(self, for_driver: bool, site: &crate::site::Site, evaluated: StayAnswers) -> KernelResult<PricedStay> {
+        let Self { site_rules, version, ctx, .. } = self;
+        let rule_set = &site_rules.rule_set;
         let is_driver = for_driver;
         let rule_failed = |error: &RuleError| {
             metrics::counter!("berth_rules_errors_total", "kind" => error.kind.as_str()).increment(1);
@@ -713,7 +820,9 @@ impl Kernel {
         };
         Ok(PricedStay { price, trace, fallback, rule_set_id: rule_set.id, version, context: ctx })
     }
+}
 
+impl Kernel {
     /// A quote, for the driver who asked for it or the operator of its site.
     pub async fn get_quote(&self, caller: &Principal, id: QuoteId) -> KernelResult<Quote> {
         let quote = self.store().get_quote(id).await?.ok_or_else(|| KernelError::not_found("quote"))?;
@@ -753,13 +862,84 @@ impl Kernel {
         }
     }
 
-    async fn rule_set_for_site(&self, operator: OperatorId, site: SiteId) -> KernelResult<Option<RuleSet>> {
+    /// The rule set pricing `site` (its own, else the operator-wide one) and its activations:
+    /// read again in the background once older than [`SITE_RULES_MAX_AGE`] (the last one
+    /// serving meanwhile), and before use once older than [`SITE_RULES_STALE_AGE`].
+    async fn site_rules(&self, operator: OperatorId, site: SiteId) -> KernelResult<Option<Arc<SiteRules>>> {
+        let key = (operator, site);
+        let cached = {
+            let mut cache = self.rule_cache().site_rules.lock().unwrap();
+            cache.get_mut(&key).and_then(|(read, rules)| {
+                let age = read.elapsed();
+                if age < SITE_RULES_MAX_AGE {
+                    Some((rules.clone(), false))
+                } else if age < SITE_RULES_STALE_AGE {
+                    // Taken: other requests keep this one until the new one is read.
+                    *read = std::time::Instant::now();
+                    Some((rules.clone(), true))
+                } else {
+                    None
+                }
+            })
+        };
+        match cached {
+            Some((rules, false)) => Ok(rules),
+            Some((rules, true)) => {
+                let kernel = self.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = kernel.load_site_rules(operator, site).await {
+                        tracing::warn!(%site, %error, "a site's rules could not be read again; the last ones serve");
+                    }
+                });
+                Ok(rules)
+            }
+            None => self.load_site_rules(operator, site).await,
+        }
+    }
+
+    async fn load_site_rules(&self, operator: OperatorId, site: SiteId) -> KernelResult<Option<Arc<SiteRules>>> {
+        let key = (operator, site);
+        let read = std::time::Instant::now();
+        let generation = self.rule_cache().generation.load(std::sync::atomic::Ordering::Acquire);
         let sets = self.store().rule_sets_for_site(operator, site).await?;
-        Ok(sets
-            .iter()
-            .find(|set| set.site_id == Some(site))
-            .or_else(|| sets.iter().find(|set| set.site_id.is_none()))
-            .cloned())
+        let rule_set =
+            sets.iter().find(|set| set.site_id == Some(site)).or_else(|| sets.iter().find(|set| set.site_id.is_none()));
+        let rules = match rule_set {
+            Some(rule_set) => {
+                let activations = self.store().list_activations(operator, rule_set.id).await?;
+                Some(Arc::new(SiteRules { rule_set: rule_set.clone(), activations }))
+            }
+            None => None,
+        };
+        let mut cache = self.rule_cache().site_rules.lock().unwrap();
+        if cache.len() >= MAX_CACHED_VERSIONS {
+            cache.clear();
+        }
+        // A rule write since the read may have changed them: keep them for this answer only.
+        if self.rule_cache().generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+            cache.insert(key, (read, rules.clone()));
+        }
+        Ok(rules)
+    }
+
+    /// A published version, from the cache or the store.
+    async fn published_version(
+        &self,
+        operator: OperatorId,
+        id: RuleSetId,
+        version: u32,
+    ) -> KernelResult<Arc<RuleVersion>> {
+        if let Some(found) = self.rule_cache().published.lock().unwrap().get(&(id, version)) {
+            return Ok(found.clone());
+        }
+        let (_, rule_version) = self.rule_version(operator, id, version).await?;
+        let rule_version = Arc::new(rule_version);
+        let mut cache = self.rule_cache().published.lock().unwrap();
+        if cache.len() >= MAX_CACHED_VERSIONS {
+            cache.clear();
+        }
+        cache.insert((id, version), rule_version.clone());
+        Ok(rule_version)
     }
 
     async fn rule_version(
@@ -809,7 +989,8 @@ impl Kernel {
         Ok(site.map(|site| SiteFacts::of(&site, u32::try_from(capacity).unwrap_or(u32::MAX))))
     }
 
-    /// Occupancy now (from `availability`) and over the last hour (reused for a minute per site).
+    /// Occupancy now (from `availability`) and over the last hour: computed once per site, then
+    /// recomputed in the background each [`RECENT_OCCUPANCY_TTL`] while the last figure serves.
     async fn occupancy_with_recent(
         &self,
         operator: OperatorId,
@@ -817,19 +998,45 @@ impl Kernel {
         availability: &crate::ingest::Availability,
     ) -> KernelResult<Occupancy> {
         let mut occupancy = occupancy_now(availability);
-        let cached = self.rule_cache().recent.lock().unwrap().get(&site.id).copied();
-        occupancy.recent_percent = match cached {
-            Some((at, recent)) if at.elapsed() < RECENT_OCCUPANCY_TTL => recent,
-            _ => {
-                let to = now();
-                let from = to - Duration::hours(1);
-                let recent =
-                    self.occupancy_history(operator, availability, from, to, site.details.timezone).await?.overall;
-                self.rule_cache().recent.lock().unwrap().insert(site.id, (std::time::Instant::now(), recent));
-                recent
-            }
+        let known = {
+            let mut recent = self.rule_cache().recent.lock().unwrap();
+            recent.get_mut(&site.id).map(|(at, figure)| {
+                occupancy.recent_percent = *figure;
+                let due = at.elapsed() >= RECENT_OCCUPANCY_TTL;
+                if due {
+                    // Taken: other requests keep the old figure meanwhile.
+                    *at = std::time::Instant::now();
+                }
+                due
+            })
         };
+        if known == Some(false) {
+            return Ok(occupancy);
+        }
+        if known == Some(true) {
+            let (kernel, site, availability) = (self.clone(), site.clone(), availability.clone());
+            tokio::spawn(async move {
+                if let Err(error) = kernel.refresh_recent_occupancy(operator, &site, &availability).await {
+                    tracing::warn!(site = %site.id, %error, "last-hour occupancy could not be recomputed");
+                }
+            });
+            return Ok(occupancy);
+        }
+        occupancy.recent_percent = self.refresh_recent_occupancy(operator, site, availability).await?;
         Ok(occupancy)
+    }
+
+    async fn refresh_recent_occupancy(
+        &self,
+        operator: OperatorId,
+        site: &crate::site::Site,
+        availability: &crate::ingest::Availability,
+    ) -> KernelResult<Option<f64>> {
+        let to = now();
+        let from = to - Duration::hours(1);
+        let recent = self.occupancy_history(operator, availability, from, to, site.details.timezone).await?.overall;
+        self.rule_cache().recent.lock().unwrap().insert(site.id, (std::time::Instant::now(), recent));
+        Ok(recent)
     }
 }
 

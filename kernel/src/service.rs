@@ -33,6 +33,8 @@ pub struct Kernel {
     rules_engine: Arc<dyn crate::rules::RulesEngine>,
     pub(crate) rule_cache: Arc<crate::pricing::RuleCache>,
     pub(crate) site_index: Arc<crate::search::SiteIndex>,
+    pub(crate) site_snapshots: Arc<crate::search::SiteSnapshots>,
+    pub(crate) quote_terms: Arc<crate::booking::QuoteTermsCache>,
     pub(crate) payments: Arc<crate::payment::Payments>,
 }
 
@@ -59,6 +61,8 @@ impl Kernel {
             rules_engine: Arc::new(crate::pricing::NoRules),
             rule_cache: Arc::default(),
             site_index: Arc::default(),
+            site_snapshots: Arc::default(),
+            quote_terms: Arc::default(),
             payments: Arc::default(),
         }
     }
@@ -288,6 +292,7 @@ impl Kernel {
         site.updated_at = now();
         self.store.update_site(&site).await?;
         self.site_index().upsert(&site);
+        self.site_snapshots.forget(site.id);
         Ok(site)
     }
 
@@ -303,6 +308,7 @@ impl Kernel {
         }
         self.store.delete_site(operator_id, id).await?;
         self.site_index().remove(id);
+        self.site_snapshots.forget(id);
         Ok(())
     }
 
@@ -358,6 +364,7 @@ impl Kernel {
             });
         }
         self.store.insert_spaces(&spaces).await?;
+        self.site_snapshots.forget(site_id);
         Ok(spaces)
     }
 
@@ -404,6 +411,7 @@ impl Kernel {
         }
         space.updated_at = now;
         self.store.update_space(&space).await?;
+        self.site_snapshots.forget(space.site_id);
         Ok(self.with_live(operator_id, vec![space]).await?.remove(0))
     }
 
@@ -411,6 +419,7 @@ impl Kernel {
         let operator_id = operator_scope(caller, Access::Write)?;
         let deleted = self.store.delete_space(operator_id, id).await?;
         self.caches.forget_devices();
+        self.site_snapshots.forget_all();
         if !deleted {
             return Err(KernelError::not_found("space"));
         }

@@ -79,6 +79,33 @@ async fn search_finds_priced_sites_nearby(app: &TestApp) {
     let own = app.get(&path("&radius_m=1000", 24), &other.staff_key).await.expect(200);
     assert_eq!(names(&own), ["Aliados"]);
 
+    // Search answers from memory, and this node's writes show in the very next answer: spaces
+    // added, a space closed by hand, a new version of the tariff.
+    let trindade_hit = |results: &Value| {
+        results["items"].as_array().unwrap().iter().find(|hit| hit["site"]["name"] == "Trindade").cloned().unwrap()
+    };
+    let bulk = format!("/v1/sites/{trindade}/spaces/bulk");
+    let more = json!([{"code": "T-X1"}, {"code": "T-X2"}]);
+    let added = app.post(&bulk, &acme.admin_key, more).await.expect(201);
+    let results = app.get(&path("&radius_m=1000", 24), &driver).await.expect(200);
+    assert_eq!(trindade_hit(&results)["free_spaces"], 6, "{results}");
+    let closed = added["items"][0]["id"].as_str().unwrap();
+    app.patch(&format!("/v1/spaces/{closed}"), &acme.admin_key, json!({"status": "closed"})).await.expect(200);
+    let results = app.get(&path("&radius_m=1000", 24), &driver).await.expect(200);
+    assert_eq!(trindade_hit(&results)["free_spaces"], 5, "{results}");
+    let sets = app.get("/v1/rulesets", &acme.admin_key).await.expect(200);
+    let trindade_set =
+        sets["items"].as_array().unwrap().iter().find(|set| set["site_id"] == trindade.as_str()).unwrap();
+    let versions = format!("/v1/rulesets/{}/versions", trindade_set["id"].as_str().unwrap());
+    let source = "fn price(ctx) { base(\"Parking\", increments(ctx.duration_minutes, 60) * 250) }";
+    let tests = json!([{"name": "an hour", "context": {"start": "2026-03-02T09:00", "end": "2026-03-02T10:00"},
+                        "expect": {"total_minor": 250}}]);
+    app.post(&versions, &acme.admin_key, json!({"source": source, "tests": tests})).await.expect(201);
+    app.post(&format!("{versions}/2/publish"), &acme.admin_key, json!({})).await.expect(200);
+    let results = app.get(&path("&radius_m=1000", 24), &driver).await.expect(200);
+    let hit = trindade_hit(&results);
+    assert_eq!((hit["total_minor"].as_i64(), hit["rule_version"].as_u64()), (Some(500), Some(2)), "{hit}");
+
     // Now: live state decides. Nothing sensed yet, so nothing is free; one space freed by hand is.
     let now = app.get(&path("&radius_m=1000", 0), &driver).await.expect(200);
     assert_eq!(names(&now), Vec::<&str>::new(), "{now}");

@@ -1,6 +1,8 @@
 //! The kernel's `BookingStore`. No two live bookings of a space overlap: on PostgreSQL the
 //! `bookings_no_overlap` exclusion constraint refuses the insert; on SQLite the check and the
 //! insert run in one transaction under the store's booking lock (SQLite has one writer anyway).
+//! Both first check under a lock (PostgreSQL: an advisory lock per space), so a refused
+//! request writes nothing.
 
 use async_trait::async_trait;
 use berth_kernel::StoreError;
@@ -13,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QuerySelect, Statement, TransactionTrait,
+    QueryFilter, QuerySelect, QueryTrait, Statement, TransactionTrait,
 };
 
 use crate::entity::booking;
@@ -120,6 +122,48 @@ async fn expire_holds(txn: &DatabaseTransaction, space: SpaceId, at: DateTime<Ut
         .map(|_| ())
 }
 
+/// Whether `booking`'s quote was used already, and whether a live booking of its space (a hold
+/// that ran out by `at` excluded) overlaps its window: one query.
+async fn refuse_if_standing(db: &impl ConnectionTrait, booking: &Booking, at: DateTime<Utc>) -> StoreResult<()> {
+    let (used, overlapping) = standing(db, booking, at).await.map_err(backend)?;
+    if used {
+        return Err(StoreError::Conflict(QUOTE_USED.to_owned()));
+    }
+    if overlapping {
+        return Err(StoreError::Conflict(OVERLAP.to_owned()));
+    }
+    Ok(())
+}
+
+async fn standing(db: &impl ConnectionTrait, booking: &Booking, at: DateTime<Utc>) -> Result<(bool, bool), DbErr> {
+    let used = booking::Entity::find()
+        .select_only()
+        .expr(Expr::val(1))
+        .filter(booking::Column::QuoteId.eq(booking.quote_id.as_uuid()))
+        .into_query();
+    let lapsed = sea_orm::sea_query::Condition::all()
+        .add(booking::Column::Status.eq(BookingStatus::PendingPayment.as_str()))
+        .add(booking::Column::HoldExpiresAt.lte(at));
+    let overlapping = booking::Entity::find()
+        .select_only()
+        .expr(Expr::val(1))
+        .filter(booking::Column::SpaceId.eq(booking.space_id.as_uuid()))
+        .filter(booking::Column::Status.is_in(live()))
+        .filter(lapsed.not())
+        .filter(booking::Column::StartAt.lt(booking.end))
+        .filter(booking::Column::EndAt.gt(booking.start))
+        .into_query();
+    let query = sea_orm::sea_query::Query::select()
+        .expr_as(Expr::exists(used), sea_orm::sea_query::Alias::new("used"))
+        .expr_as(Expr::exists(overlapping), sea_orm::sea_query::Alias::new("overlapping"))
+        .to_owned();
+    let row = db
+        .query_one(db.get_database_backend().build(&query))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("a SELECT without FROM answered no row".into()))?;
+    Ok((row.try_get::<bool>("", "used")?, row.try_get::<bool>("", "overlapping")?))
+}
+
 #[async_trait]
 impl BookingStore for SqlStore {
     async fn insert_booking(
@@ -129,6 +173,10 @@ impl BookingStore for SqlStore {
         payments: &[Payment],
         commands: &[PaymentCommand],
     ) -> StoreResult<()> {
+        // A booking already committed over the window refuses at once, without a transaction or
+        // a lock (a contended space refuses most requests); otherwise the check is repeated
+        // under the lock, where it decides.
+        refuse_if_standing(&self.db, booking, at).await?;
         let sqlite = self.db.get_database_backend() == DbBackend::Sqlite;
         let _writer = if sqlite { Some(self.booking_writer.lock().await) } else { None };
         let txn = self.db.begin().await.map_err(backend)?;
@@ -143,18 +191,11 @@ impl BookingStore for SqlStore {
             );
             txn.execute(lock).await.map_err(backend)?;
         }
+        // Refused before anything is written. The exclusion constraint stays the guarantee on
+        // PostgreSQL; this check, under the lock, is SQLite's.
+        refuse_if_standing(&txn, booking, at).await?;
+        // Holds that ran out no longer count; mark them so the constraint agrees.
         expire_holds(&txn, booking.space_id, at).await.map_err(backend)?;
-        let used = booking::Entity::find()
-            .filter(booking::Column::QuoteId.eq(booking.quote_id.as_uuid()))
-            .count(&txn)
-            .await
-            .map_err(backend)?;
-        if used > 0 {
-            return Err(StoreError::Conflict(QUOTE_USED.to_owned()));
-        }
-        if sqlite {
-            refuse_overlap(&txn, booking).await?;
-        }
         booking::Entity::insert(to_row(booking).into_active_model())
             .exec_without_returning(&txn)
             .await
@@ -169,18 +210,21 @@ impl BookingStore for SqlStore {
 
     async fn booked_spaces(
         &self,
-        site: SiteId,
+        sites: &[SiteId],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         at: DateTime<Utc>,
-    ) -> StoreResult<Vec<SpaceId>> {
+    ) -> StoreResult<Vec<(SiteId, SpaceId)>> {
+        if sites.is_empty() {
+            return Ok(Vec::new());
+        }
         let holding = sea_orm::sea_query::Condition::any()
             .add(booking::Column::Status.ne(BookingStatus::PendingPayment.as_str()))
             .add(booking::Column::HoldExpiresAt.gt(at));
-        let rows: Vec<uuid::Uuid> = booking::Entity::find()
+        let rows: Vec<(uuid::Uuid, uuid::Uuid)> = booking::Entity::find()
             .select_only()
-            .column(booking::Column::SpaceId)
-            .filter(booking::Column::SiteId.eq(site.as_uuid()))
+            .columns([booking::Column::SiteId, booking::Column::SpaceId])
+            .filter(booking::Column::SiteId.is_in(sites.iter().map(|site| site.as_uuid())))
             .filter(booking::Column::Status.is_in(live()))
             .filter(holding)
             .filter(booking::Column::StartAt.lt(end))
@@ -189,7 +233,7 @@ impl BookingStore for SqlStore {
             .all(&self.db)
             .await
             .map_err(backend)?;
-        Ok(rows.into_iter().map(SpaceId::from_uuid).collect())
+        Ok(rows.into_iter().map(|(site, space)| (SiteId::from_uuid(site), SpaceId::from_uuid(space))).collect())
     }
 
     async fn list_bookings(&self, owner: BookingOwner, page: PageRequest) -> StoreResult<Page<Booking>> {

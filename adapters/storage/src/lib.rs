@@ -327,23 +327,8 @@ impl SiteStore for SqlStore {
         space_select(operator).filter(space::Column::SiteId.eq(id.as_uuid())).count(&self.db).await.map_err(backend)
     }
 
-    async fn list_site_locations(&self) -> StoreResult<Vec<berth_kernel::search::IndexedSite>> {
-        let rows: Vec<(Uuid, Uuid, f64, f64)> = site::Entity::find()
-            .select_only()
-            .columns([site::Column::Id, site::Column::OperatorId, site::Column::Lat, site::Column::Lon])
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(backend)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, operator, lat, lon)| berth_kernel::search::IndexedSite {
-                site_id: SiteId::from_uuid(id),
-                operator_id: OperatorId::from_uuid(operator),
-                lon,
-                lat,
-            })
-            .collect())
+    async fn list_all_sites(&self) -> StoreResult<Vec<Site>> {
+        site::Entity::find().all(&self.db).await.map_err(backend)?.into_iter().map(site_from_row).collect()
     }
 }
 

@@ -10,7 +10,6 @@
 //!    delivery latency p50/p99 from the change to each client.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -59,7 +58,8 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     }
     let store = crate::open_store(&config).await?;
     let backend = store.backend_name();
-    let kernel = Kernel::new(Arc::new(store.clone()));
+    // The server's own kernel setup: the demo seed publishes rules.
+    let kernel = crate::kernel(&config, store.clone());
     let credentials = crate::demo::seed(&kernel, data_dir).await?;
     let operator_admin = kernel.authenticate_api_key(&credentials.operator_admin_key).await?;
     let garage = credentials.off_street_site_id.parse().context("demo garage id")?;

@@ -223,3 +223,36 @@ async fn demo_is_idempotent_across_restarts() {
     assert!(quote["total_minor"].as_i64().is_some_and(|total| total > 0), "{quote}");
     drop(second);
 }
+
+/// Every benchmark runs end to end at a small size and prints its figures (the real sizes are
+/// for release builds; see docs/operations.md).
+#[test]
+fn benchmarks_run_at_small_sizes() {
+    for (args, expect) in [
+        (
+            &[
+                "bench",
+                "ingest",
+                "--messages",
+                "200",
+                "--devices",
+                "20",
+                "--rate",
+                "100",
+                "--seconds",
+                "1",
+                "--subscribers",
+                "10",
+            ][..],
+            "uplinks",
+        ),
+        (
+            &["bench", "search", "--sites", "5", "--spaces-per-site", "5", "--rate", "5", "--seconds", "1"],
+            "search latency",
+        ),
+        (&["bench", "bookings", "--spaces", "2", "--requests", "20", "--concurrency", "4"], "double bookings: 0"),
+    ] {
+        let (ok, stdout, stderr) = berth(args, &[]);
+        assert!(ok && stdout.contains(expect), "{args:?}: {stdout}\n{stderr}");
+    }
+}

@@ -94,19 +94,21 @@ pub(crate) fn insert_error(error: DbErr) -> StoreError {
 /// SQLite's half of the no-overlap guarantee, run in the writer's transaction: another live
 /// booking of the space overlapping `booking`'s window is [`OVERLAP`].
 pub(crate) async fn refuse_overlap(txn: &DatabaseTransaction, booking: &Booking) -> StoreResult<()> {
-    let overlapping = booking::Entity::find()
+    let overlapping = overlapping(booking).count(txn).await.map_err(backend)?;
+    if overlapping > 0 {
+        return Err(StoreError::Conflict(OVERLAP.to_owned()));
+    }
+    Ok(())
+}
+
+/// The other live bookings of `booking`'s space whose windows overlap its own.
+fn overlapping(booking: &Booking) -> sea_orm::Select<booking::Entity> {
+    booking::Entity::find()
         .filter(booking::Column::SpaceId.eq(booking.space_id.as_uuid()))
         .filter(booking::Column::Id.ne(booking.id.as_uuid()))
         .filter(booking::Column::Status.is_in(live()))
         .filter(booking::Column::StartAt.lt(booking.end))
         .filter(booking::Column::EndAt.gt(booking.start))
-        .count(txn)
-        .await
-        .map_err(backend)?;
-    if overlapping > 0 {
-        return Err(StoreError::Conflict(OVERLAP.to_owned()));
-    }
-    Ok(())
 }
 
 /// Marks holds of `space` that ran out before `at` as expired, so they stop blocking.
@@ -144,15 +146,7 @@ async fn standing(db: &impl ConnectionTrait, booking: &Booking, at: DateTime<Utc
     let lapsed = sea_orm::sea_query::Condition::all()
         .add(booking::Column::Status.eq(BookingStatus::PendingPayment.as_str()))
         .add(booking::Column::HoldExpiresAt.lte(at));
-    let overlapping = booking::Entity::find()
-        .select_only()
-        .expr(Expr::val(1))
-        .filter(booking::Column::SpaceId.eq(booking.space_id.as_uuid()))
-        .filter(booking::Column::Status.is_in(live()))
-        .filter(lapsed.not())
-        .filter(booking::Column::StartAt.lt(booking.end))
-        .filter(booking::Column::EndAt.gt(booking.start))
-        .into_query();
+    let overlapping = overlapping(booking).select_only().expr(Expr::val(1)).filter(lapsed.not()).into_query();
     let query = sea_orm::sea_query::Query::select()
         .expr_as(Expr::exists(used), sea_orm::sea_query::Alias::new("used"))
         .expr_as(Expr::exists(overlapping), sea_orm::sea_query::Alias::new("overlapping"))

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -55,6 +56,55 @@ pub struct Config {
     pub redis: RedisConfig,
     pub rules: RulesConfig,
     pub payments: PaymentsConfig,
+    pub nlu: NluConfig,
+}
+
+/// The language model drivers' chat messages go through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NluConfig {
+    /// Rasa NLU YAML files (or directories of them) trained together with the bundled parking data.
+    pub extra_data: Vec<PathBuf>,
+    /// Below this intent confidence a message is `nlu_fallback`.
+    pub fallback_threshold: f32,
+    /// When the two best intents are closer than this, a message is `nlu_fallback`.
+    pub ambiguity_threshold: f32,
+}
+
+impl Default for NluConfig {
+    fn default() -> Self {
+        let options = berth_nlu::TrainOptions::default();
+        Self {
+            extra_data: Vec::new(),
+            fallback_threshold: options.fallback_threshold,
+            ambiguity_threshold: options.ambiguity_threshold,
+        }
+    }
+}
+
+impl NluConfig {
+    /// Trains the model: the bundled parking data plus the extra files. CPU-bound (well under a
+    /// second for the bundled data). A process that starts several servers on the same settings
+    /// and files (tests, `bench`) trains once.
+    pub fn train(&self) -> anyhow::Result<std::sync::Arc<berth_nlu::Nlu>> {
+        type Trained = std::collections::HashMap<String, std::sync::Arc<berth_nlu::Nlu>>;
+        static TRAINED: std::sync::Mutex<Option<Trained>> = std::sync::Mutex::new(None);
+        let extra = berth_nlu::data::load_paths(&self.extra_data).context("nlu.extra_data")?;
+        let key = format!("{:?}|{}|{}", extra, self.fallback_threshold, self.ambiguity_threshold);
+        if let Some(nlu) = TRAINED.lock().unwrap().get_or_insert_default().get(&key) {
+            return Ok(nlu.clone());
+        }
+        let options = berth_nlu::TrainOptions {
+            fallback_threshold: self.fallback_threshold,
+            ambiguity_threshold: self.ambiguity_threshold,
+            ..berth_nlu::TrainOptions::default()
+        };
+        let nlu = std::sync::Arc::new(
+            berth_nlu::parking::train(vec![extra], options).context("training the language model (nlu.extra_data)")?,
+        );
+        TRAINED.lock().unwrap().get_or_insert_default().insert(key, nlu.clone());
+        Ok(nlu)
+    }
 }
 
 /// Budgets of every operator rule evaluation.
@@ -381,6 +431,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             rules: RulesConfig::default(),
             payments: PaymentsConfig::default(),
+            nlu: NluConfig::default(),
         }
     }
 }

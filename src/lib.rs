@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_market;
 pub mod config;
 pub mod demo;
+pub mod nlu_cli;
 pub mod payments;
 pub mod plugin_cli;
 pub mod rules_cli;
@@ -136,6 +137,10 @@ pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<App
     let tokens =
         TokenService::new(&token_secret(config)?, Duration::from_secs(config.auth.token_ttl_secs), oidc).await?;
     let mut kernel = kernel(config, store);
+    let nlu = config.nlu.clone();
+    let language =
+        tokio::task::spawn_blocking(move || nlu.train()).await.context("the language model trainer panicked")??;
+    kernel = kernel.with_language(language);
     let registry = open_plugins(config).await?;
     kernel = kernel.with_payments(payments::payments(config, registry.as_ref())?);
     if let Some(registry) = registry {

@@ -48,10 +48,44 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// The language model: train it, measure it on a test split, try a message.
+    Nlu {
+        #[command(subcommand)]
+        command: NluCommand,
+    },
     /// Benchmarks that print figures for this machine.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NluCommand {
+    /// Train on Rasa NLU YAML files or directories (default: the bundled parking data) and write the model.
+    Train {
+        /// Training files or directories (every *.yml but test.yml).
+        #[arg(long)]
+        data: Vec<PathBuf>,
+        #[arg(long, default_value = "nlu-model.bin")]
+        out: PathBuf,
+    },
+    /// Train on DIR's training split and print intent accuracy, slot F1, sentence accuracy,
+    /// per-intent and per-slot tables and parse latency on its test split. DIR holds
+    /// train.jsonl/test.jsonl (SNIPS, ATIS) or Rasa YAML with test.yml; default: the bundled data.
+    Eval {
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Parse one message with the bundled model and print intent and entities as JSON.
+    Parse {
+        text: String,
+        /// IANA timezone of the user.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// "Now" for relative times (RFC 3339); default: the clock.
+        #[arg(long)]
+        reference_time: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -289,6 +323,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Rules { command: RulesCommand::Explain { dir, test, context, entry } } => {
             print!("{}", berth::rules_cli::explain(&dir, test.as_deref(), context.as_deref(), entry.as_deref())?);
+            Ok(())
+        }
+        Command::Nlu { command: NluCommand::Train { data, out } } => {
+            print!("{}", berth::nlu_cli::train(&data, &out)?);
+            Ok(())
+        }
+        Command::Nlu { command: NluCommand::Eval { data } } => {
+            print!("{}", berth::nlu_cli::eval(data.as_deref())?);
+            Ok(())
+        }
+        Command::Nlu { command: NluCommand::Parse { text, timezone, reference_time } } => {
+            print!("{}", berth::nlu_cli::parse(&text, reference_time, &timezone)?);
             Ok(())
         }
         Command::Bench { command: BenchCommand::Rules { evaluations } } => berth::bench::rules(evaluations),

@@ -114,6 +114,14 @@ id_type!(
     BookingId
 );
 id_type!(
+    /// A driver's conversation with the bot on one chat channel.
+    ConversationId
+);
+id_type!(
+    /// One chat message, in or out.
+    MessageId
+);
+id_type!(
     /// One payment of a booking (the booking itself, an extension, an overstay).
     PaymentId
 );

@@ -5,14 +5,18 @@
 
 pub mod auth;
 pub mod booking;
+pub mod chat;
 pub mod commit;
+pub mod conversation;
 pub mod device;
+pub mod dialogue;
 pub mod driver;
 pub mod error;
 pub mod feed;
 pub mod geo;
 pub mod ids;
 pub mod ingest;
+pub mod language;
 pub mod lifecycle;
 pub mod live;
 pub mod occupancy;

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::auth::{ApiKey, SecretHash};
+use crate::conversation::{ChatMessage, Conversation};
 use crate::device::Device;
 use crate::driver::{Driver, Email, Vehicle};
 use crate::error::StoreError;
 use crate::ids::{
-    ApiKeyId, BookingId, DeviceId, DriverId, OperatorId, PaymentCommandId, PaymentId, QuoteId, RuleSetId, SiteId,
-    SpaceId, VehicleId,
+    ApiKeyId, BookingId, ConversationId, DeviceId, DriverId, MessageId, OperatorId, PaymentCommandId, PaymentId,
+    QuoteId, RuleSetId, SiteId, SpaceId, VehicleId,
 };
 use crate::live::{DeviceHealth, SpaceEvent, SpaceLive};
 use crate::operator::Operator;
@@ -304,6 +305,47 @@ pub trait VehicleStore: Send + Sync {
     async fn delete_vehicle(&self, driver: DriverId, id: VehicleId) -> StoreResult<bool>;
 }
 
+/// Conversations over chat channels and their messages. Driver-scoped: a conversation belongs
+/// to one driver, and only the kernel's chat services (which derive the driver) reach it.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// The conversation of `(channel, external_user)`: `new` if there is none yet, else the one
+    /// stored (whichever node created it first).
+    async fn find_or_create_conversation(&self, new: &Conversation) -> StoreResult<Conversation>;
+    async fn get_conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>>;
+    /// Takes the conversation's lease for `holder` until `until` when it is free, expired at
+    /// `now`, or already `holder`'s; answers whether `holder` has it.
+    async fn lease_conversation(
+        &self,
+        id: ConversationId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Gives the lease back (only `holder`'s).
+    async fn release_conversation(&self, id: ConversationId, holder: &str) -> StoreResult<()>;
+    /// Stores an inbound message unless one with its `channel_message_id` is stored already in
+    /// this conversation; answers whether it was new.
+    async fn record_inbound(&self, message: &ChatMessage) -> StoreResult<bool>;
+    /// Inbound messages not yet processed, oldest first (a restart's pick-up).
+    async fn unprocessed_inbound(&self, conversation: ConversationId) -> StoreResult<Vec<ChatMessage>>;
+    /// One turn, in one transaction: the conversation's new state, the inbound message marked
+    /// processed, and the replies.
+    async fn save_turn(
+        &self,
+        conversation: &Conversation,
+        inbound: MessageId,
+        replies: &[ChatMessage],
+    ) -> StoreResult<()>;
+    /// Messages of a conversation after `after` (oldest first), at most `limit`.
+    async fn list_messages(
+        &self,
+        conversation: ConversationId,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> StoreResult<Vec<ChatMessage>>;
+}
+
 /// Everything the kernel persists.
 #[async_trait]
 pub trait Store:
@@ -318,6 +360,7 @@ pub trait Store:
     + RuleStore
     + BookingStore
     + PaymentStore
+    + ConversationStore
 {
     /// Cheap round trip to the database, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

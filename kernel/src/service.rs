@@ -36,6 +36,8 @@ pub struct Kernel {
     pub(crate) site_snapshots: Arc<crate::search::SiteSnapshots>,
     pub(crate) quote_terms: Arc<crate::booking::QuoteTermsCache>,
     pub(crate) payments: Arc<crate::payment::Payments>,
+    pub(crate) language: Option<Arc<dyn crate::language::LanguageUnderstanding>>,
+    pub(crate) chat_channels: Arc<[Arc<dyn crate::chat::ChatChannel>]>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -64,6 +66,8 @@ impl Kernel {
             site_snapshots: Arc::default(),
             quote_terms: Arc::default(),
             payments: Arc::default(),
+            language: None,
+            chat_channels: Arc::new([]),
         }
     }
 

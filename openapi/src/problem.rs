@@ -293,7 +293,12 @@ pub fn locate_json_value_error(message: &str, body: &[u8]) -> Option<String> {
                     _ => value.as_i64().is_some(),
                 },
                 Some("number") => value.is_number(),
-                Some("string") => value.is_string(),
+                Some("string") => match property.get("format").and_then(|format| format.as_str()) {
+                    Some("date-time") => {
+                        value.as_str().is_some_and(|text| chrono::DateTime::parse_from_rfc3339(text).is_ok())
+                    }
+                    _ => value.is_string(),
+                },
                 Some("boolean") => value.is_boolean(),
                 Some("array") => value.is_array(),
                 _ => true,

@@ -9,10 +9,12 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, h
 use poem_openapi::OpenApiService;
 
 use crate::api::bookings::BookingsApi;
+use crate::api::chat::ChatApi;
 use crate::api::devices::DevicesApi;
 use crate::api::drivers::DriversApi;
 use crate::api::keys::KeysApi;
 use crate::api::live::LiveApi;
+use crate::api::nlu::NluApi;
 use crate::api::operators::OperatorsApi;
 use crate::api::plugins::PluginsApi;
 use crate::api::rules::RulesApi;
@@ -35,6 +37,8 @@ type Apis = (
     RulesApi,
     SearchApi,
     BookingsApi,
+    NluApi,
+    ChatApi,
 );
 
 fn api_service() -> OpenApiService<Apis, ()> {
@@ -51,6 +55,8 @@ fn api_service() -> OpenApiService<Apis, ()> {
             RulesApi,
             SearchApi,
             BookingsApi,
+            NluApi,
+            ChatApi,
         ),
         "berth",
         env!("CARGO_PKG_VERSION"),

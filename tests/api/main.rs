@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_input;
 mod bookings;
+mod chat;
 mod cli;
 mod devices;
 mod drivers;
@@ -12,6 +13,7 @@ mod health;
 mod keys;
 mod live;
 mod mqtt;
+mod nlu;
 mod payments;
 mod persistence;
 mod plugins;

@@ -32,6 +32,8 @@ enum Scope {
     Search,
     /// Booking a quote: drivers only, with their own quotes.
     Booking,
+    /// Any authenticated caller; touches no tenant's data (language understanding).
+    Stateless,
 }
 
 fn scope_of(operation_id: &str) -> Scope {
@@ -80,6 +82,9 @@ fn scope_of(operation_id: &str) -> Scope {
             Scope::Driver
         }
         "registerDriver" | "loginDriver" => Scope::Public,
+        "parseMessage" => Scope::Stateless,
+        "sendWebChatMessage" => Scope::Driver,
+        "listWebChatMessages" => Scope::Quote,
         other => panic!("operation {other} is not classified in the tenancy test; add it to scope_of"),
     }
 }
@@ -95,12 +100,15 @@ struct Victim {
     rule_set_id: String,
     quote_id: String,
     booking_id: String,
+    conversation_id: String,
 }
 
 fn body_for(operation_id: &str, victim: &Victim) -> Option<(Value, &'static str)> {
     let json_body = |value: Value| Some((value, "application/json"));
     match operation_id {
         "createOperator" => json_body(json!({"name": "Evil", "slug": "evil"})),
+        "parseMessage" => json_body(json!({"text": "cancel my booking", "timezone": "Europe/Lisbon"})),
+        "sendWebChatMessage" => json_body(json!({"text": "cancel my booking"})),
         "createOperatorKey" | "createKey" => {
             json_body(json!({"name": "evil", "kind": "operator", "role": "operator_admin"}))
         }
@@ -155,7 +163,8 @@ fn fill_path(template: &str, victim: &Victim, operation_id: &str) -> String {
         .replace("{rule_set_id}", &victim.rule_set_id)
         .replace("{version}", "1")
         .replace("{quote_id}", &victim.quote_id)
-        .replace("{booking_id}", &victim.booking_id);
+        .replace("{booking_id}", &victim.booking_id)
+        .replace("{conversation_id}", &victim.conversation_id);
     match operation_id {
         // Filters naming the victim's resources must not reveal them either.
         "listSpaces" => format!("{path}?site_id={}", victim.site_id),
@@ -224,7 +233,9 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
     let quote = app.post("/v1/quotes", &driver_token, quote_body(&site_id)).await.expect(201);
     let booked = app.post("/v1/quotes", &driver_token, quote_body(&site_id)).await.expect(201);
     let booking = app.post("/v1/bookings", &driver_token, json!({"quote_id": booked["id"]})).await.expect(201);
+    let chat = app.post("/v1/chat/web/messages", &driver_token, json!({"text": "hello"})).await.expect(200);
     let victim = Victim {
+        conversation_id: chat["conversation_id"].as_str().unwrap().to_owned(),
         booking_id: booking["id"].as_str().unwrap().to_owned(),
         rule_set_id,
         quote_id: quote["id"].as_str().unwrap().to_owned(),
@@ -249,6 +260,7 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
         &victim.vehicle_id,
         &victim.quote_id,
         &victim.booking_id,
+        &victim.conversation_id,
     ];
 
     let spec: Value = serde_json::from_str(&berth_openapi::spec_json()).unwrap();
@@ -310,7 +322,7 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
                     (Scope::Public, _) => assert!(matches!(resp.status, 201 | 401 | 409), "{context}"),
                     (Scope::Marketplace, true) => assert_eq!(resp.status, 201, "{context}"),
                     (Scope::Marketplace, false) | (Scope::Quote, _) => assert_eq!(resp.status, 404, "{context}"),
-                    (Scope::Search, _) => assert_eq!(resp.status, 200, "{context}"),
+                    (Scope::Search | Scope::Stateless, _) => assert_eq!(resp.status, 200, "{context}"),
                     (Scope::Booking, true) => assert_eq!(resp.status, 404, "{context}"),
                     (Scope::Booking, false) => assert_eq!(resp.status, 403, "{context}"),
                 }

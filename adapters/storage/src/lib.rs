@@ -4,6 +4,7 @@
 
 mod batch;
 mod bookings;
+mod conversations;
 mod convert;
 mod entity;
 mod live;

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003Rules),
             Box::new(M0004Bookings),
             Box::new(M0005Payments),
+            Box::new(M0006Conversations),
         ]
     }
 }
@@ -1136,5 +1137,133 @@ impl MigrationTrait for M0005Payments {
         }
         manager.drop_table(Table::drop().table(PaymentCommands::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(Payments::Table).to_owned()).await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Conversations {
+    Table,
+    Id,
+    Channel,
+    ExternalUser,
+    DriverId,
+    State,
+    Timezone,
+    Handoff,
+    LeaseHolder,
+    LeaseUntil,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ChatMessages {
+    Table,
+    Id,
+    ConversationId,
+    Direction,
+    ChannelMessageId,
+    Body,
+    Processed,
+    CreatedAt,
+}
+
+/// Chat: one conversation per channel and user, with its lease, and every message in and out.
+struct M0006Conversations;
+
+impl MigrationName for M0006Conversations {
+    fn name(&self) -> &str {
+        "m0006_conversations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006Conversations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Conversations::Table)
+                    .col(id_pk(Conversations::Id))
+                    .col(text(Conversations::Channel))
+                    .col(text(Conversations::ExternalUser))
+                    .col(ColumnDef::new(Conversations::DriverId).uuid().not_null())
+                    .col(text(Conversations::State))
+                    .col(text(Conversations::Timezone))
+                    .col(ColumnDef::new(Conversations::Handoff).boolean().not_null())
+                    .col(text_null(Conversations::LeaseHolder))
+                    .col(timestamp_null(Conversations::LeaseUntil))
+                    .col(timestamp(Conversations::CreatedAt))
+                    .col(timestamp(Conversations::UpdatedAt))
+                    .foreign_key(&mut fk(
+                        Conversations::Table,
+                        Conversations::DriverId,
+                        Drivers::Table,
+                        Drivers::Id,
+                        ForeignKeyAction::Restrict,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("conversations_by_channel_user")
+                    .table(Conversations::Table)
+                    .col(Conversations::Channel)
+                    .col(Conversations::ExternalUser)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ChatMessages::Table)
+                    .col(id_pk(ChatMessages::Id))
+                    .col(ColumnDef::new(ChatMessages::ConversationId).uuid().not_null())
+                    .col(text(ChatMessages::Direction))
+                    .col(text_null(ChatMessages::ChannelMessageId))
+                    .col(text(ChatMessages::Body))
+                    .col(ColumnDef::new(ChatMessages::Processed).boolean().not_null())
+                    .col(timestamp(ChatMessages::CreatedAt))
+                    .foreign_key(&mut fk(
+                        ChatMessages::Table,
+                        ChatMessages::ConversationId,
+                        Conversations::Table,
+                        Conversations::Id,
+                        ForeignKeyAction::Cascade,
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        // NULLs are distinct in a unique index on both databases: outbound messages, which have
+        // no channel id, never collide.
+        manager
+            .create_index(
+                Index::create()
+                    .name("chat_messages_by_channel_message")
+                    .table(ChatMessages::Table)
+                    .col(ChatMessages::ConversationId)
+                    .col(ChatMessages::ChannelMessageId)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("chat_messages_by_conversation")
+                    .table(ChatMessages::Table)
+                    .col(ChatMessages::ConversationId)
+                    .col(ChatMessages::Id)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(ChatMessages::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(Conversations::Table).to_owned()).await
     }
 }

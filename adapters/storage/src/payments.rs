@@ -435,6 +435,25 @@ impl PaymentStore for SqlStore {
             .await
             .map_err(backend)?;
         vehicle::Entity::delete_many().filter(vehicle::Column::DriverId.eq(id)).exec(&txn).await.map_err(backend)?;
+        // Chats are the driver's words: they go with the account.
+        let conversations: Vec<uuid::Uuid> = crate::entity::conversation::Entity::find()
+            .filter(crate::entity::conversation::Column::DriverId.eq(id))
+            .all(&txn)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(|conversation| conversation.id)
+            .collect();
+        crate::entity::chat_message::Entity::delete_many()
+            .filter(crate::entity::chat_message::Column::ConversationId.is_in(conversations.clone()))
+            .exec(&txn)
+            .await
+            .map_err(backend)?;
+        crate::entity::conversation::Entity::delete_many()
+            .filter(crate::entity::conversation::Column::Id.is_in(conversations))
+            .exec(&txn)
+            .await
+            .map_err(backend)?;
         driver::Entity::delete_many().filter(driver::Column::Id.eq(id)).exec(&txn).await.map_err(backend)?;
         txn.commit().await.map_err(backend)
     }

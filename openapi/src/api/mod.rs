@@ -2,10 +2,12 @@
 //! one kernel call, wire types out.
 
 pub mod bookings;
+pub mod chat;
 pub mod devices;
 pub mod drivers;
 pub mod keys;
 pub mod live;
+pub mod nlu;
 pub mod operators;
 pub mod plugins;
 pub mod rules;
@@ -47,6 +49,8 @@ pub enum ApiTags {
     Search,
     /// Drivers' bookings of spaces.
     Bookings,
+    /// Conversations with drivers: language understanding and chat channels.
+    Chat,
 }
 
 /// `201 Created` with the new resource.

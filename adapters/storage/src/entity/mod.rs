@@ -3,6 +3,8 @@
 
 pub mod api_key;
 pub mod booking;
+pub mod chat_message;
+pub mod conversation;
 pub mod device;
 pub mod device_health;
 pub mod driver;

@@ -57,6 +57,21 @@ pub struct Config {
     pub rules: RulesConfig,
     pub payments: PaymentsConfig,
     pub nlu: NluConfig,
+    pub telegram: TelegramConfig,
+}
+
+/// The Telegram channel: a bot whose webhook is `POST /v1/webhooks/chat/telegram`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// The bot's token from @BotFather; unset: no Telegram channel.
+    pub token: Option<Secret>,
+    /// The `secret_token` given to `setWebhook`; updates without it are refused.
+    pub webhook_secret: Option<Secret>,
+    /// Another Bot API server (a local `telegram-bot-api`); default Telegram's.
+    pub api_url: Option<String>,
+    /// The IANA timezone replies give times in (Telegram does not tell a user's); default UTC.
+    pub timezone: Option<String>,
 }
 
 /// The language model drivers' chat messages go through.
@@ -432,6 +447,7 @@ impl Default for Config {
             rules: RulesConfig::default(),
             payments: PaymentsConfig::default(),
             nlu: NluConfig::default(),
+            telegram: TelegramConfig::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! [`start`] exactly as `berth serve` does.
 
 pub mod bench;
+pub mod bench_chat;
 pub mod bench_market;
 pub mod config;
 pub mod demo;
@@ -141,6 +142,20 @@ pub async fn build_state(config: &Config, store: SqlStore) -> anyhow::Result<App
     let language =
         tokio::task::spawn_blocking(move || nlu.train()).await.context("the language model trainer panicked")??;
     kernel = kernel.with_language(language);
+    if let Some(token) = &config.telegram.token {
+        let channel = berth_telegram::TelegramChannel::new(
+            token.expose(),
+            config.telegram.api_url.as_deref(),
+            config.telegram.webhook_secret.as_ref().map(|secret| secret.expose().to_owned()),
+        )
+        .map_err(anyhow::Error::msg)
+        .context("telegram")?
+        .with_timezone(config.telegram.timezone.clone());
+        if let Some(timezone) = &config.telegram.timezone {
+            berth_kernel::language::parse_timezone(timezone).context("telegram.timezone")?;
+        }
+        kernel = kernel.with_chat_channel(Arc::new(channel));
+    }
     let registry = open_plugins(config).await?;
     kernel = kernel.with_payments(payments::payments(config, registry.as_ref())?);
     if let Some(registry) = registry {

@@ -140,6 +140,14 @@ enum BenchCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Chat: Telegram webhook in → reply sent through the fake Bot API, at a fixed rate.
+    Chat {
+        /// Updates per second (open loop).
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Search: latency percentiles at a fixed request rate over many spaces, priced by rules.
     Search {
         /// Sites (each with `spaces_per_site` spaces).
@@ -338,6 +346,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { command: BenchCommand::Rules { evaluations } } => berth::bench::rules(evaluations),
+        Command::Bench { command: BenchCommand::Chat { rate, seconds } } => {
+            berth::bench_chat::chat(rate, seconds).await
+        }
         Command::Bench { command: BenchCommand::Search { sites, spaces_per_site, rate, seconds } } => {
             berth::bench_market::search(sites, spaces_per_site, rate, seconds).await
         }
@@ -434,6 +445,9 @@ async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> a
     println!("berth demo is running ({} data in {})", backend, config.data_dir.display());
     println!("  API           {base}/v1");
     println!("  Swagger UI    {base}/docs");
+    println!(
+        "  Web chat      {base}/chat  (register any e-mail, then type e.g. \"book Parque Trindade tomorrow at 9 for 2 hours\")"
+    );
     println!("  OpenAPI       {base}/openapi.json");
     println!("  Metrics       {base}/metrics");
     let _simulator = match &server.mqtt {

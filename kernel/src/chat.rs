@@ -72,6 +72,11 @@ pub trait ChatChannel: Send + Sync {
     /// Checks a webhook's authenticity on the raw request and reads the messages in it (status
     /// updates and other events read as none).
     fn read_webhook(&self, headers: &[(String, String)], body: &[u8]) -> Result<Vec<ChannelInbound>, ChannelError>;
+    /// The timezone replies are written in when the channel cannot tell the user's (Telegram
+    /// cannot); `None`: UTC.
+    fn default_timezone(&self) -> Option<&str> {
+        None
+    }
     /// Tells the channel a message was received (stops a button's spinner).
     async fn acknowledge(&self, _inbound: &ChannelInbound) -> Result<(), ChannelError> {
         Ok(())
@@ -207,7 +212,7 @@ impl Kernel {
                     channel_message_id: Some(message.message_id.clone()),
                     text: message.text.clone(),
                     location: message.location,
-                    timezone: None,
+                    timezone: adapter.default_timezone().map(str::to_owned),
                 })
                 .await?;
             if let Err(error) = adapter.acknowledge(&message).await {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use serde::Serialize;
 
 use crate::auth::Principal;
 use crate::{Kernel, KernelError, KernelResult, ValidationError};
@@ -17,14 +18,14 @@ pub const FALLBACK_INTENT: &str = "nlu_fallback";
 pub const MAX_TEXT_CHARS: usize = 2_000;
 
 /// A ranked intent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IntentScore {
     pub name: String,
     pub confidence: f32,
 }
 
 /// An entity found in the text; offsets count characters.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UnderstoodEntity {
     pub entity: String,
     /// Normalised: RFC 3339 times in the user's zone, ISO 8601 durations, money in minor units,
@@ -39,7 +40,7 @@ pub struct UnderstoodEntity {
 }
 
 /// What a message means.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Understanding {
     pub text: String,
     pub intent: IntentScore,

@@ -146,6 +146,23 @@ pub fn evaluate(nlu: &Nlu, examples: &[Example]) -> Report {
     report
 }
 
+/// One row per name: support, precision, recall and F1 in percent.
+fn table(f: &mut fmt::Formatter<'_>, title: &str, rows: &BTreeMap<String, Counts>) -> fmt::Result {
+    writeln!(f, "{:<36} {:>7} {:>9} {:>7} {:>7}", title, "support", "precision", "recall", "F1")?;
+    for (name, counts) in rows {
+        writeln!(
+            f,
+            "{:<36} {:>7} {:>9.2} {:>7.2} {:>7.2}",
+            name,
+            counts.support,
+            100.0 * counts.precision(),
+            100.0 * counts.recall(),
+            100.0 * counts.f1()
+        )?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "examples            {}", self.n_examples)?;
@@ -161,31 +178,9 @@ impl fmt::Display for Report {
         writeln!(f, "sentence accuracy   {:.2}%", 100.0 * self.sentence_accuracy())?;
         writeln!(f, "parse latency       p50 {:.1} µs, p99 {:.1} µs", self.latency_p50_us, self.latency_p99_us)?;
         writeln!(f)?;
-        writeln!(f, "{:<36} {:>7} {:>9} {:>7} {:>7}", "intent", "support", "precision", "recall", "F1")?;
-        for (name, counts) in &self.per_intent {
-            writeln!(
-                f,
-                "{:<36} {:>7} {:>9.2} {:>7.2} {:>7.2}",
-                name,
-                counts.support,
-                100.0 * counts.precision(),
-                100.0 * counts.recall(),
-                100.0 * counts.f1()
-            )?;
-        }
+        table(f, "intent", &self.per_intent)?;
         writeln!(f)?;
-        writeln!(f, "{:<36} {:>7} {:>9} {:>7} {:>7}", "slot", "support", "precision", "recall", "F1")?;
-        for (name, counts) in &self.per_slot {
-            writeln!(
-                f,
-                "{:<36} {:>7} {:>9.2} {:>7.2} {:>7.2}",
-                name,
-                counts.support,
-                100.0 * counts.precision(),
-                100.0 * counts.recall(),
-                100.0 * counts.f1()
-            )?;
-        }
+        table(f, "slot", &self.per_slot)?;
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ pub mod parking;
 pub mod tagger;
 pub mod token;
 
+use berth_kernel::language::{IntentScore, Understanding, UnderstoodEntity};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use regex::Regex;
@@ -27,7 +28,7 @@ use crate::tagger::{Tagger, TaggerExample, TaggerParams, begin_label, entity_of,
 use crate::token::{Token, char_slice, tokenize};
 
 /// The intent answered when the classifier is unsure (Rasa's name for it).
-pub const FALLBACK_INTENT: &str = "nlu_fallback";
+pub use berth_kernel::language::FALLBACK_INTENT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NluError {
@@ -75,35 +76,6 @@ impl Default for TrainOptions {
             seed: 0x5eed,
         }
     }
-}
-
-/// A ranked intent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct IntentScore {
-    pub name: String,
-    pub confidence: f32,
-}
-
-/// An extracted entity, in Rasa's shape: character offsets into the parsed text.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Entity {
-    pub entity: String,
-    pub value: serde_json::Value,
-    pub start: usize,
-    pub end: usize,
-    pub text: String,
-    pub confidence: f32,
-    /// Which component found it: `tagger` or `regex`.
-    pub extractor: &'static str,
-}
-
-/// What a parse answers.
-#[derive(Debug, Clone, Serialize)]
-pub struct Parse {
-    pub text: String,
-    pub intent: IntentScore,
-    pub intent_ranking: Vec<IntentScore>,
-    pub entities: Vec<Entity>,
 }
 
 /// The analysis of pre-split tokens, as the evaluation needs it.
@@ -322,7 +294,9 @@ impl Nlu {
     }
 
     /// Parses an utterance; times are resolved against `reference` (now, in the user's timezone).
-    pub fn parse(&self, text: &str, reference: DateTime<Utc>, timezone: Tz) -> Parse {
+    /// The answer is the kernel's [`Understanding`], in Rasa's shape: an entity's `extractor`
+    /// is `tagger` or `regex`, offsets count characters.
+    pub fn parse(&self, text: &str, reference: DateTime<Utc>, timezone: Tz) -> Understanding {
         let tokens = tokenize(text);
         let analysis = self.analyse(text, &tokens);
         let mut ranking: Vec<IntentScore> = self
@@ -372,7 +346,7 @@ impl Nlu {
         entities.sort_by_key(|&(_, start, _, _, _)| start);
 
         let reference = Reference::new(reference, timezone);
-        let mut resolved: Vec<Entity> = Vec::with_capacity(entities.len());
+        let mut resolved: Vec<UnderstoodEntity> = Vec::with_capacity(entities.len());
         let mut anchor = None;
         for (entity, start, end, confidence, extractor) in entities {
             let span_text = char_slice(text, start, end);
@@ -391,17 +365,17 @@ impl Nlu {
                     None => serde_json::Value::String(span_text.to_owned()),
                 },
             };
-            resolved.push(Entity {
+            resolved.push(UnderstoodEntity {
                 entity: name.clone(),
                 value,
                 start,
                 end,
                 text: span_text.to_owned(),
                 confidence,
-                extractor,
+                extractor: extractor.to_owned(),
             });
         }
-        Parse { text: text.to_owned(), intent, intent_ranking: ranking, entities: resolved }
+        Understanding { text: text.to_owned(), intent, intent_ranking: ranking, entities: resolved }
     }
 }
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use berth_kernel::language::{IntentScore, LanguageUnderstanding, Understanding, UnderstoodEntity};
+use berth_kernel::language::{LanguageUnderstanding, Understanding};
 
 use crate::data::TrainingData;
 use crate::{Nlu, NluError, TrainOptions};
@@ -62,26 +62,7 @@ pub fn train(extra: Vec<TrainingData>, options: TrainOptions) -> Result<Nlu, Nlu
 
 impl LanguageUnderstanding for Nlu {
     fn understand(&self, text: &str, reference: DateTime<Utc>, timezone: Tz) -> Understanding {
-        let parse = self.parse(text, reference, timezone);
-        let score = |score: crate::IntentScore| IntentScore { name: score.name, confidence: score.confidence };
-        Understanding {
-            text: parse.text,
-            intent: score(parse.intent),
-            intent_ranking: parse.intent_ranking.into_iter().map(score).collect(),
-            entities: parse
-                .entities
-                .into_iter()
-                .map(|entity| UnderstoodEntity {
-                    entity: entity.entity,
-                    value: entity.value,
-                    start: entity.start,
-                    end: entity.end,
-                    text: entity.text,
-                    confidence: entity.confidence,
-                    extractor: entity.extractor.to_owned(),
-                })
-                .collect(),
-        }
+        self.parse(text, reference, timezone)
     }
 }
 

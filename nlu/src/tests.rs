@@ -50,7 +50,7 @@ fn a_small_model_parses_intents_entities_and_times() {
     let parse = nlu.parse("cancel my booking please, car AB12 CDE", now, chrono_tz::Europe::London);
     assert_eq!(parse.intent.name, "cancel_booking");
     let plate = parse.entities.iter().find(|entity| entity.entity == "vehicle_plate").unwrap();
-    assert_eq!((plate.value.clone(), plate.extractor), (serde_json::json!("AB12CDE"), "regex"));
+    assert_eq!((plate.value.clone(), plate.extractor.as_str()), (serde_json::json!("AB12CDE"), "regex"));
 
     let ranked: f32 = parse.intent_ranking.iter().map(|score| score.confidence).sum();
     assert!((ranked - 1.0).abs() < 1e-3, "confidences sum to one: {ranked}");

@@ -84,6 +84,8 @@ pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint<Output = Res
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .at("/v1/webhooks/payments/:provider", poem::post(payment_webhook))
+        .at("/v1/webhooks/chat/:channel", poem::post(chat_webhook))
+        .at("/chat", get(chat_page))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(metrics))
@@ -188,6 +190,39 @@ fn metrics() -> Response {
     prometheus_handle().render().with_content_type("text/plain; version=0.0.4").into_response()
 }
 
+/// Headers as (lower-case name, value) pairs, for the kernel's webhook checks.
+fn lowercase_headers(headers: &poem::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_ascii_lowercase(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// The web chat: a page where a driver signs in (or registers) and books by typing, over
+/// `POST /v1/chat/web/messages`.
+#[handler]
+fn chat_page() -> poem::web::Html<&'static str> {
+    poem::web::Html(include_str!("chat_page.html"))
+}
+
+/// A chat channel's webhook (`POST /v1/webhooks/chat/{channel}`, e.g. Telegram's). Outside the
+/// OpenAPI document for the same reasons as the payment webhooks. The messages are stored before
+/// the answer (200), and answered in the background through the channel; 401 when the channel's
+/// secret or signature does not match; 404 for a channel that is not configured.
+#[handler]
+async fn chat_webhook(
+    state: Data<&AppState>,
+    Path(channel): Path<String>,
+    headers: &poem::http::HeaderMap,
+    body: Vec<u8>,
+) -> Response {
+    let headers = lowercase_headers(headers);
+    match state.kernel.chat_webhook(&channel, &headers, &body).await {
+        Ok(n_new) => poem::web::Json(serde_json::json!({ "received": true, "new_messages": n_new })).into_response(),
+        Err(error) => crate::problem::ApiError::from(error).into_response(),
+    }
+}
+
 /// A payment provider's webhook (`POST /v1/webhooks/payments/{provider}`). Outside the OpenAPI
 /// document: the body must reach the provider's signature check byte for byte, whatever its
 /// content type, and providers, not API clients, call it. 200 when applied, recorded or seen
@@ -200,10 +235,7 @@ async fn payment_webhook(
     headers: &poem::http::HeaderMap,
     body: Vec<u8>,
 ) -> Response {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(name, value)| Some((name.as_str().to_ascii_lowercase(), value.to_str().ok()?.to_owned())))
-        .collect();
+    let headers = lowercase_headers(headers);
     match state.kernel.payment_webhook(&provider, &headers, &body).await {
         Ok(outcome) => {
             let outcome = match outcome {

@@ -132,5 +132,9 @@ async fn web_chat_refuses_what_it_cannot_take() {
     app.get(&path, &other).await.problem(404);
     app.get(&path, &tenant.admin_key).await.problem(404);
     app.get("/v1/chat/web/conversations/not-an-id/messages", &driver).await.problem(404);
+    // The web chat page talks to the same endpoint.
+    let page = app.client.get(format!("{}/chat", app.base_url)).send().await.unwrap();
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("/v1/chat/web/messages"));
     app.cleanup().await;
 }

@@ -251,6 +251,7 @@ fn benchmarks_run_at_small_sizes() {
             "search latency",
         ),
         (&["bench", "bookings", "--spaces", "2", "--requests", "20", "--concurrency", "4"], "double bookings: 0"),
+        (&["bench", "chat", "--rate", "5", "--seconds", "1"], "answered 5 (refused 0, unanswered 0)"),
     ] {
         let (ok, stdout, stderr) = berth(args, &[]);
         assert!(ok && stdout.contains(expect), "{args:?}: {stdout}\n{stderr}");

@@ -23,4 +23,5 @@ mod search;
 mod sites;
 mod spaces;
 mod spec;
+mod telegram;
 mod tenancy;

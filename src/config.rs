@@ -72,6 +72,17 @@ pub struct TelegramConfig {
     pub api_url: Option<String>,
     /// The IANA timezone replies give times in (Telegram does not tell a user's); default UTC.
     pub timezone: Option<String>,
+    /// `webhook` (Telegram posts to `/v1/webhooks/chat/telegram`) or `polling` (berth asks
+    /// with `getUpdates`, for a machine Telegram cannot reach).
+    pub mode: TelegramMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TelegramMode {
+    #[default]
+    Webhook,
+    Polling,
 }
 
 /// The language model drivers' chat messages go through.

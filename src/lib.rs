@@ -306,6 +306,7 @@ pub async fn start(
     let served_state = state.clone();
     let adjuster = adjust_on_schedule(state.kernel.clone(), config.rules.adjust_interval_secs);
     let money = payments_on_schedule(state.kernel.clone(), config.payments.clone());
+    let telegram = telegram_polling(state.kernel.clone(), config.telegram.clone());
     let max_body_bytes = config.http.max_body_bytes;
     let (stop_sender, stop_receiver) = oneshot::channel::<()>();
     let grace = Duration::from_secs(config.http.shutdown_grace_secs);
@@ -322,6 +323,7 @@ pub async fn start(
             result = listener.serve(served_state, max_body_bytes, stop, grace) => result,
             never = adjuster => match never {},
             never = money => match never {},
+            never = telegram => match never {},
         };
         if let Err(error) = store.close().await {
             tracing::warn!(error = %error, "closing the database failed");
@@ -329,6 +331,27 @@ pub async fn start(
         result
     });
     Ok(RunningServer { addr, state, mqtt, fanout, shutdown: Some(stop_sender), task })
+}
+
+/// Long-polls Telegram when `telegram.mode = "polling"`, feeding updates through the same path
+/// as the webhook; otherwise never resolves.
+async fn telegram_polling(kernel: Kernel, settings: crate::config::TelegramConfig) -> std::convert::Infallible {
+    let (Some(token), crate::config::TelegramMode::Polling) = (settings.token, settings.mode) else {
+        return std::future::pending().await;
+    };
+    let api_url = settings.api_url;
+    let secret = settings.webhook_secret.as_ref().map(|secret| secret.expose().to_owned());
+    let deliver = move |body: Vec<u8>| {
+        let kernel = kernel.clone();
+        let headers: Vec<(String, String)> =
+            secret.iter().map(|secret| (berth_telegram::SECRET_HEADER.to_owned(), secret.clone())).collect();
+        async move {
+            if let Err(error) = kernel.chat_webhook("telegram", &headers, &body).await {
+                tracing::warn!(error = %error, "a polled telegram update was refused");
+            }
+        }
+    };
+    berth_telegram::poll(api_url.as_deref(), token.expose(), deliver).await
 }
 
 /// Runs operators' scheduled rate adjustments every `interval_secs` (0: never). Each node runs

@@ -27,6 +27,27 @@ async fn a_driver_books_on_telegram_postgres() {
     run(Backend::Postgres).await;
 }
 
+/// Without a public URL for a webhook: berth long-polls `getUpdates`, and updates take the same
+/// path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_takes_the_same_path() {
+    let fake = FakeTelegram::start(TOKEN).await.unwrap();
+    let api_url = fake.url.clone();
+    let app = TestApp::spawn_with(Backend::Sqlite, |config| {
+        config.telegram.token = Some(Secret::new(TOKEN));
+        config.telegram.api_url = Some(api_url);
+        config.telegram.mode = berth::config::TelegramMode::Polling;
+    })
+    .await;
+    let chat = 424_242;
+    fake.push_update(text_update(1, chat, "hello"));
+    fake.push_update(text_update(2, chat, "what can you do"));
+    let sent = fake.wait_for(chat, 2, WAIT).await;
+    assert!(sent.len() >= 2 && sent[0].text.contains("Hi!"), "{sent:?}");
+    assert!(sent.iter().any(|sent| sent.text.contains("Tell me where and when")), "{sent:?}");
+    app.cleanup().await;
+}
+
 async fn run(backend: Backend) {
     let fake = FakeTelegram::start(TOKEN).await.unwrap();
     let api_url = fake.url.clone();

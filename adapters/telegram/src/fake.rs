@@ -33,6 +33,9 @@ pub struct Sent {
 #[derive(Default)]
 struct State {
     token: String,
+    /// Updates waiting for `getUpdates` (long polling), oldest first.
+    pending: Mutex<Vec<Value>>,
+    arrived: Notify,
     sent: Mutex<Vec<Sent>>,
     answered_callbacks: Mutex<Vec<String>>,
     next_message_id: Mutex<i64>,
@@ -84,6 +87,24 @@ async fn api(state: Data<&Arc<State>>, Path((bot, method)): Path<(String, String
     match method.to_ascii_lowercase().as_str() {
         "getme" => ok(json!({"id": 1, "is_bot": true, "first_name": "berth", "username": "berth_bot"})),
         "setwebhook" | "deletewebhook" => ok(json!(true)),
+        "getupdates" => {
+            // Confirms everything before `offset`, then waits up to `timeout` seconds for more.
+            let offset = params.get("offset").and_then(Value::as_i64).unwrap_or(0);
+            let timeout = Duration::from_secs(params.get("timeout").and_then(Value::as_u64).unwrap_or(0).min(50));
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let arrived = state.arrived.notified();
+                let waiting: Vec<Value> = {
+                    let mut pending = state.pending.lock().unwrap();
+                    pending.retain(|update| update["update_id"].as_i64().unwrap_or(0) >= offset);
+                    pending.clone()
+                };
+                if !waiting.is_empty() || tokio::time::Instant::now() >= deadline {
+                    return ok(Value::Array(waiting));
+                }
+                let _ = tokio::time::timeout_at(deadline, arrived).await;
+            }
+        }
         "answercallbackquery" => {
             let Some(id) = params.get("callback_query_id").and_then(Value::as_str) else {
                 return error(400, "Bad Request: parameter \"callback_query_id\" is required");
@@ -179,6 +200,12 @@ impl FakeTelegram {
             .send()
             .await?;
         Ok(response.status().as_u16())
+    }
+
+    /// Queues an update for `getUpdates` (a bot that long-polls).
+    pub fn push_update(&self, update: Value) {
+        self.state.pending.lock().unwrap().push(update);
+        self.state.arrived.notify_waiters();
     }
 
     /// Everything the bot sent so far.

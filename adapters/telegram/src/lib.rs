@@ -53,6 +53,57 @@ impl TelegramChannel {
     }
 }
 
+/// Long polling for local use, where Telegram cannot reach a webhook: `getUpdates` in a loop,
+/// each update handed to `deliver` as the JSON a webhook would carry, offsets confirmed only
+/// after `deliver` returned. A webhook and `getUpdates` exclude each other, so the webhook is
+/// deleted first. Never returns; back-off on errors up to 30 s.
+pub async fn poll<F, Fut>(api_url: Option<&str>, token: &str, deliver: F) -> std::convert::Infallible
+where
+    F: Fn(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let base = api_url.unwrap_or("https://api.telegram.org/").trim_end_matches('/').to_owned();
+    let client = reqwest::Client::new();
+    let call = |method: &str, body: Value| {
+        client
+            .post(format!("{base}/bot{token}/{method}"))
+            .json(&body)
+            .timeout(std::time::Duration::from_secs(40))
+            .send()
+    };
+    let mut offset = 0i64;
+    let mut pause = std::time::Duration::from_secs(1);
+    let mut webhook_deleted = false;
+    loop {
+        if !webhook_deleted {
+            webhook_deleted =
+                call("deleteWebhook", serde_json::json!({})).await.is_ok_and(|response| response.status().is_success());
+        }
+        let answer = async {
+            let body =
+                serde_json::json!({"offset": offset, "timeout": 25, "allowed_updates": ["message", "callback_query"]});
+            call("getUpdates", body).await?.error_for_status()?.json::<Value>().await
+        }
+        .await;
+        let updates = match answer {
+            Ok(answer) => answer.get("result").and_then(Value::as_array).cloned().unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(error = %error, "telegram getUpdates failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
+                continue;
+            }
+        };
+        pause = std::time::Duration::from_secs(1);
+        for update in updates {
+            if let Some(id) = update.get("update_id").and_then(Value::as_i64) {
+                offset = offset.max(id + 1);
+            }
+            deliver(serde_json::to_vec(&update).unwrap_or_default()).await;
+        }
+    }
+}
+
 /// Reads one update; `None` for updates that carry no message for the bot (edits, joins).
 pub fn read_update(update: &Value) -> Result<Option<ChannelInbound>, ChannelError> {
     let malformed = |what: &str| ChannelError::Malformed(format!("not a Telegram update: {what}"));

@@ -24,7 +24,7 @@ use crate::{Kernel, KernelError};
 const SEARCH_RADIUS_M: f64 = 2_000.0;
 /// Options shown at once (WhatsApp allows three reply buttons).
 const MAX_OPTIONS: usize = 3;
-/// A stay asked without an end lasts this long until the driver says otherwise.
+/// Messages in a row the bot did not understand before it offers a person.
 const UNCLEAR_FALLBACKS_BEFORE_HUMAN: u8 = 2;
 
 /// What the bot knows of the stay being arranged.
@@ -204,8 +204,8 @@ fn words_only(text: &str) -> String {
         .join(" ")
 }
 
-/// A site whose name or address the text names best (all words of the text that are longer
-/// than two letters appear in it), nearest to nothing in particular: the best match wins.
+/// How well a text names a site: how many of its words (longer than two letters, not "near" or
+/// "parking") appear in the site's name or address, when at least half of them do; else 0.
 fn place_score(text: &str, site: &crate::site::Site) -> usize {
     let address = &site.details.address;
     let haystack = format!(

@@ -22,13 +22,11 @@ pub struct SvmParams {
     pub max_passes: usize,
     /// Stop when the projected gradient spread falls below this.
     pub tolerance: f64,
-    /// A class's positive examples weigh `(largest class / class size) ^ balance` more.
-    pub balance: f64,
 }
 
 impl Default for SvmParams {
     fn default() -> Self {
-        Self { c: 32.0, max_passes: 200, tolerance: 0.05, balance: 0.0 }
+        Self { c: 32.0, max_passes: 200, tolerance: 0.05 }
     }
 }
 
@@ -59,26 +57,17 @@ impl LinearClassifier {
             .collect();
         let n_features = index.len();
         let mut weights = vec![0f32; n_features * n_classes];
-        let mut class_sizes = vec![0usize; n_classes];
-        for (_, label) in examples {
-            class_sizes[*label] += 1;
-        }
-        let largest = class_sizes.iter().copied().max().unwrap_or(1) as f64;
+        let diagonal = 0.5 / params.c;
+        let squared_norm: Vec<f64> = samples
+            .iter()
+            .map(|sample| sample.values.iter().map(|value| value * value).sum::<f64>() + diagonal)
+            .collect();
         let mut rng = seed | 1;
         let mut order: Vec<usize> = (0..samples.len()).collect();
         for class in 0..n_classes {
             let mut w = vec![0f64; n_features];
             let mut alpha = vec![0f64; samples.len()];
             let sign: Vec<f64> = examples.iter().map(|(_, label)| if *label == class { 1.0 } else { -1.0 }).collect();
-            // Rare intents' own examples weigh more, so they are not drowned by the common ones.
-            let positive_c = params.c * (largest / class_sizes[class].max(1) as f64).powf(params.balance);
-            let diagonal: Vec<f64> =
-                sign.iter().map(|&sign| 0.5 / if sign > 0.0 { positive_c } else { params.c }).collect();
-            let squared_norm: Vec<f64> = samples
-                .iter()
-                .zip(&diagonal)
-                .map(|(sample, diagonal)| sample.values.iter().map(|value| value * value).sum::<f64>() + diagonal)
-                .collect();
             for _ in 0..params.max_passes {
                 shuffle(&mut order, &mut rng);
                 let (mut max_pg, mut min_pg) = (f64::NEG_INFINITY, f64::INFINITY);
@@ -86,7 +75,7 @@ impl LinearClassifier {
                     let sample = &samples[i];
                     let dot: f64 =
                         sample.rows.iter().zip(&sample.values).map(|(&row, value)| w[row as usize] * value).sum();
-                    let gradient = sign[i] * dot - 1.0 + diagonal[i] * alpha[i];
+                    let gradient = sign[i] * dot - 1.0 + diagonal * alpha[i];
                     let projected = if alpha[i] == 0.0 { gradient.min(0.0) } else { gradient };
                     max_pg = max_pg.max(projected);
                     min_pg = min_pg.min(projected);

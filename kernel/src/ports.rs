@@ -313,6 +313,8 @@ pub trait ConversationStore: Send + Sync {
     /// stored (whichever node created it first).
     async fn find_or_create_conversation(&self, new: &Conversation) -> StoreResult<Conversation>;
     async fn get_conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>>;
+    /// Every conversation of a driver, oldest first (the driver's data export).
+    async fn list_conversations(&self, driver: DriverId) -> StoreResult<Vec<Conversation>>;
     /// Takes the conversation's lease for `holder` until `until` when it is free, expired at
     /// `now`, or already `holder`'s; answers whether `holder` has it.
     async fn lease_conversation(

@@ -18,6 +18,8 @@ pub struct DriverExport {
     pub driver: Driver,
     pub vehicles: Vec<Vehicle>,
     pub bookings: Vec<BookingRecord>,
+    /// Every chat conversation with all its messages.
+    pub conversations: Vec<(crate::conversation::Conversation, Vec<crate::conversation::ChatMessage>)>,
     pub exported_at: DateTime<Utc>,
 }
 
@@ -59,7 +61,21 @@ impl Kernel {
             let receipt = self.store().list_receipt(booking.id).await?;
             bookings.push(BookingRecord { booking, payments, receipt });
         }
-        Ok(DriverExport { driver, vehicles, bookings, exported_at: now() })
+        let mut conversations = Vec::new();
+        for conversation in self.store().list_conversations(driver_id).await? {
+            let mut messages = Vec::new();
+            loop {
+                let after = messages.last().map(|message: &crate::conversation::ChatMessage| message.id);
+                let page = self.store().list_messages(conversation.id, after, 1000).await?;
+                let done = page.len() < 1000;
+                messages.extend(page);
+                if done {
+                    break;
+                }
+            }
+            conversations.push((conversation, messages));
+        }
+        Ok(DriverExport { driver, vehicles, bookings, conversations, exported_at: now() })
     }
 
     /// Erases the calling driver's personal data and account. Refused while a booking is

@@ -132,6 +132,11 @@ async fn web_chat_refuses_what_it_cannot_take() {
     app.get(&path, &other).await.problem(404);
     app.get(&path, &tenant.admin_key).await.problem(404);
     app.get("/v1/chat/web/conversations/not-an-id/messages", &driver).await.problem(404);
+    // The driver's data export holds the conversation, every message in and out.
+    let export = app.get("/v1/drivers/me/data", &driver).await.expect(200);
+    let messages = export["conversations"][0]["messages"].as_array().unwrap();
+    assert_eq!((messages[0]["direction"].as_str(), messages[0]["text"].as_str()), (Some("inbound"), Some("hi")));
+    assert!(messages.iter().any(|message| message["direction"] == "outbound"), "{export}");
     // The web chat page talks to the same endpoint.
     let page = app.client.get(format!("{}/chat", app.base_url)).send().await.unwrap();
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));

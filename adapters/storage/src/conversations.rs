@@ -111,6 +111,18 @@ impl ConversationStore for SqlStore {
             .transpose()
     }
 
+    async fn list_conversations(&self, driver: DriverId) -> StoreResult<Vec<Conversation>> {
+        conversation::Entity::find()
+            .filter(conversation::Column::DriverId.eq(driver.as_uuid()))
+            .order_by_asc(conversation::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(conversation_from_row)
+            .collect()
+    }
+
     async fn lease_conversation(
         &self,
         id: ConversationId,

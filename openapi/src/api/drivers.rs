@@ -44,8 +44,8 @@ impl DriversApi {
         Ok(Json(state.kernel.get_driver(&auth.0).await?.into()))
     }
 
-    /// Everything berth keeps about the calling driver: profile, vehicles, and every booking with
-    /// its payments and receipt (a data export).
+    /// Everything berth keeps about the calling driver: profile, vehicles, every booking with
+    /// its payments and receipt, and every chat conversation (a data export).
     #[oai(path = "/v1/drivers/me/data", method = "get", operation_id = "exportMyData")]
     async fn export(&self, state: Data<&AppState>, auth: BerthAuth) -> ApiResult<Json<DriverDataView>> {
         let export = state.kernel.export_driver_data(&auth.0).await?;
@@ -58,6 +58,17 @@ impl DriversApi {
                 .map(|record| BookingRecordView {
                     booking: BookingView::with_payments(record.booking, record.payments),
                     receipt: record.receipt.into_iter().map(ReceiptLineView::from).collect(),
+                })
+                .collect(),
+            conversations: export
+                .conversations
+                .into_iter()
+                .map(|(conversation, messages)| ConversationRecordView {
+                    conversation_id: conversation.id.to_string(),
+                    channel: conversation.channel,
+                    handoff: conversation.handoff,
+                    created_at: conversation.created_at,
+                    messages: messages.into_iter().map(crate::api::chat::message_dto).collect(),
                 })
                 .collect(),
             exported_at: export.exported_at,
@@ -139,5 +150,18 @@ pub struct DriverDataView {
     pub driver: crate::dto::DriverView,
     pub vehicles: Vec<VehicleView>,
     pub bookings: Vec<BookingRecordView>,
+    /// Chat conversations (web, Telegram, …) with every message in and out.
+    pub conversations: Vec<ConversationRecordView>,
     pub exported_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One chat conversation in a data export.
+#[derive(Debug, poem_openapi::Object)]
+pub struct ConversationRecordView {
+    pub conversation_id: String,
+    /// `web`, `telegram` or `whatsapp`.
+    pub channel: String,
+    pub handoff: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub messages: Vec<crate::api::chat::ChatMessageDto>,
 }

@@ -11,7 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::auth::Principal;
 use crate::conversation::{ChatMessage, Conversation, Direction, MessageBody};
 use crate::ids::{ConversationId, DriverId, MessageId};
-use crate::language::{IntentScore, MAX_TEXT_CHARS, Understanding, parse_timezone};
+use crate::language::{IntentScore, Understanding, check_text_length, parse_timezone};
+use crate::service::now;
 use crate::{Kernel, KernelError, KernelResult, ValidationError};
 
 /// How long a node may hold a conversation; a crashed holder's lease runs out after this.
@@ -96,10 +97,6 @@ pub struct ChatTurn {
     pub replies: Vec<ChatMessage>,
 }
 
-fn now() -> DateTime<Utc> {
-    crate::service::now()
-}
-
 impl Kernel {
     /// A driver's message on the web channel: the caller is the driver.
     pub async fn chat_web(
@@ -138,10 +135,7 @@ impl Kernel {
 
     /// Checks and stores a message (once per channel message id) without answering it.
     async fn accept_chat(&self, incoming: Incoming) -> KernelResult<ChatTurn> {
-        let n_chars = incoming.text.chars().count();
-        if n_chars > MAX_TEXT_CHARS {
-            return Err(ValidationError::new("text", format!("{n_chars} characters; at most {MAX_TEXT_CHARS}")).into());
-        }
+        check_text_length(&incoming.text)?;
         if incoming.text.trim().is_empty() && incoming.location.is_none() {
             return Err(ValidationError::new("text", "say something (or share a location)").into());
         }
@@ -224,8 +218,9 @@ impl Kernel {
             n_new += 1;
             let kernel = self.clone();
             let channel = channel.to_owned();
+            let external_user = message.external_user;
             tokio::spawn(async move {
-                if let Err(error) = kernel.answer_and_deliver(&channel, turn.conversation_id).await {
+                if let Err(error) = kernel.answer_and_deliver(&channel, turn.conversation_id, &external_user).await {
                     tracing::warn!(channel, conversation = %turn.conversation_id, error = %error, "answering a chat message failed");
                 }
             });
@@ -251,14 +246,18 @@ impl Kernel {
         self
     }
 
-    /// Answers the conversation's waiting messages and sends the replies through its channel.
-    async fn answer_and_deliver(&self, channel: &str, conversation: ConversationId) -> KernelResult<()> {
+    /// Answers the conversation's waiting messages and sends the replies to its user through
+    /// its channel.
+    async fn answer_and_deliver(
+        &self,
+        channel: &str,
+        conversation: ConversationId,
+        external_user: &str,
+    ) -> KernelResult<()> {
         let adapter = self.chat_channel(channel)?;
-        let answered = self.process_conversation(conversation).await?;
-        let Some(conversation) = self.store().get_conversation(conversation).await? else { return Ok(()) };
-        for reply in answered {
-            if let Err(error) = adapter.send(&conversation.external_user, &reply.body).await {
-                tracing::warn!(channel, conversation = %conversation.id, error = %error, "sending a chat reply failed");
+        for reply in self.process_conversation(conversation).await? {
+            if let Err(error) = adapter.send(external_user, &reply.body).await {
+                tracing::warn!(channel, conversation = %conversation, error = %error, "sending a chat reply failed");
             }
         }
         Ok(())

@@ -120,7 +120,7 @@ fn with_choices(mut body: MessageBody, choices: &[(&str, &str)]) -> MessageBody 
 
 /// `£4.50`, `€12.00`, `7.00 CHF`.
 pub fn money(amount_minor: i64, currency: &str) -> String {
-    let exponent = iso_currency::Currency::from_code(currency).and_then(|currency| currency.exponent()).unwrap_or(2);
+    let exponent = crate::site::Currency::parse(currency).map_or(2, |currency| currency.minor_unit_digits());
     let divisor = 10i64.pow(exponent as u32);
     let (whole, fraction) = (amount_minor / divisor, (amount_minor % divisor).abs());
     let number = if exponent == 0 {
@@ -412,13 +412,13 @@ impl Kernel {
             }
             "booking_status" => {
                 state.unclear = 0;
-                let mut replies = vec![self.status(&caller, now, timezone).await?];
+                let mut replies = vec![self.status(driver, now, timezone).await?];
                 replies.extend(self.reprompt(state));
                 Ok(replies)
             }
             "cancel_booking" => {
                 state.unclear = 0;
-                let Some(booking) = self.pick_booking(&caller, understanding, now, state).await? else {
+                let Some(booking) = self.pick_booking(driver, understanding, now, state).await? else {
                     return Ok(vec![say("You have no upcoming booking to cancel.")]);
                 };
                 state.booking_id = Some(booking.id);
@@ -435,7 +435,7 @@ impl Kernel {
             }
             "extend_booking" => {
                 state.unclear = 0;
-                let Some(booking) = self.pick_booking(&caller, understanding, now, state).await? else {
+                let Some(booking) = self.pick_booking(driver, understanding, now, state).await? else {
                     return Ok(vec![say("You have no booking to extend.")]);
                 };
                 let new_end = entity_time(understanding, "end_time").or_else(|| {
@@ -832,16 +832,9 @@ impl Kernel {
         vehicle_type: Option<VehicleType>,
     ) -> Result<crate::ids::VehicleId, KernelError> {
         let wanted = crate::driver::Plate::parse(plate)?;
-        let mut page = PageRequest { after: None, limit: 100 };
-        loop {
-            let vehicles = self.list_vehicles(caller, page).await?;
-            if let Some(vehicle) = vehicles.items.iter().find(|vehicle| vehicle.plate == wanted) {
-                return Ok(vehicle.id);
-            }
-            match vehicles.next_after {
-                Some(after) => page = PageRequest { after: Some(after), limit: 100 },
-                None => break,
-            }
+        let driver = crate::service::driver_scope(caller)?;
+        if let Some(vehicle) = self.all_vehicles_of(driver).await?.into_iter().find(|vehicle| vehicle.plate == wanted) {
+            return Ok(vehicle.id);
         }
         Ok(self.add_vehicle(caller, wanted.as_str(), vehicle_type, None).await?.id)
     }
@@ -850,12 +843,12 @@ impl Kernel {
     /// this conversation talked about, or the driver's next.
     async fn pick_booking(
         &self,
-        caller: &Principal,
+        driver: DriverId,
         understanding: &Understanding,
         now: DateTime<Utc>,
         state: &DialogueState,
     ) -> Result<Option<Booking>, KernelError> {
-        let bookings = self.upcoming_bookings(caller, now).await?;
+        let bookings = self.upcoming_bookings(driver, now).await?;
         if let Some(reference) = entity_text(understanding, "booking_ref") {
             let wanted = reference.to_uppercase().replace('-', "");
             return Ok(bookings.into_iter().find(|booking| booking_reference(booking.id).replace('-', "") == wanted));
@@ -869,28 +862,19 @@ impl Kernel {
     }
 
     /// The driver's bookings that are not over, soonest first.
-    async fn upcoming_bookings(&self, caller: &Principal, now: DateTime<Utc>) -> Result<Vec<Booking>, KernelError> {
-        let mut found = Vec::new();
-        let mut page = PageRequest { after: None, limit: 100 };
-        loop {
-            let bookings = self.list_bookings(caller, page).await?;
-            found.extend(bookings.items.into_iter().filter(|booking| {
-                matches!(
-                    booking.status,
-                    BookingStatus::PendingPayment | BookingStatus::Confirmed | BookingStatus::Active
-                ) && booking.end > now
-            }));
-            match bookings.next_after {
-                Some(after) => page = PageRequest { after: Some(after), limit: 100 },
-                None => break,
-            }
-        }
+    async fn upcoming_bookings(&self, driver: DriverId, now: DateTime<Utc>) -> Result<Vec<Booking>, KernelError> {
+        let mut found: Vec<Booking> = self
+            .all_bookings_of(driver)
+            .await?
+            .into_iter()
+            .filter(|booking| BookingStatus::LIVE.contains(&booking.status) && booking.end > now)
+            .collect();
         found.sort_by_key(|booking| booking.start);
         Ok(found)
     }
 
-    async fn status(&self, caller: &Principal, now: DateTime<Utc>, timezone: Tz) -> Result<MessageBody, KernelError> {
-        let bookings = self.upcoming_bookings(caller, now).await?;
+    async fn status(&self, driver: DriverId, now: DateTime<Utc>, timezone: Tz) -> Result<MessageBody, KernelError> {
+        let bookings = self.upcoming_bookings(driver, now).await?;
         if bookings.is_empty() {
             return Ok(say("You have no upcoming bookings."));
         }

@@ -53,6 +53,15 @@ pub trait LanguageUnderstanding: Send + Sync {
     fn understand(&self, text: &str, reference: DateTime<Utc>, timezone: Tz) -> Understanding;
 }
 
+/// Refuses a message longer than [`MAX_TEXT_CHARS`].
+pub fn check_text_length(text: &str) -> Result<(), ValidationError> {
+    let n_chars = text.chars().count();
+    if n_chars > MAX_TEXT_CHARS {
+        return Err(ValidationError::new("text", format!("{n_chars} characters; at most {MAX_TEXT_CHARS}")));
+    }
+    Ok(())
+}
+
 /// Parses an IANA timezone name (`Europe/London`).
 pub fn parse_timezone(name: &str) -> Result<Tz, ValidationError> {
     name.parse::<Tz>().map_err(|_| {
@@ -76,10 +85,7 @@ impl Kernel {
         reference: Option<DateTime<Utc>>,
         timezone: Option<&str>,
     ) -> KernelResult<Understanding> {
-        let n_chars = text.chars().count();
-        if n_chars > MAX_TEXT_CHARS {
-            return Err(ValidationError::new("text", format!("{n_chars} characters; at most {MAX_TEXT_CHARS}")).into());
-        }
+        check_text_length(text)?;
         let timezone = match timezone {
             Some(name) => parse_timezone(name)?,
             None => chrono_tz::UTC,

@@ -44,17 +44,7 @@ impl Kernel {
     pub async fn export_driver_data(&self, caller: &Principal) -> KernelResult<DriverExport> {
         let driver_id = Self::own_driver(caller)?;
         let driver = self.get_driver(caller).await?;
-        let mut vehicles = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.store().list_vehicles(driver_id, PageRequest { after, limit: 1000 }).await?;
-            after = page.next_after;
-            let done = after.is_none();
-            vehicles.extend(page.items);
-            if done {
-                break;
-            }
-        }
+        let vehicles = self.all_vehicles_of(driver_id).await?;
         let mut bookings = Vec::new();
         for booking in self.all_bookings_of(driver_id).await? {
             let payments = self.store().list_payments(booking.id).await?;
@@ -98,8 +88,22 @@ impl Kernel {
         Ok(())
     }
 
+    /// Every vehicle of a driver, page after page.
+    pub(crate) async fn all_vehicles_of(&self, driver_id: crate::ids::DriverId) -> KernelResult<Vec<Vehicle>> {
+        let mut vehicles = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store().list_vehicles(driver_id, PageRequest { after, limit: 1000 }).await?;
+            vehicles.extend(page.items);
+            after = page.next_after;
+            if after.is_none() {
+                return Ok(vehicles);
+            }
+        }
+    }
+
     /// Every booking of a driver, page after page.
-    async fn all_bookings_of(&self, driver_id: crate::ids::DriverId) -> KernelResult<Vec<Booking>> {
+    pub(crate) async fn all_bookings_of(&self, driver_id: crate::ids::DriverId) -> KernelResult<Vec<Booking>> {
         let mut bookings = Vec::new();
         let mut after = None;
         loop {

@@ -698,7 +698,7 @@ fn operator_admin_scope(caller: &Principal) -> KernelResult<OperatorId> {
     operator_scope(caller, Access::Write)
 }
 
-fn driver_scope(caller: &Principal) -> KernelResult<DriverId> {
+pub(crate) fn driver_scope(caller: &Principal) -> KernelResult<DriverId> {
     match caller {
         Principal::Driver { driver_id } => Ok(*driver_id),
         _ => Err(KernelError::Forbidden("this endpoint needs a driver token".into())),

@@ -10,7 +10,6 @@ use chrono::Utc;
 
 use crate::Nlu;
 use crate::data::{Example, Span};
-use crate::tagger::entity_of;
 
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
@@ -65,26 +64,10 @@ impl Report {
 
 /// Predicted spans from labels, as token ranges with the type's name.
 fn predicted_spans(nlu: &Nlu, labels: &[u16]) -> Vec<(usize, usize, String)> {
-    let mut spans = Vec::new();
-    let mut start = 0;
-    while start < labels.len() {
-        if labels[start] == 0 {
-            start += 1;
-            continue;
-        }
-        let entity = entity_of(labels[start]);
-        let mut end = start + 1;
-        while end < labels.len()
-            && labels[end] != 0
-            && labels[end].is_multiple_of(2)
-            && entity_of(labels[end]) == entity
-        {
-            end += 1;
-        }
-        spans.push((start, end, nlu.entities()[entity].clone()));
-        start = end;
-    }
-    spans
+    crate::tagger::spans(labels)
+        .into_iter()
+        .map(|(start, end, entity)| (start, end, nlu.entities()[entity].clone()))
+        .collect()
 }
 
 fn gold_spans(spans: &[Span]) -> Vec<(usize, usize, String)> {

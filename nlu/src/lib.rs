@@ -24,7 +24,7 @@ use crate::classifier::{LinearClassifier, SvmParams};
 use crate::data::TrainingData;
 use crate::gazetteer::{Gazetteer, Match, N_FOLDS};
 use crate::normalise::{Kind, Normalised, Reference};
-use crate::tagger::{Tagger, TaggerExample, TaggerParams, begin_label, entity_of, inside_label};
+use crate::tagger::{Tagger, TaggerExample, TaggerParams, begin_label, inside_label};
 use crate::token::{Token, char_slice, tokenize};
 
 /// The intent answered when the classifier is unsure (Rasa's name for it).
@@ -319,20 +319,9 @@ impl Nlu {
         };
 
         let mut entities = Vec::new();
-        let mut start = 0;
-        while start < analysis.labels.len() {
-            let label = analysis.labels[start];
-            if label == 0 {
-                start += 1;
-                continue;
-            }
-            let mut end = start + 1;
-            while end < analysis.labels.len() && analysis.labels[end] == inside_label(entity_of(label)) {
-                end += 1;
-            }
+        for (start, end, entity) in tagger::spans(&analysis.labels) {
             let confidence = analysis.label_confidences[start..end].iter().copied().fold(1.0, f32::min);
-            entities.push((entity_of(label) as u16, tokens[start].start, tokens[end - 1].end, confidence, "tagger"));
-            start = end;
+            entities.push((entity as u16, tokens[start].start, tokens[end - 1].end, confidence, "tagger"));
         }
         for (entity, regex) in &self.regexes {
             for found in regex.find_iter(text) {

@@ -122,6 +122,9 @@ static DURATION_PART: LazyLock<Regex> = LazyLock::new(|| {
     .unwrap()
 });
 
+/// `2h30`: hours and minutes without units after the minutes.
+static HOURS_MINUTES: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(\d{1,2})\s*h\s*(\d{1,2})$").unwrap());
+
 /// Minutes in a duration: "2 hours", "90 mins", "an hour and a half", "1.5h", "2h30", "half an hour".
 pub fn duration_minutes(text: &str) -> Option<i64> {
     let text = text.trim_start_matches("for ").trim();
@@ -135,7 +138,7 @@ pub fn duration_minutes(text: &str) -> Option<i64> {
     if text.contains("quarter of an hour") || text.contains("quarter hour") {
         return Some(15);
     }
-    if let Some(caps) = Regex::new(r"^(\d{1,2})\s*h\s*(\d{1,2})$").ok()?.captures(text) {
+    if let Some(caps) = HOURS_MINUTES.captures(text) {
         return Some(caps[1].parse::<i64>().ok()? * 60 + caps[2].parse::<i64>().ok()?);
     }
     let mut total_tenths = 0i64;

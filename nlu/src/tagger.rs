@@ -38,6 +38,28 @@ fn may_follow(previous: Option<u16>, current: u16) -> bool {
     }
 }
 
+/// The spans a label sequence marks: `(first token, one past the last, entity type)`. Decoded
+/// sequences are well formed, so a span is a `B-x` and the `I-x` right after it.
+pub fn spans(labels: &[u16]) -> Vec<(usize, usize, usize)> {
+    let mut spans = Vec::new();
+    let mut start = 0;
+    while start < labels.len() {
+        let label = labels[start];
+        if label == 0 {
+            start += 1;
+            continue;
+        }
+        let entity = entity_of(label);
+        let mut end = start + 1;
+        while end < labels.len() && labels[end] == inside_label(entity) {
+            end += 1;
+        }
+        spans.push((start, end, entity));
+        start = end;
+    }
+    spans
+}
+
 /// Training knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct TaggerParams {

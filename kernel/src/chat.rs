@@ -72,7 +72,16 @@ pub trait ChatChannel: Send + Sync {
     fn name(&self) -> &str;
     /// Checks a webhook's authenticity on the raw request and reads the messages in it (status
     /// updates and other events read as none).
-    fn read_webhook(&self, headers: &[(String, String)], body: &[u8]) -> Result<Vec<ChannelInbound>, ChannelError>;
+    async fn read_webhook(
+        &self,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Vec<ChannelInbound>, ChannelError>;
+    /// Answers the channel's subscription check of the webhook URL (a `GET` with its query, as
+    /// WhatsApp's `hub.challenge`): the body to answer with.
+    async fn verify_subscription(&self, _query: &[(String, String)]) -> Result<String, ChannelError> {
+        Err(ChannelError::Malformed(format!("the {} channel has no subscription check", self.name())))
+    }
     /// The timezone replies are written in when the channel cannot tell the user's (Telegram
     /// cannot); `None`: UTC.
     fn default_timezone(&self) -> Option<&str> {
@@ -82,8 +91,14 @@ pub trait ChatChannel: Send + Sync {
     async fn acknowledge(&self, _inbound: &ChannelInbound) -> Result<(), ChannelError> {
         Ok(())
     }
-    /// Sends one reply to a user.
-    async fn send(&self, external_user: &str, body: &MessageBody) -> Result<(), ChannelError>;
+    /// Sends one message to a user. `last_inbound` is when the user last wrote, for channels
+    /// that allow free-form messages only for a while after (WhatsApp's 24 hours).
+    async fn send(
+        &self,
+        external_user: &str,
+        body: &MessageBody,
+        last_inbound: Option<DateTime<Utc>>,
+    ) -> Result<(), ChannelError>;
 }
 
 /// What one incoming message led to.
@@ -190,11 +205,7 @@ impl Kernel {
     /// at once. Answers how many messages were new.
     pub async fn chat_webhook(&self, channel: &str, headers: &[(String, String)], body: &[u8]) -> KernelResult<usize> {
         let adapter = self.chat_channel(channel)?;
-        let inbound = adapter.read_webhook(headers, body).map_err(|error| match error {
-            ChannelError::Unauthenticated(message) => KernelError::Unauthenticated(message),
-            ChannelError::Malformed(message) => ValidationError::new("body", message).into(),
-            ChannelError::Unavailable(message) => KernelError::Unavailable(message),
-        })?;
+        let inbound = adapter.read_webhook(headers, body).await.map_err(|error| channel_error(error, "body"))?;
         let mut n_new = 0;
         for message in inbound {
             let driver = self.driver_for_external_subject(channel, &message.external_user, None).await?;
@@ -228,12 +239,19 @@ impl Kernel {
         Ok(n_new)
     }
 
-    /// The channel adapter of this name.
+    /// A channel's subscription check of its webhook URL: the body to answer with.
+    pub async fn chat_subscription(&self, channel: &str, query: &[(String, String)]) -> KernelResult<String> {
+        let adapter = self.chat_channel(channel)?;
+        adapter.verify_subscription(query).await.map_err(|error| channel_error(error, "query"))
+    }
+
+    /// The channel adapter of this name: a built-in one, else a chat-channel plugin of that id.
     fn chat_channel(&self, name: &str) -> KernelResult<std::sync::Arc<dyn ChatChannel>> {
         self.chat_channels
             .iter()
             .find(|channel| channel.name() == name)
             .cloned()
+            .or_else(|| self.plugins().chat_channel(name))
             .ok_or_else(|| KernelError::not_found("chat channel"))
     }
 
@@ -255,8 +273,8 @@ impl Kernel {
         external_user: &str,
     ) -> KernelResult<()> {
         let adapter = self.chat_channel(channel)?;
-        for reply in self.process_conversation(conversation).await? {
-            if let Err(error) = adapter.send(external_user, &reply.body).await {
+        for (reply, inbound_at) in self.process_conversation(conversation).await? {
+            if let Err(error) = adapter.send(external_user, &reply.body, Some(inbound_at)).await {
                 tracing::warn!(channel, conversation = %conversation, error = %error, "sending a chat reply failed");
             }
         }
@@ -270,8 +288,8 @@ impl Kernel {
     }
 
     /// Answers every stored, unanswered message of the conversation, oldest first, under its
-    /// lease; answers the replies it made.
-    async fn process_conversation(&self, id: ConversationId) -> KernelResult<Vec<ChatMessage>> {
+    /// lease; answers the replies it made, each with when the message it answers came in.
+    async fn process_conversation(&self, id: ConversationId) -> KernelResult<Vec<(ChatMessage, DateTime<Utc>)>> {
         let holder = MessageId::new().to_string();
         let deadline = tokio::time::Instant::now() + LEASE_WAIT;
         let mut pause = StdDuration::from_millis(5);
@@ -291,7 +309,7 @@ impl Kernel {
         outcome
     }
 
-    async fn answer_waiting(&self, id: ConversationId) -> KernelResult<Vec<ChatMessage>> {
+    async fn answer_waiting(&self, id: ConversationId) -> KernelResult<Vec<(ChatMessage, DateTime<Utc>)>> {
         let mut answered = Vec::new();
         let mut conversation =
             self.store().get_conversation(id).await?.ok_or_else(|| KernelError::not_found("conversation"))?;
@@ -320,7 +338,7 @@ impl Kernel {
                 })
                 .collect();
             self.store().save_turn(&conversation, inbound.id, &replies).await?;
-            answered.extend(replies);
+            answered.extend(replies.into_iter().map(|reply| (reply, inbound.created_at)));
         }
         Ok(answered)
     }
@@ -357,5 +375,14 @@ impl Kernel {
         };
         let messages = self.store().list_messages(conversation.id, after, limit.clamp(1, 200)).await?;
         Ok((conversation, messages))
+    }
+}
+
+/// A channel's refusal as the kernel's error; `what` names the part of the request at fault.
+fn channel_error(error: ChannelError, what: &str) -> KernelError {
+    match error {
+        ChannelError::Unauthenticated(message) => KernelError::Unauthenticated(message),
+        ChannelError::Malformed(message) => ValidationError::new(what, message).into(),
+        ChannelError::Unavailable(message) => KernelError::Unavailable(message),
     }
 }

@@ -142,6 +142,10 @@ pub trait Plugins: Send + Sync {
     /// Reloads a plugin from its files: picks up changes and clears a quarantine.
     async fn reload(&self, id: &str) -> Result<PluginInfo, PluginPortError>;
     async fn decode(&self, uplink: SensorUplink) -> Result<SensorReading, PluginPortError>;
+    /// The chat-channel plugin of this id as a channel (WhatsApp ships as one), if one is loaded.
+    fn chat_channel(&self, _id: &str) -> Option<std::sync::Arc<dyn crate::chat::ChatChannel>> {
+        None
+    }
     /// Decodes many uplinks at once, answers in the same order. Hosts that run plugins off the
     /// async runtime do it in one hop rather than one per uplink.
     async fn decode_many(&self, uplinks: Vec<SensorUplink>) -> Vec<Result<SensorReading, PluginPortError>> {

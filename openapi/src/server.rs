@@ -84,7 +84,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint<Output = Res
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .at("/v1/webhooks/payments/:provider", poem::post(payment_webhook))
-        .at("/v1/webhooks/chat/:channel", poem::post(chat_webhook))
+        .at("/v1/webhooks/chat/:channel", poem::post(chat_webhook).get(chat_subscription))
         .at("/chat", get(chat_page))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
@@ -219,6 +219,21 @@ async fn chat_webhook(
     let headers = lowercase_headers(headers);
     match state.kernel.chat_webhook(&channel, &headers, &body).await {
         Ok(n_new) => poem::web::Json(serde_json::json!({ "received": true, "new_messages": n_new })).into_response(),
+        Err(error) => crate::problem::ApiError::from(error).into_response(),
+    }
+}
+
+/// A channel's check of its webhook URL (`GET /v1/webhooks/chat/{channel}?…`, WhatsApp's
+/// `hub.challenge`): 200 with the body the channel expects (`text/plain`); 401 when its token
+/// does not match; 400 when the query is not a check; 404 for a channel that is not configured.
+#[handler]
+async fn chat_subscription(
+    state: Data<&AppState>,
+    Path(channel): Path<String>,
+    poem::web::Query(query): poem::web::Query<Vec<(String, String)>>,
+) -> Response {
+    match state.kernel.chat_subscription(&channel, &query).await {
+        Ok(body) => Response::builder().content_type("text/plain; charset=utf-8").body(body),
         Err(error) => crate::problem::ApiError::from(error).into_response(),
     }
 }

@@ -1,5 +1,5 @@
 //! Builds the plugins as `wasm32-wasip2` components, so a normal `cargo build`/`cargo test`
-//! produces them: the bundled plugins, sensor decoders and the PayPal payment provider (each
+//! produces them: the bundled plugins, sensor decoders, the PayPal payment provider and the WhatsApp channel (each
 //! assembled into a plugin directory with its `plugin.toml`), and the test-only plugins. Uses its
 //! own target dir; installs the target with rustup when it is missing.
 
@@ -15,6 +15,7 @@ const BUNDLED: &[(&str, &str, &str)] = &[
     ("berth-sensor-browan", "plugins/sensors/browan", "berth_sensor_browan"),
     ("berth-sensor-elsys", "plugins/sensors/elsys", "berth_sensor_elsys"),
     ("berth-payment-paypal", "plugins/payments/paypal", "berth_payment_paypal"),
+    ("berth-chat-whatsapp", "plugins/chat/whatsapp", "berth_chat_whatsapp"),
 ];
 
 /// Test-only plugins: crate and component name.
@@ -27,7 +28,9 @@ const TESTING: &[(&str, &str)] = &[
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.join("../..").canonicalize().unwrap();
-    for watched in ["plugins/sdk", "plugins/sensors", "plugins/payments", "plugins/testing", "plugins/wit"] {
+    for watched in
+        ["plugins/sdk", "plugins/sensors", "plugins/payments", "plugins/chat", "plugins/testing", "plugins/wit"]
+    {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     ensure_target();

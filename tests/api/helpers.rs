@@ -354,3 +354,15 @@ macro_rules! on_each_backend {
         )*
     };
 }
+
+/// A bundled plugin, installed as an operator would with its manifest's allow-list extended to
+/// a local fake (`127.0.0.1:port`).
+pub fn install_bundled_plugin(plugins_dir: &std::path::Path, id: &str, fake_host: &str) {
+    let bundled = std::path::Path::new(berth_plugin_host::BUNDLED_PLUGINS_DIR).join(id);
+    let target = plugins_dir.join(id);
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::copy(bundled.join("plugin.wasm"), target.join("plugin.wasm")).unwrap();
+    let manifest = std::fs::read_to_string(bundled.join("plugin.toml")).unwrap();
+    let manifest = manifest.replace("http_hosts = [", &format!("http_hosts = [\"{fake_host}\", "));
+    std::fs::write(target.join("plugin.toml"), manifest).unwrap();
+}

@@ -25,3 +25,4 @@ mod spaces;
 mod spec;
 mod telegram;
 mod tenancy;
+mod whatsapp;

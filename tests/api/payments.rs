@@ -419,18 +419,6 @@ async fn out_of_order_and_missed_webhooks_are_repaired(backend: Backend) {
     world.finish().await;
 }
 
-/// The bundled PayPal plugin, installed as an operator would with its manifest's allow-list
-/// extended to the local PayPal.
-fn install_paypal(plugins_dir: &std::path::Path, paypal_host: &str) {
-    let bundled = std::path::Path::new(berth_plugin_host::BUNDLED_PLUGINS_DIR).join("paypal");
-    let target = plugins_dir.join("paypal");
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::copy(bundled.join("plugin.wasm"), target.join("plugin.wasm")).unwrap();
-    let manifest = std::fs::read_to_string(bundled.join("plugin.toml")).unwrap();
-    let manifest = manifest.replace("http_hosts = [", &format!("http_hosts = [\"{paypal_host}\", "));
-    std::fs::write(target.join("plugin.toml"), manifest).unwrap();
-}
-
 async fn with_stripe_down_new_bookings_fail_over_to_paypal(backend: Backend) {
     let paypal = FakePaypal::start(FakePaypalConfig {
         client_id: "berth-client".into(),
@@ -442,7 +430,7 @@ async fn with_stripe_down_new_bookings_fail_over_to_paypal(backend: Backend) {
     .expect("fake paypal");
     let plugins_dir = tempfile::tempdir().unwrap();
     let paypal_url = paypal.base_url().to_owned();
-    install_paypal(plugins_dir.path(), paypal_url.trim_start_matches("http://"));
+    crate::helpers::install_bundled_plugin(plugins_dir.path(), "paypal", paypal_url.trim_start_matches("http://"));
     let dir = plugins_dir.path().to_owned();
     let world = world(backend, move |config| {
         config.payments.providers = vec!["stripe".into(), "paypal".into()];

@@ -174,7 +174,11 @@ impl ChatChannel for TelegramChannel {
         self.timezone.as_deref()
     }
 
-    fn read_webhook(&self, headers: &[(String, String)], body: &[u8]) -> Result<Vec<ChannelInbound>, ChannelError> {
+    async fn read_webhook(
+        &self,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Vec<ChannelInbound>, ChannelError> {
         if let Some(secret) = &self.webhook_secret {
             let presented =
                 headers.iter().find(|(name, _)| name.eq_ignore_ascii_case(SECRET_HEADER)).map(|(_, value)| value);
@@ -198,7 +202,14 @@ impl ChatChannel for TelegramChannel {
             .map_err(|error| ChannelError::Unavailable(error.to_string()))
     }
 
-    async fn send(&self, external_user: &str, body: &MessageBody) -> Result<(), ChannelError> {
+    /// Telegram has no service window: a bot may write to a chat whenever the user has not
+    /// blocked it.
+    async fn send(
+        &self,
+        external_user: &str,
+        body: &MessageBody,
+        _last_inbound: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), ChannelError> {
         let chat: i64 = external_user
             .parse()
             .map_err(|_| ChannelError::Malformed(format!("{external_user:?} is not a Telegram chat id")))?;
@@ -235,14 +246,14 @@ mod tests {
         assert!(read_update(&serde_json::json!({"message": {}})).is_err());
     }
 
-    #[test]
-    fn the_webhook_secret_is_required_when_set() {
+    #[tokio::test]
+    async fn the_webhook_secret_is_required_when_set() {
         let channel = TelegramChannel::new("123:abc", Some("http://127.0.0.1:1/"), Some("s3cret".into())).unwrap();
         let body = serde_json::to_vec(&fixture("update.message-text.official-docs.json")).unwrap();
         let with = |value: &str| vec![(SECRET_HEADER.to_owned(), value.to_owned())];
-        assert_eq!(channel.read_webhook(&with("s3cret"), &body).unwrap().len(), 1);
-        assert!(matches!(channel.read_webhook(&with("wrong"), &body), Err(ChannelError::Unauthenticated(_))));
-        assert!(matches!(channel.read_webhook(&[], &body), Err(ChannelError::Unauthenticated(_))));
-        assert!(matches!(channel.read_webhook(&with("s3cret"), b"{"), Err(ChannelError::Malformed(_))));
+        assert_eq!(channel.read_webhook(&with("s3cret"), &body).await.unwrap().len(), 1);
+        assert!(matches!(channel.read_webhook(&with("wrong"), &body).await, Err(ChannelError::Unauthenticated(_))));
+        assert!(matches!(channel.read_webhook(&[], &body).await, Err(ChannelError::Unauthenticated(_))));
+        assert!(matches!(channel.read_webhook(&with("s3cret"), b"{").await, Err(ChannelError::Malformed(_))));
     }
 }

@@ -30,7 +30,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use cache::{ArtifactCache, CacheOutcome};
-pub use chat::{ChatPlugin, InboundMessage, OutboundMessage};
+pub use chat::{ChatPlugin, InboundMessage, OutboundMessage, PluginChannel};
 pub use manifest::{Manifest, ManifestError, World};
 pub use payment::{PaymentPlugin, PaymentState};
 pub use registry::{Registry, RegistryOptions};

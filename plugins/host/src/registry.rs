@@ -672,4 +672,11 @@ impl Plugins for Registry {
         let registry = self.clone();
         blocking(move || uplinks.iter().map(|uplink| registry.decode_blocking(uplink)).collect()).await
     }
+
+    fn chat_channel(&self, id: &str) -> Option<Arc<dyn berth_kernel::chat::ChatChannel>> {
+        match self.plugin(id)? {
+            LoadedPlugin::Chat(plugin) => Some(Arc::new(crate::chat::PluginChannel::new(id, plugin))),
+            _ => None,
+        }
+    }
 }

@@ -221,6 +221,11 @@ impl<B> Runner<B> {
     }
 
     /// Checks an output's size against the plugin's limit.
+    /// A value of the plugin's configuration.
+    pub(crate) fn config_value(&self, key: &str) -> Option<&str> {
+        self.config.get(key).map(String::as_str)
+    }
+
     pub(crate) fn check_output_size(&self, what: &str, n_bytes: usize) -> Result<(), PluginError> {
         if n_bytes > self.limits.max_output_bytes {
             return Err(PluginError::Malformed(format!(

@@ -375,6 +375,7 @@ fn a_chat_plugin_verifies_webhooks_and_sends_through_its_channel() {
             chat_id: "c1".into(),
             text: "Found 3 spaces".into(),
             buttons: vec![chat::Button { label: "Book".into(), payload: Some("book:1".into()), url: None }],
+            last_inbound_ms: None,
         })
         .unwrap()
         .unwrap();

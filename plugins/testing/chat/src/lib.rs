@@ -39,6 +39,10 @@ mod plugin {
             }])
         }
 
+        fn verify_subscription(_query: Vec<(String, String)>) -> Result<String, ChannelError> {
+            Err(ChannelError::InvalidRequest("this channel has no subscription handshake".into()))
+        }
+
         fn send(message: OutboundMessage) -> Result<String, ChannelError> {
             let base =
                 config::get("base_url").ok_or_else(|| ChannelError::InvalidRequest("base_url not set".into()))?;

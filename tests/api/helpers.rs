@@ -139,6 +139,13 @@ impl TestApp {
         &self.server.as_ref().expect("server running").state.kernel
     }
 
+    /// A driver token for the account a chat channel created (or will create) for its user, so a
+    /// test can look at that driver's bookings and conversations through the API.
+    pub async fn channel_driver_token(&self, channel: &str, external_user: &str) -> String {
+        let driver = self.kernel().driver_for_external_subject(channel, external_user, None).await.unwrap();
+        self.server.as_ref().expect("server running").state.tokens.issue(driver.id).token
+    }
+
     /// Stops the server (graceful) and starts a new one on the same database and data dir.
     pub async fn restart(&mut self) {
         self.server.take().expect("server running").stop().await.expect("clean stop");

@@ -11,9 +11,9 @@ use berth_whatsapp::{FakeWhatsapp, FakeWhatsappConfig, SERVICE_WINDOW, button_re
 
 use crate::helpers::{Backend, TestApp};
 
-const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(20);
 
-fn settings() -> FakeWhatsappConfig {
+pub fn settings() -> FakeWhatsappConfig {
     FakeWhatsappConfig {
         phone_number_id: "106540352242922".into(),
         access_token: "EAAG-test-token".into(),
@@ -24,10 +24,20 @@ fn settings() -> FakeWhatsappConfig {
 
 /// A server with the WhatsApp plugin installed and configured against `fake`.
 pub async fn whatsapp_app(backend: Backend, fake: &FakeWhatsapp) -> (TestApp, tempfile::TempDir) {
+    whatsapp_app_with(backend, fake, |_| {}).await
+}
+
+/// The same, with more configuration.
+pub async fn whatsapp_app_with(
+    backend: Backend,
+    fake: &FakeWhatsapp,
+    customise: impl FnOnce(&mut berth::config::Config),
+) -> (TestApp, tempfile::TempDir) {
     let plugins_dir = tempfile::tempdir().unwrap();
     crate::helpers::install_bundled_plugin(plugins_dir.path(), "whatsapp", &fake.host);
     let (dir, base_url, settings) = (plugins_dir.path().to_owned(), fake.base_url.clone(), settings());
     let app = TestApp::spawn_with(backend, move |config| {
+        customise(config);
         config.plugins.dir = Some(dir);
         let values = [
             ("base_url", base_url),

@@ -57,7 +57,25 @@ pub struct Config {
     pub rules: RulesConfig,
     pub payments: PaymentsConfig,
     pub nlu: NluConfig,
+    pub chat: ChatConfig,
     pub telegram: TelegramConfig,
+}
+
+/// What the chat channels do on their own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Remind a driver this many minutes before a confirmed booking starts, in the
+    /// conversation they last used (0: no reminders).
+    pub reminder_minutes: u32,
+    /// How often reminders are looked for.
+    pub reminder_interval_secs: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self { reminder_minutes: 30, reminder_interval_secs: 60 }
+    }
 }
 
 /// The Telegram channel: a bot whose webhook is `POST /v1/webhooks/chat/telegram`.
@@ -458,6 +476,7 @@ impl Default for Config {
             rules: RulesConfig::default(),
             payments: PaymentsConfig::default(),
             nlu: NluConfig::default(),
+            chat: ChatConfig::default(),
             telegram: TelegramConfig::default(),
         }
     }

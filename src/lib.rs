@@ -307,6 +307,7 @@ pub async fn start(
     let adjuster = adjust_on_schedule(state.kernel.clone(), config.rules.adjust_interval_secs);
     let money = payments_on_schedule(state.kernel.clone(), config.payments.clone());
     let telegram = telegram_polling(state.kernel.clone(), config.telegram.clone());
+    let chat = chat_on_schedule(state.kernel.clone(), config.chat.clone());
     let max_body_bytes = config.http.max_body_bytes;
     let (stop_sender, stop_receiver) = oneshot::channel::<()>();
     let grace = Duration::from_secs(config.http.shutdown_grace_secs);
@@ -324,6 +325,7 @@ pub async fn start(
             never = adjuster => match never {},
             never = money => match never {},
             never = telegram => match never {},
+            never = chat => match never {},
         };
         if let Err(error) = store.close().await {
             tracing::warn!(error = %error, "closing the database failed");
@@ -352,6 +354,28 @@ async fn telegram_polling(kernel: Kernel, settings: crate::config::TelegramConfi
         }
     };
     berth_telegram::poll(api_url.as_deref(), token.expose(), deliver).await
+}
+
+/// The chat jobs: at start-up, answer the messages a stopped node stored but never answered;
+/// then, every `reminder_interval_secs`, remind drivers of bookings about to start.
+async fn chat_on_schedule(kernel: Kernel, settings: crate::config::ChatConfig) -> std::convert::Infallible {
+    match kernel.answer_waiting_conversations().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(conversations = n, "answered chat messages left waiting by a previous run"),
+        Err(error) => tracing::warn!(error = %error, "answering waiting chat messages failed"),
+    }
+    if settings.reminder_minutes == 0 {
+        return std::future::pending().await;
+    }
+    let lead = chrono::Duration::minutes(i64::from(settings.reminder_minutes));
+    let mut ticks = tokio::time::interval(Duration::from_secs(settings.reminder_interval_secs.max(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = kernel.send_booking_reminders(lead, 200).await {
+            tracing::warn!(error = %error, "booking reminders could not be sent");
+        }
+    }
 }
 
 /// Runs operators' scheduled rate adjustments every `interval_secs` (0: never). Each node runs

@@ -175,6 +175,7 @@ impl Kernel {
             state: serde_json::json!({}),
             timezone: timezone.clone(),
             handoff: false,
+            handoff_operator: None,
             created_at: at,
             updated_at: at,
         };
@@ -197,6 +198,9 @@ impl Kernel {
             created_at: at,
         };
         let duplicate = !self.store().record_inbound(&inbound).await?;
+        if !duplicate {
+            self.signal_chat(conversation.id);
+        }
         Ok(ChatTurn { conversation_id: conversation.id, inbound_id: inbound.id, duplicate, replies: Vec::new() })
     }
 
@@ -274,11 +278,82 @@ impl Kernel {
     ) -> KernelResult<()> {
         let adapter = self.chat_channel(channel)?;
         for (reply, inbound_at) in self.process_conversation(conversation).await? {
-            if let Err(error) = adapter.send(external_user, &reply.body, Some(inbound_at)).await {
+            if let Err(error) = deliver(adapter.as_ref(), external_user, &reply.body, Some(inbound_at)).await {
                 tracing::warn!(channel, conversation = %conversation, error = %error, "sending a chat reply failed");
             }
         }
         Ok(())
+    }
+
+    /// Tells the listeners of a conversation (web chat streams) it has new messages.
+    pub(crate) fn signal_chat(&self, conversation: ConversationId) {
+        // No listener is not an error.
+        let _ = self.chat_signal.send(conversation);
+    }
+
+    /// Conversations with new messages on this node, as they come (a lagging receiver misses
+    /// some; its reader looks at the store again).
+    pub fn chat_changes(&self) -> tokio::sync::broadcast::Receiver<ConversationId> {
+        self.chat_signal.subscribe()
+    }
+
+    /// A message from us outside a turn (a person's reply after a handoff, a reminder): stored
+    /// once per `key`, then sent through the conversation's channel (the web chat reads it from
+    /// the store). Answers the stored message, or `None` when `key` was stored before, and
+    /// whether the channel took it.
+    pub(crate) async fn post_to_conversation(
+        &self,
+        conversation: &Conversation,
+        body: MessageBody,
+        key: Option<String>,
+    ) -> KernelResult<Option<(ChatMessage, Result<(), ChannelError>)>> {
+        let message = ChatMessage {
+            id: MessageId::new(),
+            conversation_id: conversation.id,
+            direction: Direction::Outbound,
+            channel_message_id: key,
+            body,
+            processed: true,
+            created_at: now(),
+        };
+        if !self.store().record_outbound(&message).await? {
+            return Ok(None);
+        }
+        self.signal_chat(conversation.id);
+        if conversation.channel == "web" {
+            return Ok(Some((message, Ok(()))));
+        }
+        let last_inbound = self.store().last_inbound_at(conversation.id).await?;
+        let sent = match self.chat_channel(&conversation.channel) {
+            Ok(adapter) => deliver(adapter.as_ref(), &conversation.external_user, &message.body, last_inbound).await,
+            Err(_) => Err(ChannelError::Unavailable(format!("the {} channel is not configured", conversation.channel))),
+        };
+        if let Err(error) = &sent {
+            tracing::warn!(channel = %conversation.channel, conversation = %conversation.id, error = %error, "sending a chat message failed");
+        }
+        Ok(Some((message, sent)))
+    }
+
+    /// Answers the messages stored but never answered (the node that took them stopped first),
+    /// and sends the replies through their channels. Run at start-up; answers how many
+    /// conversations it answered.
+    pub async fn answer_waiting_conversations(&self) -> KernelResult<usize> {
+        let mut answered = 0;
+        for id in self.store().conversations_waiting(1000).await? {
+            let Some(conversation) = self.store().get_conversation(id).await? else { continue };
+            let outcome = if conversation.channel == "web" {
+                self.process_conversation(id).await.map(|_| ())
+            } else {
+                self.answer_and_deliver(&conversation.channel, id, &conversation.external_user).await
+            };
+            match outcome {
+                Ok(()) => answered += 1,
+                Err(error) => {
+                    tracing::warn!(conversation = %id, error = %error, "answering a waiting conversation failed");
+                }
+            }
+        }
+        Ok(answered)
     }
 
     /// The replies stored for an inbound message (whichever node answered it).
@@ -290,13 +365,22 @@ impl Kernel {
     /// Answers every stored, unanswered message of the conversation, oldest first, under its
     /// lease; answers the replies it made, each with when the message it answers came in.
     async fn process_conversation(&self, id: ConversationId) -> KernelResult<Vec<(ChatMessage, DateTime<Utc>)>> {
+        let holder = self.take_conversation(id).await?;
+        let outcome = self.answer_waiting(id).await;
+        self.store().release_conversation(id, &holder).await?;
+        outcome
+    }
+
+    /// Waits for the conversation's lease (up to [`LEASE_WAIT`]); answers the holder name to
+    /// give it back with.
+    pub(crate) async fn take_conversation(&self, id: ConversationId) -> KernelResult<String> {
         let holder = MessageId::new().to_string();
         let deadline = tokio::time::Instant::now() + LEASE_WAIT;
         let mut pause = StdDuration::from_millis(5);
         loop {
             let at = now();
             if self.store().lease_conversation(id, &holder, at + Duration::seconds(LEASE_SECS), at).await? {
-                break;
+                return Ok(holder);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(KernelError::Unavailable("the conversation is busy; try again".into()));
@@ -304,9 +388,6 @@ impl Kernel {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(StdDuration::from_millis(200));
         }
-        let outcome = self.answer_waiting(id).await;
-        self.store().release_conversation(id, &holder).await?;
-        outcome
     }
 
     async fn answer_waiting(&self, id: ConversationId) -> KernelResult<Vec<(ChatMessage, DateTime<Utc>)>> {
@@ -338,6 +419,7 @@ impl Kernel {
                 })
                 .collect();
             self.store().save_turn(&conversation, inbound.id, &replies).await?;
+            self.signal_chat(id);
             answered.extend(replies.into_iter().map(|reply| (reply, inbound.created_at)));
         }
         Ok(answered)
@@ -384,5 +466,30 @@ fn channel_error(error: ChannelError, what: &str) -> KernelError {
         ChannelError::Unauthenticated(message) => KernelError::Unauthenticated(message),
         ChannelError::Malformed(message) => ValidationError::new(what, message).into(),
         ChannelError::Unavailable(message) => KernelError::Unavailable(message),
+    }
+}
+
+/// How often a send the channel could not take now is tried, and the pauses in between.
+const SEND_PAUSES: [StdDuration; 2] = [StdDuration::from_millis(250), StdDuration::from_secs(1)];
+
+/// Sends through a channel, trying again after a pause when it was unavailable.
+async fn deliver(
+    channel: &dyn ChatChannel,
+    external_user: &str,
+    body: &MessageBody,
+    last_inbound: Option<DateTime<Utc>>,
+) -> Result<(), ChannelError> {
+    let mut pauses = SEND_PAUSES.iter();
+    loop {
+        match channel.send(external_user, body, last_inbound).await {
+            Err(ChannelError::Unavailable(reason)) => match pauses.next() {
+                Some(pause) => {
+                    tracing::debug!(channel = channel.name(), %reason, "chat channel unavailable; trying again");
+                    tokio::time::sleep(*pause).await;
+                }
+                None => return Err(ChannelError::Unavailable(reason)),
+            },
+            other => return other,
+        }
     }
 }

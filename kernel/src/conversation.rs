@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ConversationId, DriverId, MessageId};
+use crate::ids::{ConversationId, DriverId, MessageId, OperatorId};
 
 /// The channels berth speaks on.
 pub const CHANNELS: [&str; 3] = ["web", "telegram", "whatsapp"];
@@ -25,6 +25,9 @@ pub struct Conversation {
     pub timezone: String,
     /// Flagged for the operator: the driver asked for a person, or the bot gave up.
     pub handoff: bool,
+    /// Whose team the conversation was handed to: the operator of the car park it was about
+    /// (`None`: the platform's own team).
+    pub handoff_operator: Option<OperatorId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -85,6 +88,10 @@ pub struct MessageBody {
     /// On an inbound message: the timezone the user's channel said they are in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// On an outbound message a person wrote (the operator's team, after a handoff): who;
+    /// none for the bot's own messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 /// One message of a conversation.

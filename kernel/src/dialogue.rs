@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Principal;
 use crate::booking::{Booking, BookingInput, BookingStatus};
 use crate::conversation::{Choice, Conversation, MessageBody};
-use crate::ids::{BookingId, DriverId, QuoteId, SiteId};
+use crate::ids::{BookingId, DriverId, OperatorId, QuoteId, SiteId};
 use crate::language::Understanding;
 use crate::page::PageRequest;
 use crate::pricing::QuoteInput;
@@ -272,6 +272,7 @@ impl Kernel {
         let timezone: Tz = conversation.timezone.parse().unwrap_or(chrono_tz::UTC);
         let mut state: DialogueState = serde_json::from_value(conversation.state.clone()).unwrap_or_default();
         let driver = conversation.driver_id;
+        let offered_person = matches!(state.step, Step::OfferHuman);
         let replies = match self.respond(&mut state, driver, understanding, location, now, timezone).await {
             Ok(replies) => replies,
             Err(error) => {
@@ -289,11 +290,46 @@ impl Kernel {
         if matches!(state.step, Step::OfferHuman) && understanding.intent.name == "human_handoff" {
             state.step = Step::Idle;
         }
-        if understanding.intent.name == "human_handoff" {
+        let intent = understanding.intent.name.as_str();
+        let wants_person = intent == "human_handoff" || (offered_person && intent == "affirm");
+        if wants_person && !conversation.handoff {
             conversation.handoff = true;
+            conversation.handoff_operator = self.team_for(&state, driver, now).await;
         }
         conversation.state = serde_json::to_value(&state).unwrap_or_default();
         replies
+    }
+
+    /// Whose team a handoff goes to: the operator of the car park the conversation is about (the
+    /// option chosen or shown, the booking it talked about, the car park at the place being
+    /// booked, else the driver's next booking); `None`: the platform's.
+    async fn team_for(&self, state: &DialogueState, driver: DriverId, now: DateTime<Utc>) -> Option<OperatorId> {
+        let site = state.chosen.as_ref().or(state.options.first()).map(|option| option.site_id);
+        if let Some(site) = site
+            && let Ok(Some(operator)) = self.store().find_site_operator(site).await
+        {
+            return Some(operator);
+        }
+        if let Some(booking) = state.booking_id
+            && let Ok(Some(booking)) = self.store().get_booking(booking).await
+        {
+            return Some(booking.operator_id);
+        }
+        // The car park nearest the place the form is about, within a kilometre.
+        if let Some(point) = state.form.point.and_then(|(lat, lon)| crate::geo::GeoPoint::new(lat, lon).ok())
+            && let Ok(sites) = self.store().list_all_sites().await
+        {
+            let nearest = sites
+                .iter()
+                .map(|site| (site.details.location.distance_m(&point), site))
+                .filter(|(distance, _)| *distance <= 1000.0)
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((_, site)) = nearest {
+                return Some(site.operator_id);
+            }
+        }
+        let upcoming = self.upcoming_bookings(driver, now).await.ok()?;
+        upcoming.first().map(|booking| booking.operator_id)
     }
 
     async fn respond(
@@ -815,6 +851,19 @@ impl Kernel {
     async fn payment_link(&self, booking: &Booking) -> Option<String> {
         let payments = self.payments_of(booking).await.ok()?;
         payments.iter().rev().find_map(|payment| payment.action_url.clone())
+    }
+
+    /// The reminder of a booking about to start, in the driver's timezone.
+    pub(crate) async fn reminder_body(&self, booking: &Booking, timezone: &str) -> MessageBody {
+        let timezone: Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+        let text = format!(
+            "Reminder: your booking {} at {} starts at {} ({}).",
+            booking_reference(booking.id),
+            self.site_name(booking).await,
+            clock(booking.start, timezone),
+            when(booking.start, timezone),
+        );
+        with_choices(say(text), &[("My bookings", "show my bookings"), ("Cancel it", "cancel my booking")])
     }
 
     async fn site_name(&self, booking: &Booking) -> String {

@@ -146,6 +146,13 @@ pub trait PaymentStore: Send + Sync {
     /// receipts stay for the operators' books); the account itself deleted.
     async fn erase_driver(&self, driver: DriverId) -> StoreResult<()>;
     async fn list_bookings_in_play(&self, at: DateTime<Utc>, limit: u32) -> StoreResult<Vec<crate::booking::Booking>>;
+    /// Confirmed bookings starting after `after` and at or before `until`, soonest first.
+    async fn list_bookings_starting(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::booking::Booking>>;
 }
 
 /// Rule sets, their versions and activations, and quotes.
@@ -339,6 +346,24 @@ pub trait ConversationStore: Send + Sync {
         inbound: MessageId,
         replies: &[ChatMessage],
     ) -> StoreResult<()>;
+    /// Stores a message outside a turn (an operator's reply, a reminder) unless one with its
+    /// `channel_message_id` is stored already in the conversation; answers whether it was new.
+    async fn record_outbound(&self, message: &ChatMessage) -> StoreResult<bool>;
+    /// When the user last wrote in the conversation.
+    async fn last_inbound_at(&self, conversation: ConversationId) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Sets whether the conversation is handed to a person, and to whose team.
+    async fn set_handoff(
+        &self,
+        conversation: ConversationId,
+        handoff: bool,
+        operator: Option<OperatorId>,
+    ) -> StoreResult<()>;
+    /// Conversations handed to `operator`'s team (`None`: the platform's), most recently
+    /// active first, at most `limit`.
+    async fn list_handoffs(&self, operator: Option<OperatorId>, limit: u32) -> StoreResult<Vec<Conversation>>;
+    /// Conversations with inbound messages not yet answered (a start-up's pick-up), at most
+    /// `limit`.
+    async fn conversations_waiting(&self, limit: u32) -> StoreResult<Vec<ConversationId>>;
     /// Messages of a conversation after `after` (oldest first), at most `limit`.
     async fn list_messages(
         &self,

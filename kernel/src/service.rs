@@ -38,6 +38,8 @@ pub struct Kernel {
     pub(crate) payments: Arc<crate::payment::Payments>,
     pub(crate) language: Option<Arc<dyn crate::language::LanguageUnderstanding>>,
     pub(crate) chat_channels: Arc<[Arc<dyn crate::chat::ChatChannel>]>,
+    /// Conversations with new messages (the web chat's streams listen).
+    pub(crate) chat_signal: tokio::sync::broadcast::Sender<crate::ids::ConversationId>,
 }
 
 /// What a caller asks for when creating an API key.
@@ -68,6 +70,7 @@ impl Kernel {
             payments: Arc::default(),
             language: None,
             chat_channels: Arc::new([]),
+            chat_signal: tokio::sync::broadcast::channel(1024).0,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::api::bookings::BookingsApi;
 use crate::api::chat::ChatApi;
 use crate::api::devices::DevicesApi;
 use crate::api::drivers::DriversApi;
+use crate::api::handoffs::HandoffsApi;
 use crate::api::keys::KeysApi;
 use crate::api::live::LiveApi;
 use crate::api::nlu::NluApi;
@@ -39,6 +40,7 @@ type Apis = (
     BookingsApi,
     NluApi,
     ChatApi,
+    HandoffsApi,
 );
 
 fn api_service() -> OpenApiService<Apis, ()> {
@@ -57,6 +59,7 @@ fn api_service() -> OpenApiService<Apis, ()> {
             BookingsApi,
             NluApi,
             ChatApi,
+            HandoffsApi,
         ),
         "berth",
         env!("CARGO_PKG_VERSION"),

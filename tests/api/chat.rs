@@ -387,6 +387,7 @@ async fn web_chat_refuses_what_it_cannot_take() {
     // The web chat page talks to the same endpoint.
     let page = app.client.get(format!("{}/chat", app.base_url)).send().await.unwrap();
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert!(page.text().await.unwrap().contains("/v1/chat/web/messages"));
+    let page = page.text().await.unwrap();
+    assert!(page.contains("/v1/chat/web/messages") && page.contains("/stream"));
     app.cleanup().await;
 }

@@ -9,6 +9,7 @@ mod chat;
 mod cli;
 mod devices;
 mod drivers;
+mod handoffs;
 mod health;
 mod keys;
 mod live;

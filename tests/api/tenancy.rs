@@ -84,7 +84,9 @@ fn scope_of(operation_id: &str) -> Scope {
         "registerDriver" | "loginDriver" => Scope::Public,
         "parseMessage" => Scope::Stateless,
         "sendWebChatMessage" => Scope::Driver,
-        "listWebChatMessages" => Scope::Quote,
+        "listWebChatMessages" | "streamWebChatMessages" => Scope::Quote,
+        "listHandoffs" => Scope::OperatorCollection,
+        "getHandoff" | "replyToHandoff" | "closeHandoff" => Scope::OperatorResource,
         other => panic!("operation {other} is not classified in the tenancy test; add it to scope_of"),
     }
 }
@@ -109,6 +111,7 @@ fn body_for(operation_id: &str, victim: &Victim) -> Option<(Value, &'static str)
         "createOperator" => json_body(json!({"name": "Evil", "slug": "evil"})),
         "parseMessage" => json_body(json!({"text": "cancel my booking", "timezone": "Europe/Lisbon"})),
         "sendWebChatMessage" => json_body(json!({"text": "cancel my booking"})),
+        "replyToHandoff" => json_body(json!({"text": "evil"})),
         "createOperatorKey" | "createKey" => {
             json_body(json!({"name": "evil", "kind": "operator", "role": "operator_admin"}))
         }
@@ -200,6 +203,7 @@ async fn snapshot(app: &TestApp, victim: &Victim) -> Vec<Value> {
         app.get(&format!("/v1/quotes/{}", victim.quote_id), &victim.driver_token).await.expect(200),
         app.get(&format!("/v1/bookings/{}", victim.booking_id), &victim.driver_token).await.expect(200),
         app.get(&format!("/v1/bookings/{}/receipt", victim.booking_id), &victim.driver_token).await.expect(200),
+        app.get(&format!("/v1/handoffs/{}", victim.conversation_id), key).await.expect(200),
     ]
 }
 
@@ -234,6 +238,9 @@ async fn every_route_is_tenant_scoped(app: &TestApp) {
     let booked = app.post("/v1/quotes", &driver_token, quote_body(&site_id)).await.expect(201);
     let booking = app.post("/v1/bookings", &driver_token, json!({"quote_id": booked["id"]})).await.expect(201);
     let chat = app.post("/v1/chat/web/messages", &driver_token, json!({"text": "hello"})).await.expect(200);
+    // The driver asks for a person: the conversation is handed to the victim's team (the
+    // operator of the driver's booking).
+    app.post("/v1/chat/web/messages", &driver_token, json!({"text": "I want to talk to a human"})).await.expect(200);
     let victim = Victim {
         conversation_id: chat["conversation_id"].as_str().unwrap().to_owned(),
         booking_id: booking["id"].as_str().unwrap().to_owned(),

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use berth_kernel::StoreError;
 use berth_kernel::conversation::{ChatMessage, Conversation, Direction};
-use berth_kernel::ids::{ConversationId, DriverId, MessageId};
+use berth_kernel::ids::{ConversationId, DriverId, MessageId, OperatorId};
 use berth_kernel::ports::{ConversationStore, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Condition, Expr, OnConflict};
@@ -23,6 +23,7 @@ fn conversation_to_row(conversation: &Conversation) -> conversation::Model {
         state: conversation.state.to_string(),
         timezone: conversation.timezone.clone(),
         handoff: conversation.handoff,
+        handoff_operator_id: conversation.handoff_operator.map(|operator| operator.as_uuid()),
         lease_holder: None,
         lease_until: None,
         created_at: conversation.created_at,
@@ -40,6 +41,7 @@ fn conversation_from_row(row: conversation::Model) -> StoreResult<Conversation> 
         driver_id: DriverId::from_uuid(row.driver_id),
         timezone: row.timezone,
         handoff: row.handoff,
+        handoff_operator: row.handoff_operator_id.map(OperatorId::from_uuid),
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -197,6 +199,7 @@ impl ConversationStore for SqlStore {
             .col_expr(conversation::Column::State, Expr::value(row.state))
             .col_expr(conversation::Column::Timezone, Expr::value(row.timezone))
             .col_expr(conversation::Column::Handoff, Expr::value(row.handoff))
+            .col_expr(conversation::Column::HandoffOperatorId, Expr::value(row.handoff_operator_id))
             .col_expr(conversation::Column::UpdatedAt, Expr::value(row.updated_at))
             .filter(conversation::Column::Id.eq(row.id))
             .exec(&txn)
@@ -214,6 +217,71 @@ impl ConversationStore for SqlStore {
             chat_message::Entity::insert_many(rows).exec_without_returning(&txn).await.map_err(backend)?;
         }
         txn.commit().await.map_err(backend)
+    }
+
+    async fn record_outbound(&self, message: &ChatMessage) -> StoreResult<bool> {
+        // The same insert as an inbound message: an id given twice (a reminder) is one message.
+        self.record_inbound(message).await
+    }
+
+    async fn last_inbound_at(&self, conversation: ConversationId) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(chat_message::Entity::find()
+            .filter(chat_message::Column::ConversationId.eq(conversation.as_uuid()))
+            .filter(chat_message::Column::Direction.eq(Direction::Inbound.as_str()))
+            .order_by_desc(chat_message::Column::Id)
+            .one(&self.db)
+            .await
+            .map_err(backend)?
+            .map(|row| row.created_at))
+    }
+
+    async fn set_handoff(
+        &self,
+        conversation: ConversationId,
+        handoff: bool,
+        operator: Option<OperatorId>,
+    ) -> StoreResult<()> {
+        conversation::Entity::update_many()
+            .col_expr(conversation::Column::Handoff, Expr::value(handoff))
+            .col_expr(conversation::Column::HandoffOperatorId, Expr::value(operator.map(|operator| operator.as_uuid())))
+            .filter(conversation::Column::Id.eq(conversation.as_uuid()))
+            .exec(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn list_handoffs(&self, operator: Option<OperatorId>, limit: u32) -> StoreResult<Vec<Conversation>> {
+        let whose = match operator {
+            Some(operator) => conversation::Column::HandoffOperatorId.eq(operator.as_uuid()),
+            None => conversation::Column::HandoffOperatorId.is_null(),
+        };
+        conversation::Entity::find()
+            .filter(whose)
+            .filter(conversation::Column::Handoff.eq(true))
+            .order_by_desc(conversation::Column::UpdatedAt)
+            .limit(u64::from(limit))
+            .all(&self.db)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(conversation_from_row)
+            .collect()
+    }
+
+    async fn conversations_waiting(&self, limit: u32) -> StoreResult<Vec<ConversationId>> {
+        let rows: Vec<uuid::Uuid> = chat_message::Entity::find()
+            .select_only()
+            .column(chat_message::Column::ConversationId)
+            .distinct()
+            .filter(chat_message::Column::Direction.eq(Direction::Inbound.as_str()))
+            .filter(chat_message::Column::Processed.eq(false))
+            .limit(u64::from(limit))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(rows.into_iter().map(ConversationId::from_uuid).collect())
     }
 
     async fn list_messages(

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0004Bookings),
             Box::new(M0005Payments),
             Box::new(M0006Conversations),
+            Box::new(M0007Handoffs),
         ]
     }
 }
@@ -1150,6 +1151,7 @@ enum Conversations {
     State,
     Timezone,
     Handoff,
+    HandoffOperatorId,
     LeaseHolder,
     LeaseUntil,
     CreatedAt,
@@ -1265,5 +1267,43 @@ impl MigrationTrait for M0006Conversations {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(ChatMessages::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(Conversations::Table).to_owned()).await
+    }
+}
+
+/// Handoffs: which operator's team a conversation was handed to (none: the platform's).
+struct M0007Handoffs;
+
+impl MigrationName for M0007Handoffs {
+    fn name(&self) -> &str {
+        "m0007_handoffs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007Handoffs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let mut column = ColumnDef::new(Conversations::HandoffOperatorId).uuid().null().to_owned();
+        manager.alter_table(Table::alter().table(Conversations::Table).add_column(&mut column).to_owned()).await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("conversations_handed_off")
+                    .table(Conversations::Table)
+                    .col(Conversations::HandoffOperatorId)
+                    .col(Conversations::Handoff)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(Index::drop().name("conversations_handed_off").table(Conversations::Table).to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter().table(Conversations::Table).drop_column(Conversations::HandoffOperatorId).to_owned(),
+            )
+            .await
     }
 }

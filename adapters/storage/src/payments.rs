@@ -483,4 +483,24 @@ impl PaymentStore for SqlStore {
             .map(booking_from_row)
             .collect()
     }
+
+    async fn list_bookings_starting(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Booking>> {
+        booking::Entity::find()
+            .filter(booking::Column::Status.eq(BookingStatus::Confirmed.as_str()))
+            .filter(booking::Column::StartAt.gt(after))
+            .filter(booking::Column::StartAt.lte(until))
+            .order_by_asc(booking::Column::StartAt)
+            .limit(u64::from(limit))
+            .all(&self.db)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(booking_from_row)
+            .collect()
+    }
 }

@@ -1,12 +1,18 @@
 //! `/v1/chat/web/...`: the web chat channel. A driver sends a message and gets the bot's replies
-//! in the answer; the conversation's messages can be read back (a page reload, another tab).
+//! in the answer; the conversation's messages can be read back (a page reload, another tab) or
+//! followed as Server-Sent Events (messages that come later: a person's reply after a handoff,
+//! a reminder, another tab's message).
 
 use berth_kernel::chat::ChatTurn;
 use berth_kernel::conversation::{ChatMessage, Direction};
 use berth_kernel::ids::{ConversationId, MessageId};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem::web::sse::Event;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::EventStream;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
@@ -67,6 +73,9 @@ pub struct ChatMessageDto {
     pub intent: Option<String>,
     /// On a reply: the message it answers.
     pub in_reply_to: Option<String>,
+    /// On a message a person wrote (the car park's team, after a handoff): who. None for the
+    /// bot's messages.
+    pub author: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -108,6 +117,7 @@ pub(crate) fn message_dto(message: ChatMessage) -> ChatMessageDto {
         location: body.location.map(|(lat, lon)| ChatLocation { lat, lon }),
         intent: body.intent,
         in_reply_to: body.in_reply_to.map(|id| id.to_string()),
+        author: body.author,
         created_at: message.created_at,
     }
 }
@@ -182,5 +192,92 @@ impl ChatApi {
             handoff: conversation.handoff,
             messages: messages.into_iter().map(message_dto).collect(),
         }))
+    }
+
+    /// Server-Sent Events of the driver's conversation: a `message` event (a chat message, its
+    /// `id` the event id) for every message stored after the point given by `Last-Event-ID` or
+    /// `after` (a message id), or after the stream opened. Messages from every node arrive
+    /// (this node's at once, others' within 5 s). Reconnect with `Last-Event-ID` to resume.
+    #[oai(
+        path = "/v1/chat/web/conversations/:conversation_id/stream",
+        method = "get",
+        operation_id = "streamWebChatMessages"
+    )]
+    async fn stream(
+        &self,
+        state: Data<&AppState>,
+        auth: BerthAuth,
+        conversation_id: Path<String>,
+        /// Resume after this message id.
+        after: Query<Option<String>>,
+        #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+    ) -> ApiResult<EventStream<BoxStream<'static, ChatMessageDto>>> {
+        let id = ConversationId::parse(&conversation_id.0)
+            .map_err(|_| ApiError::from(berth_kernel::KernelError::not_found("conversation")))?;
+        let after = match last_event_id.0.or(after.0) {
+            Some(after) => MessageId::parse(&after).map_err(|_| ApiError::bad_request("after: not a message id"))?,
+            // Ids are time-ordered: a new one is after every message stored so far.
+            None => MessageId::new(),
+        };
+        // Subscribe before the first read, so nothing stored in between is missed.
+        let changes = state.kernel.chat_changes();
+        let (_, first) = state.kernel.chat_messages(&auth.0, id, Some(after), 200).await?;
+        let follow = Follow {
+            kernel: state.kernel.clone(),
+            caller: auth.0,
+            conversation: id,
+            after: first.last().map_or(after, |message| message.id),
+            changes,
+            poll: tokio::time::interval(FOLLOW_POLL),
+        };
+        let stream = futures_util::stream::iter(first.into_iter().map(message_dto)).chain(follow.into_stream());
+        Ok(EventStream::new(stream.boxed()).keep_alive(std::time::Duration::from_secs(15)).to_event(|message| {
+            let data = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&message)).unwrap_or_default();
+            Event::message(data).id(message.id.clone())
+        }))
+    }
+}
+
+/// How often a followed conversation is read again without a signal (messages stored by other
+/// nodes).
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A conversation followed for new messages: read again when this node signals a change to it,
+/// and every [`FOLLOW_POLL`].
+struct Follow {
+    kernel: berth_kernel::Kernel,
+    caller: berth_kernel::auth::Principal,
+    conversation: ConversationId,
+    after: MessageId,
+    changes: tokio::sync::broadcast::Receiver<ConversationId>,
+    poll: tokio::time::Interval,
+}
+
+impl Follow {
+    fn into_stream(self) -> impl futures_util::Stream<Item = ChatMessageDto> + Send + 'static {
+        futures_util::stream::unfold(self, |mut follow| async move {
+            loop {
+                tokio::select! {
+                    change = follow.changes.recv() => match change {
+                        Ok(id) if id != follow.conversation => continue,
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = follow.poll.tick() => {}
+                }
+                // The conversation may have gone (the driver erased their data): end the stream.
+                let (_, messages) = follow
+                    .kernel
+                    .chat_messages(&follow.caller, follow.conversation, Some(follow.after), 200)
+                    .await
+                    .ok()?;
+                if let Some(last) = messages.last() {
+                    follow.after = last.id;
+                    let batch: Vec<ChatMessageDto> = messages.into_iter().map(message_dto).collect();
+                    return Some((futures_util::stream::iter(batch), follow));
+                }
+            }
+        })
+        .flatten()
     }
 }

@@ -5,6 +5,7 @@ pub mod bookings;
 pub mod chat;
 pub mod devices;
 pub mod drivers;
+pub mod handoffs;
 pub mod keys;
 pub mod live;
 pub mod nlu;

@@ -14,6 +14,7 @@ pub struct Model {
     pub state: String,
     pub timezone: String,
     pub handoff: bool,
+    pub handoff_operator_id: Option<Uuid>,
     pub lease_holder: Option<String>,
     pub lease_until: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,

@@ -241,6 +241,7 @@ impl Kernel {
                     // the relay retries it otherwise.
                     if let Some(command) = commands.first() {
                         self.run_command_now(command.id).await;
+                        self.await_first_attempt(booking.id, command.id).await;
                         return Ok(self.store().get_booking(booking.id).await?.unwrap_or(booking));
                     }
                     return Ok(booking);

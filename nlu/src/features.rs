@@ -118,7 +118,8 @@ pub fn utterance(tokens: &[Token], matches: &[Match], out: &mut Vec<(u64, f32)>)
 }
 
 /// Per-token features for the entity tagger: the words around it, word pairs, affixes, shapes,
-/// gazetteer hits around it, and the utterance's intent alone and with the word.
+/// gazetteer hits around it and the words around each whole hit, cue words left of numbers, and
+/// the utterance's intent alone and with the word.
 pub fn tokens(tokens: &[Token], matches: &[Match], intent: usize, out: &mut Vec<Vec<u64>>) {
     let n_tokens = tokens.len();
     out.resize_with(n_tokens, Vec::new);
@@ -132,7 +133,8 @@ pub fn tokens(tokens: &[Token], matches: &[Match], intent: usize, out: &mut Vec<
         }
     };
     let intent_text = intent.to_string();
-    let mut gaz_at: Vec<Vec<(u16, u8, bool)>> = vec![Vec::new(); n_tokens];
+    // Each token's gazetteer hits, with the token's position in the hit (B, I, E or S).
+    let mut gaz_at: Vec<Vec<(u8, &Match)>> = vec![Vec::new(); n_tokens];
     for found in matches {
         for (idx, at) in gaz_at.iter_mut().enumerate().take(found.end).skip(found.start) {
             let position = if found.end - found.start == 1 {
@@ -144,7 +146,7 @@ pub fn tokens(tokens: &[Token], matches: &[Match], intent: usize, out: &mut Vec<
             } else {
                 b'I'
             };
-            at.push((found.entity, position, found.dominant));
+            at.push((position, found));
         }
     }
     for (idx, features) in out.iter_mut().enumerate() {
@@ -187,8 +189,25 @@ pub fn tokens(tokens: &[Token], matches: &[Match], intent: usize, out: &mut Vec<
                 features.push(hash(35, &[word(i + offset)]));
             }
         }
-        for &(entity, position, dominant) in &gaz_at[idx] {
+        // A number takes its type from a cue word further left ("arriving in boston by 7"): the
+        // number's shape with each of the six words before the one next to it.
+        let own_shape = shape(w0);
+        if own_shape.starts_with('d') {
+            for offset in 2..=7 {
+                if i - offset >= 0 {
+                    features.push(hash(41, &[&own_shape, word(i - offset)]));
+                }
+            }
+        }
+        for &(position, found) in &gaz_at[idx] {
+            let (entity, dominant, start, end) = (found.entity, found.dominant, found.start, found.end);
             features.push(hash_id(30, entity as usize, &(position as char).to_string()));
+            // The words around the whole match: "from [new york]" and "to [new york]" differ
+            // for every token of the span.
+            let (before, after) = (word(start as isize - 1), word(end as isize));
+            features.push(hash_id(36, entity as usize, before));
+            features.push(hash_id(37, entity as usize, after));
+            features.push(hash(38, &[&entity.to_string(), word(start as isize - 2), before]));
             if dominant {
                 features.push(hash_id(40, entity as usize, &(position as char).to_string()));
             }
@@ -197,8 +216,8 @@ pub fn tokens(tokens: &[Token], matches: &[Match], intent: usize, out: &mut Vec<
         for (offset, template) in [(-1isize, 32u8), (1, 33)] {
             let other = i + offset;
             if other >= 0 && (other as usize) < n_tokens {
-                for &(entity, _, _) in &gaz_at[other as usize] {
-                    features.push(hash_id(template, entity as usize, ""));
+                for (_, found) in &gaz_at[other as usize] {
+                    features.push(hash_id(template, found.entity as usize, ""));
                 }
             }
         }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::booking::{Booking, BookingStatus};
 use crate::error::{KernelError, KernelResult, StoreError};
-use crate::ids::{PaymentCommandId, ReceiptLineId};
+use crate::ids::{BookingId, PaymentCommandId, ReceiptLineId};
 use crate::service::{Kernel, now};
 
 /// The configured providers, first the primary, each behind its circuit breaker.
@@ -202,6 +202,27 @@ impl Kernel {
             Err(error) => tracing::warn!(%error, "payment command could not be taken; the relay runs it"),
         }
         self.payments.wake();
+    }
+
+    /// Waits (a few seconds at most) until a command's first attempt is over, whoever made it:
+    /// the relay on this or another node may have taken it before [`Self::run_command_now`]
+    /// could, and an answer read in the middle of that attempt would mix the booking before it
+    /// with the payment after it.
+    pub(crate) async fn await_first_attempt(&self, booking: BookingId, id: PaymentCommandId) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let settled = match self.store().list_payment_commands(booking).await {
+                Ok(commands) => commands
+                    .iter()
+                    .find(|command| command.id == id)
+                    .is_none_or(|command| command.status != CommandStatus::Pending || command.attempts > 0),
+                Err(_) => true,
+            };
+            if settled || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     async fn run_command(&self, command: PaymentCommand) -> KernelResult<CommandStatus> {

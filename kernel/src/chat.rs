@@ -176,6 +176,7 @@ impl Kernel {
             timezone: timezone.clone(),
             handoff: false,
             handoff_operator: None,
+            handoff_since: None,
             created_at: at,
             updated_at: at,
         };
@@ -213,7 +214,7 @@ impl Kernel {
         let mut n_new = 0;
         for message in inbound {
             let driver = self.driver_for_external_subject(channel, &message.external_user, None).await?;
-            let turn = self
+            let accepted = self
                 .accept_chat(Incoming {
                     channel: channel.to_owned(),
                     external_user: message.external_user.clone(),
@@ -223,7 +224,16 @@ impl Kernel {
                     location: message.location,
                     timezone: adapter.default_timezone().map(str::to_owned),
                 })
-                .await?;
+                .await;
+            // One message berth cannot take (too long, a location off the map) must not hold
+            // back the others of its webhook, which the channel would send again and again.
+            let turn = match accepted {
+                Err(KernelError::Validation(error)) => {
+                    tracing::warn!(channel, message = %message.message_id, %error, "a chat message was refused");
+                    continue;
+                }
+                other => other?,
+            };
             if let Err(error) = adapter.acknowledge(&message).await {
                 tracing::warn!(channel, error = %error, "acknowledging a chat message failed");
             }
@@ -399,8 +409,13 @@ impl Kernel {
                 conversation.timezone = timezone.clone();
             }
             let at = now();
-            let understanding = self.understand_message(&inbound, at, &conversation.timezone);
+            // "Tomorrow at 9" means the day after the message was written, even when it is
+            // answered later (by the start-up pass after a crash).
+            let understanding = self.understand_message(&inbound, inbound.created_at, &conversation.timezone);
             let bodies = self.dialogue_turn(&mut conversation, &understanding, inbound.body.location, at).await;
+            if conversation.handoff && conversation.handoff_since.is_none() {
+                conversation.handoff_since = Some(inbound.created_at);
+            }
             conversation.updated_at = at;
             let replies: Vec<ChatMessage> = bodies
                 .into_iter()

@@ -28,6 +28,8 @@ pub struct Conversation {
     /// Whose team the conversation was handed to: the operator of the car park it was about
     /// (`None`: the platform's own team).
     pub handoff_operator: Option<OperatorId>,
+    /// When the driver asked for a person: the team sees the conversation from here on.
+    pub handoff_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -317,16 +317,10 @@ impl Kernel {
         }
         // The car park nearest the place the form is about, within a kilometre.
         if let Some(point) = state.form.point.and_then(|(lat, lon)| crate::geo::GeoPoint::new(lat, lon).ok())
-            && let Ok(sites) = self.store().list_all_sites().await
+            && let Ok(sites) = self.sites_within(point, 1000.0).await
+            && let Some((site, _)) = sites.iter().min_by(|a, b| a.1.total_cmp(&b.1))
         {
-            let nearest = sites
-                .iter()
-                .map(|site| (site.details.location.distance_m(&point), site))
-                .filter(|(distance, _)| *distance <= 1000.0)
-                .min_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((_, site)) = nearest {
-                return Some(site.operator_id);
-            }
+            return Some(site.operator_id);
         }
         let upcoming = self.upcoming_bookings(driver, now).await.ok()?;
         upcoming.first().map(|booking| booking.operator_id)

@@ -351,13 +351,17 @@ pub trait ConversationStore: Send + Sync {
     async fn record_outbound(&self, message: &ChatMessage) -> StoreResult<bool>;
     /// When the user last wrote in the conversation.
     async fn last_inbound_at(&self, conversation: ConversationId) -> StoreResult<Option<DateTime<Utc>>>;
-    /// Sets whether the conversation is handed to a person, and to whose team.
-    async fn set_handoff(
+    /// Hands the conversation back to the bot (no team, no handoff time).
+    async fn clear_handoff(&self, conversation: ConversationId) -> StoreResult<()>;
+    /// Whether a message with this `channel_message_id` is stored in the conversation.
+    async fn message_key_exists(&self, conversation: ConversationId, key: &str) -> StoreResult<bool>;
+    /// The newest `limit` messages of a conversation stored at or after `since`, oldest first.
+    async fn latest_messages(
         &self,
         conversation: ConversationId,
-        handoff: bool,
-        operator: Option<OperatorId>,
-    ) -> StoreResult<()>;
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<ChatMessage>>;
     /// Conversations handed to `operator`'s team (`None`: the platform's), most recently
     /// active first, at most `limit`.
     async fn list_handoffs(&self, operator: Option<OperatorId>, limit: u32) -> StoreResult<Vec<Conversation>>;

@@ -10,18 +10,27 @@ use crate::{Kernel, KernelResult};
 
 impl Kernel {
     /// Reminds the drivers of confirmed bookings starting within `lead`; answers how many
-    /// reminders went out.
+    /// reminders were stored (each is sent through its channel; one the channel refused stays in
+    /// the conversation and is logged, not sent again).
     pub async fn send_booking_reminders(&self, lead: Duration, limit: u32) -> KernelResult<u32> {
         let at = now();
         let mut sent = 0;
         for booking in self.store().list_bookings_starting(at, at + lead, limit).await? {
             let conversations = self.store().list_conversations(booking.driver_id).await?;
+            let key = format!("reminder:{}", booking.id);
+            // Once per booking, even when the driver has since moved to another channel.
+            let mut reminded = false;
+            for conversation in &conversations {
+                reminded |= self.store().message_key_exists(conversation.id, &key).await?;
+            }
             let Some(conversation) = conversations.into_iter().max_by_key(|conversation| conversation.updated_at)
             else {
                 continue;
             };
+            if reminded {
+                continue;
+            }
             let body = self.reminder_body(&booking, &conversation.timezone).await;
-            let key = format!("reminder:{}", booking.id);
             if let Some((_, delivered)) = self.post_to_conversation(&conversation, body, Some(key)).await? {
                 sent += 1;
                 if delivered.is_ok() {

@@ -355,6 +355,17 @@ pub struct SearchHit {
 }
 
 impl Kernel {
+    /// Every operator's sites within `radius_m` of `point`, with their distances, from the
+    /// R-tree (rebuilt from the database when it is too old).
+    pub(crate) async fn sites_within(&self, point: GeoPoint, radius_m: f64) -> KernelResult<Vec<(Arc<Site>, f64)>> {
+        if let Some(hits) = self.site_index().within(point, radius_m) {
+            return Ok(hits);
+        }
+        let sites = self.store().list_all_sites().await?;
+        self.site_index().rebuild(sites.into_iter().map(IndexedSite::of).collect());
+        Ok(self.site_index().within(point, radius_m).unwrap_or_default())
+    }
+
     pub(crate) fn site_index(&self) -> &SiteIndex {
         &self.site_index
     }
@@ -377,14 +388,7 @@ impl Kernel {
             return Err(ValidationError::new("limit", format!("must be between 1 and {MAX_RESULTS}")).into());
         }
         let at = now();
-        let candidates = match self.site_index().within(point, query.radius_m) {
-            Some(hits) => hits,
-            None => {
-                let sites = self.store().list_all_sites().await?;
-                self.site_index().rebuild(sites.into_iter().map(IndexedSite::of).collect());
-                self.site_index().within(point, query.radius_m).unwrap_or_default()
-            }
-        };
+        let candidates = self.sites_within(point, query.radius_m).await?;
         let candidates: Vec<(Arc<Site>, f64)> = candidates
             .into_iter()
             .filter(|(site, _)| {

@@ -228,7 +228,7 @@ async fn chat_webhook(
 
 /// A channel's check of its webhook URL (`GET /v1/webhooks/chat/{channel}?…`, WhatsApp's
 /// `hub.challenge`): 200 with the body the channel expects (`text/plain`); 401 when its token
-/// does not match; 400 when the query is not a check; 404 for a channel that is not configured.
+/// does not match; 422 when the query is not a check; 404 for a channel that is not configured.
 #[handler]
 async fn chat_subscription(
     state: Data<&AppState>,

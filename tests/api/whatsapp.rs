@@ -147,6 +147,19 @@ async fn run(backend: Backend) {
     tampered.extend_from_slice(b" ");
     let tampered = app.client.post(&hook).header("x-hub-signature-256", signature).body(tampered);
     assert_eq!(tampered.send().await.unwrap().status(), 401);
+    // One message berth cannot take does not hold back the others of its webhook.
+    let mut batch = fake.envelope(other, text_message("wamid.B2", other, &"a".repeat(2_500)));
+    let messages = batch["entry"][0]["changes"][0]["value"]["messages"].as_array_mut().unwrap();
+    messages.push(text_message("wamid.B3", other, "hello"));
+    assert_eq!(fake.post_signed(&berth_whatsapp::escaped_json(&batch), "TEST_APP_SECRET").await.unwrap(), 200);
+    let sent = fake.wait_for(other, 2, WAIT).await;
+    assert!(sent[1].text.starts_with("Hi!"), "{sent:?}");
+    let n_sent = fake.wait_for(other, 99, Duration::from_millis(300)).await.len();
+    // Messages to another number of the same account are not this channel's.
+    let mut elsewhere = fake.envelope(other, text_message("wamid.B4", other, "hello again"));
+    elsewhere["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = serde_json::json!("999");
+    assert_eq!(fake.post_signed(&berth_whatsapp::escaped_json(&elsewhere), "TEST_APP_SECRET").await.unwrap(), 200);
+    assert_eq!(fake.wait_for(other, n_sent + 1, Duration::from_millis(300)).await.len(), n_sent);
     // A signed body that is not a WhatsApp webhook is a clear 422.
     assert_eq!(fake.post_signed(br#"{"object":"page"}"#, "TEST_APP_SECRET").await.unwrap(), 422);
     app.cleanup().await;

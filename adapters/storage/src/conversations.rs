@@ -24,6 +24,7 @@ fn conversation_to_row(conversation: &Conversation) -> conversation::Model {
         timezone: conversation.timezone.clone(),
         handoff: conversation.handoff,
         handoff_operator_id: conversation.handoff_operator.map(|operator| operator.as_uuid()),
+        handoff_since: conversation.handoff_since,
         lease_holder: None,
         lease_until: None,
         created_at: conversation.created_at,
@@ -42,6 +43,7 @@ fn conversation_from_row(row: conversation::Model) -> StoreResult<Conversation> 
         timezone: row.timezone,
         handoff: row.handoff,
         handoff_operator: row.handoff_operator_id.map(OperatorId::from_uuid),
+        handoff_since: row.handoff_since,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -200,6 +202,7 @@ impl ConversationStore for SqlStore {
             .col_expr(conversation::Column::Timezone, Expr::value(row.timezone))
             .col_expr(conversation::Column::Handoff, Expr::value(row.handoff))
             .col_expr(conversation::Column::HandoffOperatorId, Expr::value(row.handoff_operator_id))
+            .col_expr(conversation::Column::HandoffSince, Expr::value(row.handoff_since))
             .col_expr(conversation::Column::UpdatedAt, Expr::value(row.updated_at))
             .filter(conversation::Column::Id.eq(row.id))
             .exec(&txn)
@@ -235,20 +238,50 @@ impl ConversationStore for SqlStore {
             .map(|row| row.created_at))
     }
 
-    async fn set_handoff(
-        &self,
-        conversation: ConversationId,
-        handoff: bool,
-        operator: Option<OperatorId>,
-    ) -> StoreResult<()> {
+    async fn clear_handoff(&self, conversation: ConversationId) -> StoreResult<()> {
         conversation::Entity::update_many()
-            .col_expr(conversation::Column::Handoff, Expr::value(handoff))
-            .col_expr(conversation::Column::HandoffOperatorId, Expr::value(operator.map(|operator| operator.as_uuid())))
+            .col_expr(conversation::Column::Handoff, Expr::value(false))
+            .col_expr(conversation::Column::HandoffOperatorId, Expr::value(Option::<uuid::Uuid>::None))
+            .col_expr(conversation::Column::HandoffSince, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(conversation::Column::Id.eq(conversation.as_uuid()))
             .exec(&self.db)
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn message_key_exists(&self, conversation: ConversationId, key: &str) -> StoreResult<bool> {
+        let found = chat_message::Entity::find()
+            .filter(chat_message::Column::ConversationId.eq(conversation.as_uuid()))
+            .filter(chat_message::Column::ChannelMessageId.eq(key))
+            .one(&self.db)
+            .await
+            .map_err(backend)?;
+        Ok(found.is_some())
+    }
+
+    async fn latest_messages(
+        &self,
+        conversation: ConversationId,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<ChatMessage>> {
+        let mut select =
+            chat_message::Entity::find().filter(chat_message::Column::ConversationId.eq(conversation.as_uuid()));
+        if let Some(since) = since {
+            select = select.filter(chat_message::Column::CreatedAt.gte(since));
+        }
+        let mut messages: Vec<ChatMessage> = select
+            .order_by_desc(chat_message::Column::Id)
+            .limit(u64::from(limit))
+            .all(&self.db)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(message_from_row)
+            .collect::<StoreResult<_>>()?;
+        messages.reverse();
+        Ok(messages)
     }
 
     async fn list_handoffs(&self, operator: Option<OperatorId>, limit: u32) -> StoreResult<Vec<Conversation>> {

@@ -1152,6 +1152,7 @@ enum Conversations {
     Timezone,
     Handoff,
     HandoffOperatorId,
+    HandoffSince,
     LeaseHolder,
     LeaseUntil,
     CreatedAt,
@@ -1270,7 +1271,8 @@ impl MigrationTrait for M0006Conversations {
     }
 }
 
-/// Handoffs: which operator's team a conversation was handed to (none: the platform's).
+/// Handoffs: which operator's team a conversation was handed to (none: the platform's), and
+/// since when.
 struct M0007Handoffs;
 
 impl MigrationName for M0007Handoffs {
@@ -1282,8 +1284,13 @@ impl MigrationName for M0007Handoffs {
 #[async_trait::async_trait]
 impl MigrationTrait for M0007Handoffs {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let mut column = ColumnDef::new(Conversations::HandoffOperatorId).uuid().null().to_owned();
-        manager.alter_table(Table::alter().table(Conversations::Table).add_column(&mut column).to_owned()).await?;
+        // SQLite adds one column per statement.
+        for mut column in [
+            ColumnDef::new(Conversations::HandoffOperatorId).uuid().null().to_owned(),
+            timestamp_null(Conversations::HandoffSince),
+        ] {
+            manager.alter_table(Table::alter().table(Conversations::Table).add_column(&mut column).to_owned()).await?;
+        }
         manager
             .create_index(
                 Index::create()
@@ -1300,10 +1307,9 @@ impl MigrationTrait for M0007Handoffs {
         manager
             .drop_index(Index::drop().name("conversations_handed_off").table(Conversations::Table).to_owned())
             .await?;
-        manager
-            .alter_table(
-                Table::alter().table(Conversations::Table).drop_column(Conversations::HandoffOperatorId).to_owned(),
-            )
-            .await
+        for column in [Conversations::HandoffSince, Conversations::HandoffOperatorId] {
+            manager.alter_table(Table::alter().table(Conversations::Table).drop_column(column).to_owned()).await?;
+        }
+        Ok(())
     }
 }

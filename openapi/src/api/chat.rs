@@ -7,6 +7,8 @@ use berth_kernel::chat::ChatTurn;
 use berth_kernel::conversation::{ChatMessage, Direction};
 use berth_kernel::ids::{ConversationId, MessageId};
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 use poem::web::Data;
@@ -176,12 +178,8 @@ impl ChatApi {
         /// 1-200 (default 50).
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<ChatMessages>> {
-        let id = ConversationId::parse(&conversation_id.0)
-            .map_err(|_| ApiError::from(berth_kernel::KernelError::not_found("conversation")))?;
-        let after = after
-            .0
-            .map(|after| MessageId::parse(&after).map_err(|_| ApiError::bad_request("after: not a message id")))
-            .transpose()?;
+        let id = parse_conversation_id(&conversation_id.0)?;
+        let after = parse_cursor(after.0)?;
         let limit = limit.0.unwrap_or(50);
         if !(1..=200).contains(&limit) {
             return Err(ApiError::bad_request("limit: must be between 1 and 200"));
@@ -212,69 +210,106 @@ impl ChatApi {
         after: Query<Option<String>>,
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
     ) -> ApiResult<EventStream<BoxStream<'static, ChatMessageDto>>> {
-        let id = ConversationId::parse(&conversation_id.0)
-            .map_err(|_| ApiError::from(berth_kernel::KernelError::not_found("conversation")))?;
-        let after = match last_event_id.0.or(after.0) {
-            Some(after) => MessageId::parse(&after).map_err(|_| ApiError::bad_request("after: not a message id"))?,
-            // Ids are time-ordered: a new one is after every message stored so far.
-            None => MessageId::new(),
-        };
+        let id = parse_conversation_id(&conversation_id.0)?;
+        let cursor = parse_cursor(last_event_id.0.or(after.0))?;
         // Subscribe before the first read, so nothing stored in between is missed.
         let changes = state.kernel.chat_changes();
-        let (_, first) = state.kernel.chat_messages(&auth.0, id, Some(after), 200).await?;
+        // Without a cursor: what is stored now is not sent, only what comes after.
+        let floor = cursor.unwrap_or_else(|| id_floor(Utc::now() - FOLLOW_LAG));
+        let (_, present) = state.kernel.chat_messages(&auth.0, id, Some(floor), 200).await?;
+        let seen = if cursor.is_some() { HashSet::new() } else { present.iter().map(|message| message.id).collect() };
         let follow = Follow {
             kernel: state.kernel.clone(),
             caller: auth.0,
             conversation: id,
-            after: first.last().map_or(after, |message| message.id),
+            floor,
+            seen,
             changes,
             poll: tokio::time::interval(FOLLOW_POLL),
+            started: false,
         };
-        let stream = futures_util::stream::iter(first.into_iter().map(message_dto)).chain(follow.into_stream());
-        Ok(EventStream::new(stream.boxed()).keep_alive(std::time::Duration::from_secs(15)).to_event(|message| {
-            let data = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&message)).unwrap_or_default();
-            Event::message(data).id(message.id.clone())
-        }))
+        Ok(EventStream::new(follow.into_stream().boxed()).keep_alive(std::time::Duration::from_secs(15)).to_event(
+            |message| {
+                let data = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&message)).unwrap_or_default();
+                Event::message(data).id(message.id.clone())
+            },
+        ))
     }
+}
+
+/// A conversation id from a path; one that does not parse is a conversation that is not there.
+pub(crate) fn parse_conversation_id(text: &str) -> ApiResult<ConversationId> {
+    ConversationId::parse(text).map_err(|_| ApiError::from(berth_kernel::KernelError::not_found("conversation")))
+}
+
+/// A message id to read after.
+fn parse_cursor(text: Option<String>) -> ApiResult<Option<MessageId>> {
+    text.map(|text| MessageId::parse(&text).map_err(|_| ApiError::bad_request("after: not a message id"))).transpose()
 }
 
 /// How often a followed conversation is read again without a signal (messages stored by other
 /// nodes).
 const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A conversation followed for new messages: read again when this node signals a change to it,
-/// and every [`FOLLOW_POLL`].
+/// How far back a followed conversation is read again. A message's id is made just before it is
+/// stored, on the clock of the node that stores it, so a message may be stored after one with a
+/// later id; re-reading the last seconds (and skipping what was sent) still finds it.
+const FOLLOW_LAG: chrono::Duration = chrono::Duration::seconds(10);
+
+/// The smallest message id of a moment: ids are UUIDv7, ordered by their millisecond prefix.
+fn id_floor(at: DateTime<Utc>) -> MessageId {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    MessageId::from_uuid(uuid::Uuid::from_bytes(bytes))
+}
+
+/// A conversation followed for new messages: read at once, then again when this node signals
+/// a change to it and every [`FOLLOW_POLL`]; each read starts [`FOLLOW_LAG`] back and skips
+/// what was sent.
 struct Follow {
     kernel: berth_kernel::Kernel,
     caller: berth_kernel::auth::Principal,
     conversation: ConversationId,
-    after: MessageId,
+    /// Reads start after this id.
+    floor: MessageId,
+    /// Ids after `floor` already sent (or present when the stream opened).
+    seen: HashSet<MessageId>,
     changes: tokio::sync::broadcast::Receiver<ConversationId>,
     poll: tokio::time::Interval,
+    started: bool,
 }
 
 impl Follow {
     fn into_stream(self) -> impl futures_util::Stream<Item = ChatMessageDto> + Send + 'static {
         futures_util::stream::unfold(self, |mut follow| async move {
             loop {
-                tokio::select! {
-                    change = follow.changes.recv() => match change {
-                        Ok(id) if id != follow.conversation => continue,
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                    },
-                    _ = follow.poll.tick() => {}
+                if follow.started {
+                    tokio::select! {
+                        change = follow.changes.recv() => match change {
+                            Ok(id) if id != follow.conversation => continue,
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        },
+                        _ = follow.poll.tick() => {}
+                    }
                 }
+                follow.started = true;
                 // The conversation may have gone (the driver erased their data): end the stream.
                 let (_, messages) = follow
                     .kernel
-                    .chat_messages(&follow.caller, follow.conversation, Some(follow.after), 200)
+                    .chat_messages(&follow.caller, follow.conversation, Some(follow.floor), 200)
                     .await
                     .ok()?;
-                if let Some(last) = messages.last() {
-                    follow.after = last.id;
-                    let batch: Vec<ChatMessageDto> = messages.into_iter().map(message_dto).collect();
-                    return Some((futures_util::stream::iter(batch), follow));
+                let fresh: Vec<ChatMessageDto> =
+                    messages.into_iter().filter(|message| follow.seen.insert(message.id)).map(message_dto).collect();
+                let floor = id_floor(Utc::now() - FOLLOW_LAG);
+                if floor > follow.floor {
+                    follow.floor = floor;
+                    follow.seen.retain(|id| *id > floor);
+                }
+                if !fresh.is_empty() {
+                    return Some((futures_util::stream::iter(fresh), follow));
                 }
             }
         })

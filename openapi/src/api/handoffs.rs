@@ -1,16 +1,16 @@
 //! `/v1/handoffs`: conversations drivers asked a person to pick up, for the team of the operator
-//! whose car park they were about (the platform admin sees those about none). The team reads
-//! them, replies through the driver's channel, and hands them back to the bot.
+//! whose car park they were about (the platform admin sees those about none). Any key of the
+//! operator reads them from the driver's request on; an operator admin key replies through the
+//! driver's channel and hands them back to the bot.
 
 use berth_kernel::conversation::{ChatMessage, Conversation};
-use berth_kernel::ids::ConversationId;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::chat::{ChatMessageDto, message_dto};
+use super::chat::{ChatMessageDto, message_dto, parse_conversation_id};
 use super::{ApiTags, Created, Deleted};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::{AppState, BerthAuth};
@@ -26,9 +26,10 @@ pub struct HandoffView {
     /// The driver's timezone (times in the conversation are in it).
     pub timezone: String,
     pub created_at: DateTime<Utc>,
-    /// The last message in or out.
+    /// When the bot last answered in it.
     pub updated_at: DateTime<Utc>,
-    /// The messages, oldest first (in a list: the latest 20).
+    /// The messages since the driver asked for a person, oldest first (in a list: the latest
+    /// 20; otherwise the latest 200).
     pub messages: Vec<ChatMessageDto>,
 }
 
@@ -68,14 +69,11 @@ fn view(conversation: Conversation, messages: Vec<ChatMessage>) -> HandoffView {
     }
 }
 
-fn conversation_id(text: &str) -> ApiResult<ConversationId> {
-    ConversationId::parse(text).map_err(|_| ApiError::from(berth_kernel::KernelError::not_found("conversation")))
-}
-
 #[OpenApi(tag = "ApiTags::Chat")]
 impl HandoffsApi {
     /// The conversations handed to the caller's team (any key of the operator, staff included;
-    /// the platform admin: those about no operator's car park), each with its latest messages.
+    /// the platform admin: those about no operator's car park), each with its latest messages
+    /// since the driver asked for a person.
     #[oai(path = "/v1/handoffs", method = "get", operation_id = "listHandoffs")]
     async fn list(
         &self,
@@ -102,14 +100,15 @@ impl HandoffsApi {
         auth: BerthAuth,
         conversation_id: Path<String>,
     ) -> ApiResult<Json<HandoffView>> {
-        let id = self::conversation_id(&conversation_id.0)?;
+        let id = parse_conversation_id(&conversation_id.0)?;
         let (conversation, messages) = state.kernel.handoff_conversation(&auth.0, id).await?;
         Ok(Json(view(conversation, messages)))
     }
 
     /// Replies to the driver as a person, through their channel (on WhatsApp outside the
-    /// 24-hour window, as the configured template). The reply is stored even when the channel
-    /// refuses it; `delivered` says which.
+    /// 24-hour window, as the configured template). Operator admin keys (and the platform
+    /// admin for its own). The reply is stored even when the channel refuses it; `delivered`
+    /// says which.
     #[oai(path = "/v1/handoffs/:conversation_id/replies", method = "post", operation_id = "replyToHandoff")]
     async fn reply(
         &self,
@@ -118,7 +117,7 @@ impl HandoffsApi {
         conversation_id: Path<String>,
         body: Json<HandoffReplyRequest>,
     ) -> ApiResult<Created<HandoffReplyResult>> {
-        let id = self::conversation_id(&conversation_id.0)?;
+        let id = parse_conversation_id(&conversation_id.0)?;
         let reply = state.kernel.reply_to_handoff(&auth.0, id, &body.0.text, body.0.author.as_deref()).await?;
         Ok(Created::Created(Json(HandoffReplyResult {
             message: message_dto(reply.message),
@@ -127,7 +126,7 @@ impl HandoffsApi {
         })))
     }
 
-    /// Hands the conversation back to the bot; it leaves the list.
+    /// Hands the conversation back to the bot; it leaves the list. Operator admin keys.
     #[oai(path = "/v1/handoffs/:conversation_id", method = "delete", operation_id = "closeHandoff")]
     async fn close(
         &self,
@@ -135,7 +134,7 @@ impl HandoffsApi {
         auth: BerthAuth,
         conversation_id: Path<String>,
     ) -> ApiResult<Deleted> {
-        let id = self::conversation_id(&conversation_id.0)?;
+        let id = parse_conversation_id(&conversation_id.0)?;
         state.kernel.close_handoff(&auth.0, id).await?;
         Ok(Deleted::NoContent)
     }

@@ -220,12 +220,12 @@ impl<B> Runner<B> {
         PluginError::Trap(truncate(format!("{error:#}"), 1024))
     }
 
-    /// Checks an output's size against the plugin's limit.
     /// A value of the plugin's configuration.
     pub(crate) fn config_value(&self, key: &str) -> Option<&str> {
         self.config.get(key).map(String::as_str)
     }
 
+    /// Checks an output's size against the plugin's limit.
     pub(crate) fn check_output_size(&self, what: &str, n_bytes: usize) -> Result<(), PluginError> {
         if n_bytes > self.limits.max_output_bytes {
             return Err(PluginError::Malformed(format!(

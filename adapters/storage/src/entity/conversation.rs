@@ -15,6 +15,7 @@ pub struct Model {
     pub timezone: String,
     pub handoff: bool,
     pub handoff_operator_id: Option<Uuid>,
+    pub handoff_since: Option<DateTimeUtc>,
     pub lease_holder: Option<String>,
     pub lease_until: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,

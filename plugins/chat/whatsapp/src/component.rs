@@ -38,8 +38,11 @@ impl Guest for Plugin {
 
     fn verify_and_parse(webhook: Webhook) -> Result<Vec<InboundMessage>, ChannelError> {
         crate::verify_signature(&config::get("app_secret").unwrap_or_default(), &webhook.headers, &webhook.body)?;
+        let ours = config::get("phone_number_id").filter(|id| !id.is_empty());
         Ok(crate::parse_webhook(&webhook.body)?
             .into_iter()
+            // An account may hold several numbers; only this channel's are read.
+            .filter(|message| ours.is_none() || message.phone_number_id == ours)
             .map(|message| InboundMessage {
                 message_id: message.message_id,
                 sender_id: message.sender_id,

@@ -15,9 +15,11 @@
 //!   never wrote), only a template may be sent: the configured `reminder_template`, with the
 //!   reply as its one body parameter; without one the send is refused.
 //!
-//! Configuration: `base_url` (default `https://graph.facebook.com/v21.0`), `phone_number_id`,
-//! `reminder_template`, `template_language` (default `en`), and the secrets `access_token`,
-//! `app_secret` and `verify_token` (`BERTH_PLUGIN_WHATSAPP_<KEY>`).
+//! Configuration: `base_url` (default `https://graph.facebook.com/v21.0`), `phone_number_id`
+//! (messages to other numbers of the account are not read), `reminder_template`,
+//! `template_language` (default `en`), `timezone` (read by the host: the timezone replies are
+//! written in), and the secrets `access_token`, `app_secret` and `verify_token`
+//! (`BERTH_PLUGIN_WHATSAPP_<KEY>`).
 //!
 //! Everything here but the component glue is pure and tested natively.
 
@@ -41,7 +43,8 @@ pub const MAX_REPLY_BUTTONS: usize = 3;
 pub const MAX_LIST_ROWS: usize = 10;
 const MAX_BUTTON_TITLE: usize = 20;
 const MAX_ROW_TITLE: usize = 24;
-const MAX_ID: usize = 256;
+const MAX_BUTTON_ID: usize = 256;
+const MAX_ROW_ID: usize = 200;
 const MAX_INTERACTIVE_BODY: usize = 1024;
 const MAX_TEXT_BODY: usize = 4096;
 const MAX_TEMPLATE_PARAMETER: usize = 1024;
@@ -71,6 +74,8 @@ pub struct Inbound {
     /// The id of a pressed reply button or list row, or a template button's payload.
     pub button_payload: Option<String>,
     pub sent_at_ms: u64,
+    /// The business number it was sent to (`metadata.phone_number_id`).
+    pub phone_number_id: Option<String>,
 }
 
 /// A choice or a link to render.
@@ -154,21 +159,23 @@ pub fn parse_webhook(body: &[u8]) -> Result<Vec<Inbound>, Failure> {
             continue;
         }
         let Some(value) = change.get("value") else { continue };
-        let contacts = value.get("contacts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let phone_number_id = value.pointer("/metadata/phone_number_id").and_then(Value::as_str);
         for message in value.get("messages").and_then(Value::as_array).into_iter().flatten() {
-            messages.push(read_message(message, contacts)?);
+            let mut read = read_message(message)?;
+            read.phone_number_id = phone_number_id.map(str::to_owned);
+            messages.push(read);
         }
     }
     Ok(messages)
 }
 
-fn read_message(message: &Value, contacts: &[Value]) -> Result<Inbound, Failure> {
+fn read_message(message: &Value) -> Result<Inbound, Failure> {
     let text_of = |pointer: &str| message.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
     let message_id = text_of("/id").ok_or_else(|| Failure::Invalid("a message without an id".into()))?;
-    // The phone number when there is one; otherwise the business-scoped user id.
+    // The phone number when there is one; otherwise the message's own business-scoped user id
+    // (never a `contacts` entry, which need not be this message's sender).
     let sender_id = text_of("/from")
         .or_else(|| text_of("/from_user_id"))
-        .or_else(|| contacts.iter().find_map(|contact| contact.get("user_id")?.as_str().map(str::to_owned)))
         .ok_or_else(|| Failure::Invalid(format!("message {message_id} has no sender")))?;
     let sent_at_ms = match message.get("timestamp") {
         Some(Value::String(seconds)) => seconds.parse::<u64>().ok(),
@@ -197,7 +204,16 @@ fn read_message(message: &Value, contacts: &[Value]) -> Result<Inbound, Failure>
         }
         _ => {}
     }
-    Ok(Inbound { message_id, chat_id: sender_id.clone(), sender_id, text, location, button_payload, sent_at_ms })
+    Ok(Inbound {
+        message_id,
+        chat_id: sender_id.clone(),
+        sender_id,
+        text,
+        location,
+        button_payload,
+        sent_at_ms,
+        phone_number_id: None,
+    })
 }
 
 /// Whether free-form messages may still be sent.
@@ -258,8 +274,12 @@ pub fn render(
     let choices: Vec<(&str, &str)> = buttons
         .iter()
         .filter_map(|button| Some((button.label.as_str(), button.payload.as_deref()?)))
-        .filter(|(_, payload)| !payload.is_empty() && payload.chars().count() <= MAX_ID)
+        .filter(|(_, payload)| !payload.is_empty())
         .collect();
+    // Reply buttons take ids up to 256 characters, list rows up to 200.
+    let max_id = if choices.len() <= MAX_REPLY_BUTTONS { MAX_BUTTON_ID } else { MAX_ROW_ID };
+    let choices: Vec<(&str, &str)> =
+        choices.into_iter().filter(|(_, payload)| payload.chars().count() <= max_id).collect();
     if body.is_empty() {
         body = "…".into();
     }

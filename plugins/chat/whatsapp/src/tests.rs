@@ -72,6 +72,7 @@ fn real_webhooks_read_as_messages() {
             location: None,
             button_payload: None,
             sent_at_ms: 1_697_043_223_000,
+            phone_number_id: Some("1122334455667".into()),
         }]
     );
     // The business-scoped user id shape reads the same.

@@ -1272,7 +1272,7 @@ impl MigrationTrait for M0006Conversations {
 }
 
 /// Handoffs: which operator's team a conversation was handed to (none: the platform's), and
-/// since when.
+/// since when; an index for the messages never answered.
 struct M0007Handoffs;
 
 impl MigrationName for M0007Handoffs {
@@ -1300,10 +1300,24 @@ impl MigrationTrait for M0007Handoffs {
                     .col(Conversations::Handoff)
                     .to_owned(),
             )
+            .await?;
+        // The start-up pass looks for messages never answered; few are, among many.
+        manager
+            .create_index(
+                Index::create()
+                    .name("chat_messages_unanswered")
+                    .table(ChatMessages::Table)
+                    .col(ChatMessages::Processed)
+                    .col(ChatMessages::Direction)
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(Index::drop().name("chat_messages_unanswered").table(ChatMessages::Table).to_owned())
+            .await?;
         manager
             .drop_index(Index::drop().name("conversations_handed_off").table(Conversations::Table).to_owned())
             .await?;

@@ -198,7 +198,7 @@ impl Kernel {
             processed: false,
             created_at: at,
         };
-        let duplicate = !self.store().record_inbound(&inbound).await?;
+        let duplicate = !self.store().record_message(&inbound).await?;
         if !duplicate {
             self.signal_chat(conversation.id);
         }
@@ -326,7 +326,7 @@ impl Kernel {
             processed: true,
             created_at: now(),
         };
-        if !self.store().record_outbound(&message).await? {
+        if !self.store().record_message(&message).await? {
             return Ok(None);
         }
         self.signal_chat(conversation.id);

@@ -333,9 +333,10 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Gives the lease back (only `holder`'s).
     async fn release_conversation(&self, id: ConversationId, holder: &str) -> StoreResult<()>;
-    /// Stores an inbound message unless one with its `channel_message_id` is stored already in
-    /// this conversation; answers whether it was new.
-    async fn record_inbound(&self, message: &ChatMessage) -> StoreResult<bool>;
+    /// Stores a message (an inbound one, or one of ours outside a turn: a person's reply, a
+    /// reminder) unless one with its `channel_message_id` is stored already in this
+    /// conversation; answers whether it was new.
+    async fn record_message(&self, message: &ChatMessage) -> StoreResult<bool>;
     /// Inbound messages not yet processed, oldest first (a restart's pick-up).
     async fn unprocessed_inbound(&self, conversation: ConversationId) -> StoreResult<Vec<ChatMessage>>;
     /// One turn, in one transaction: the conversation's new state, the inbound message marked
@@ -346,9 +347,6 @@ pub trait ConversationStore: Send + Sync {
         inbound: MessageId,
         replies: &[ChatMessage],
     ) -> StoreResult<()>;
-    /// Stores a message outside a turn (an operator's reply, a reminder) unless one with its
-    /// `channel_message_id` is stored already in the conversation; answers whether it was new.
-    async fn record_outbound(&self, message: &ChatMessage) -> StoreResult<bool>;
     /// When the user last wrote in the conversation.
     async fn last_inbound_at(&self, conversation: ConversationId) -> StoreResult<Option<DateTime<Utc>>>;
     /// Hands the conversation back to the bot (no team, no handoff time).

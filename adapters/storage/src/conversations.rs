@@ -162,7 +162,7 @@ impl ConversationStore for SqlStore {
         Ok(())
     }
 
-    async fn record_inbound(&self, message: &ChatMessage) -> StoreResult<bool> {
+    async fn record_message(&self, message: &ChatMessage) -> StoreResult<bool> {
         let inserted = chat_message::Entity::insert(message_to_row(message).into_active_model())
             .on_conflict(
                 OnConflict::columns([chat_message::Column::ConversationId, chat_message::Column::ChannelMessageId])
@@ -220,11 +220,6 @@ impl ConversationStore for SqlStore {
             chat_message::Entity::insert_many(rows).exec_without_returning(&txn).await.map_err(backend)?;
         }
         txn.commit().await.map_err(backend)
-    }
-
-    async fn record_outbound(&self, message: &ChatMessage) -> StoreResult<bool> {
-        // The same insert as an inbound message: an id given twice (a reminder) is one message.
-        self.record_inbound(message).await
     }
 
     async fn last_inbound_at(&self, conversation: ConversationId) -> StoreResult<Option<DateTime<Utc>>> {

@@ -217,7 +217,9 @@ impl ChatApi {
         // Without a cursor: what is stored now is not sent, only what comes after.
         let floor = cursor.unwrap_or_else(|| id_floor(Utc::now() - FOLLOW_LAG));
         let (_, present) = state.kernel.chat_messages(&auth.0, id, Some(floor), 200).await?;
-        let seen = if cursor.is_some() { HashSet::new() } else { present.iter().map(|message| message.id).collect() };
+        let seen = present.iter().map(|message| message.id).collect();
+        let first: Vec<ChatMessageDto> =
+            if cursor.is_some() { present.into_iter().map(message_dto).collect() } else { Vec::new() };
         let follow = Follow {
             kernel: state.kernel.clone(),
             caller: auth.0,
@@ -226,14 +228,12 @@ impl ChatApi {
             seen,
             changes,
             poll: tokio::time::interval(FOLLOW_POLL),
-            started: false,
         };
-        Ok(EventStream::new(follow.into_stream().boxed()).keep_alive(std::time::Duration::from_secs(15)).to_event(
-            |message| {
-                let data = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&message)).unwrap_or_default();
-                Event::message(data).id(message.id.clone())
-            },
-        ))
+        let stream = futures_util::stream::iter(first).chain(follow.into_stream());
+        Ok(EventStream::new(stream.boxed()).keep_alive(std::time::Duration::from_secs(15)).to_event(|message| {
+            let data = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&message)).unwrap_or_default();
+            Event::message(data).id(message.id.clone())
+        }))
     }
 }
 
@@ -264,9 +264,9 @@ fn id_floor(at: DateTime<Utc>) -> MessageId {
     MessageId::from_uuid(uuid::Uuid::from_bytes(bytes))
 }
 
-/// A conversation followed for new messages: read at once, then again when this node signals
-/// a change to it and every [`FOLLOW_POLL`]; each read starts [`FOLLOW_LAG`] back and skips
-/// what was sent.
+/// A conversation followed for new messages: read again when this node signals a change to it
+/// and every [`FOLLOW_POLL`] (the first tick at once); each read starts [`FOLLOW_LAG`] back and
+/// skips what was sent.
 struct Follow {
     kernel: berth_kernel::Kernel,
     caller: berth_kernel::auth::Principal,
@@ -277,24 +277,20 @@ struct Follow {
     seen: HashSet<MessageId>,
     changes: tokio::sync::broadcast::Receiver<ConversationId>,
     poll: tokio::time::Interval,
-    started: bool,
 }
 
 impl Follow {
     fn into_stream(self) -> impl futures_util::Stream<Item = ChatMessageDto> + Send + 'static {
         futures_util::stream::unfold(self, |mut follow| async move {
             loop {
-                if follow.started {
-                    tokio::select! {
-                        change = follow.changes.recv() => match change {
-                            Ok(id) if id != follow.conversation => continue,
-                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                        },
-                        _ = follow.poll.tick() => {}
-                    }
+                tokio::select! {
+                    change = follow.changes.recv() => match change {
+                        Ok(id) if id != follow.conversation => continue,
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = follow.poll.tick() => {}
                 }
-                follow.started = true;
                 // The conversation may have gone (the driver erased their data): end the stream.
                 let (_, messages) = follow
                     .kernel

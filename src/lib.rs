@@ -298,6 +298,8 @@ pub async fn start(
     let addr = listener.local_addr();
     let fanout = match &config.redis.url {
         Some(url) => {
+            let shared = berth_redis::RedisLiveStates::connect(url.expose(), &config.redis.channel).await?;
+            state.kernel.share_live_states(std::sync::Arc::new(shared));
             Some(berth_redis::RedisFanout::start(url.expose(), &config.redis.channel, state.kernel.clone()).await?)
         }
         None => None,

@@ -7,7 +7,9 @@
 //! id names (and its space's site), device health, and each space's newest live state as this
 //! node computed it (committed, or queued to be; see [`Committer`] for failed commits). Another
 //! node's change to a space (heard through the fan-out) drops the space's entry, so the next
-//! reading starts from the database again.
+//! reading starts from the shared states (when nodes share them) or the database again. With
+//! shared states, every commit shares its spaces' states before publishing their changes, and a
+//! shared state newer than this node's cached one wins.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::StoreError;
 use crate::device::Device;
 use crate::ids::{DeviceId, OperatorId, SiteId, SpaceId};
-use crate::live::{DeviceHealth, SpaceEvent, SpaceLive};
-use crate::ports::{Store, StoreResult};
+use crate::live::{DeviceHealth, Revised, SpaceEvent, SpaceLive};
+use crate::ports::{SharedLiveStates, Store, StoreResult};
 use crate::space::SpaceState;
 
 /// What one uplink writes.
@@ -38,6 +40,8 @@ pub struct LiveWrite {
 pub struct SpaceWrite {
     pub space: SpaceId,
     pub live: SpaceLive,
+    /// The state's revision (see [`Revised`]).
+    pub revision: u64,
     pub event: Option<SpaceEvent>,
     /// The space's status columns, when what it shows changed.
     pub shown: Option<SpaceState>,
@@ -54,6 +58,8 @@ struct Pending {
     /// The commit epoch the writes were computed in; `None`: unconditional (a flush).
     epoch: Option<u64>,
     publish: Vec<Publish>,
+    /// States already stored (an override's), to share like the writes' before publishing.
+    stored: Vec<(SpaceId, Revised)>,
     answer: oneshot::Sender<StoreResult<()>>,
 }
 
@@ -71,9 +77,20 @@ pub(crate) struct Committer {
     inbox: OnceLock<mpsc::UnboundedSender<Pending>>,
     epoch: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
+    shared: Arc<OnceLock<Arc<dyn SharedLiveStates>>>,
 }
 
 impl Committer {
+    /// The states shared with other nodes, once set.
+    pub(crate) fn shared(&self) -> Option<&Arc<dyn SharedLiveStates>> {
+        self.shared.get()
+    }
+
+    /// Shares committed states through `shared` from now on (set once, before ingest starts).
+    pub(crate) fn share_through(&self, shared: Arc<dyn SharedLiveStates>) -> bool {
+        self.shared.set(shared).is_ok()
+    }
+
     /// The current epoch: read it (under the spaces' locks) before reading cached states.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -95,6 +112,35 @@ impl Committer {
         epoch: Option<u64>,
         publish: Vec<Publish>,
     ) -> oneshot::Receiver<StoreResult<()>> {
+        self.send(store, feed, Pending { writes, epoch, publish, stored: Vec::new(), answer: oneshot::channel().0 })
+    }
+
+    /// Shares a state stored outside the queue (an override's) and then publishes its change,
+    /// in queue order with the ingest writes.
+    pub(crate) fn stored(
+        &self,
+        store: &Arc<dyn Store>,
+        feed: &Arc<crate::feed::LiveFeed>,
+        space: SpaceId,
+        state: Revised,
+        publish: Publish,
+    ) -> oneshot::Receiver<StoreResult<()>> {
+        let pending = Pending {
+            writes: Vec::new(),
+            epoch: None,
+            publish: vec![publish],
+            stored: vec![(space, state)],
+            answer: oneshot::channel().0,
+        };
+        self.send(store, feed, pending)
+    }
+
+    fn send(
+        &self,
+        store: &Arc<dyn Store>,
+        feed: &Arc<crate::feed::LiveFeed>,
+        mut pending: Pending,
+    ) -> oneshot::Receiver<StoreResult<()>> {
         let inbox = self.inbox.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             let writer = Writer {
@@ -102,13 +148,15 @@ impl Committer {
                 feed: feed.clone(),
                 epoch: self.epoch.clone(),
                 queued: self.queued.clone(),
+                shared: self.shared.clone(),
             };
             tokio::spawn(writer.run(receiver));
             sender
         });
         let (answer, answered) = oneshot::channel();
+        pending.answer = answer;
         self.queued.fetch_add(1, Ordering::AcqRel);
-        if let Err(refused) = inbox.send(Pending { writes, epoch, publish, answer }) {
+        if let Err(refused) = inbox.send(pending) {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             let _ = refused.0.answer.send(Err(writer_stopped()));
         }
@@ -138,12 +186,14 @@ struct Writer {
     feed: Arc<crate::feed::LiveFeed>,
     epoch: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
+    shared: Arc<OnceLock<Arc<dyn SharedLiveStates>>>,
 }
 
 impl Writer {
     async fn run(self, mut inbox: mpsc::UnboundedReceiver<Pending>) {
         let mut taken: Vec<Pending> = Vec::new();
         let mut writes: Vec<LiveWrite> = Vec::new();
+        let mut unshared: HashMap<SpaceId, Revised> = HashMap::new();
         while let Some(first) = inbox.recv().await {
             taken.push(first);
             let mut size = taken[0].writes.len();
@@ -162,23 +212,63 @@ impl Writer {
             for pending in stale {
                 self.answer(pending, Err(StoreError::Backend("an earlier ingest write failed; try again".into())));
             }
+            let mut stored = Vec::new();
             for pending in &mut current {
                 writes.append(&mut pending.writes);
+                stored.extend(pending.stored.iter().cloned());
             }
             let result = if writes.is_empty() { Ok(()) } else { self.store.save_live_batch(&writes).await };
             metrics::histogram!("berth_ingest_commit_batch_size").record(writes.len() as f64);
-            writes.clear();
             if result.is_err() {
                 self.epoch.fetch_add(1, Ordering::AcqRel);
+                writes.clear();
             }
+            // Shared before the changes are published, so a node hearing of a change finds the
+            // state that made it. States stored outside the queue were stored whatever happened
+            // to this transaction.
+            self.share(&writes, stored, &mut unshared).await;
+            writes.clear();
             for pending in current {
+                let result = if pending.stored.is_empty() { result.clone() } else { Ok(()) };
                 if result.is_ok() {
                     for (operator, site, space, shown) in &pending.publish {
                         self.feed.publish(*operator, *site, *space, shown.clone());
                     }
                 }
-                self.answer(pending, result.clone());
+                self.answer(pending, result);
             }
+        }
+    }
+
+    /// Shares the newest committed state of each space written (when nodes share states),
+    /// with those a failed attempt left over: until shared, the others may read an older state.
+    async fn share(
+        &self,
+        writes: &[LiveWrite],
+        stored: Vec<(SpaceId, Revised)>,
+        unshared: &mut HashMap<SpaceId, Revised>,
+    ) {
+        let Some(shared) = self.shared.get() else { return };
+        let states = writes
+            .iter()
+            .filter_map(|write| write.space.as_ref())
+            .map(|space| (space.space, Revised { revision: space.revision, live: space.live.clone() }));
+        for (space, state) in states.chain(stored) {
+            // The higher revision is the newer state (within a queue, the later one).
+            match unshared.get(&space) {
+                Some(known) if known.revision > state.revision => {}
+                _ => {
+                    unshared.insert(space, state);
+                }
+            }
+        }
+        let states: Vec<(SpaceId, Revised)> = unshared.drain().collect();
+        if !share_or_count(shared.as_ref(), &states).await {
+            if states.len() > MAX_CACHED {
+                tracing::warn!(spaces = states.len(), "too many live states left unshared; dropping them");
+                return;
+            }
+            unshared.extend(states);
         }
     }
 
@@ -186,6 +276,19 @@ impl Writer {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         let _ = pending.answer.send(result);
     }
+}
+
+/// Shares committed states, answering whether that worked; a failure is counted (the adapter
+/// logs it).
+pub(crate) async fn share_or_count(shared: &dyn SharedLiveStates, states: &[(SpaceId, Revised)]) -> bool {
+    if states.is_empty() {
+        return true;
+    }
+    let shared = shared.share(states).await.is_ok();
+    if !shared {
+        metrics::counter!("berth_live_share_failures_total", "op" => "share").increment(1);
+    }
+    shared
 }
 
 /// Device health (last seen, battery, counters) is stored at most this often per device, and at
@@ -223,7 +326,7 @@ pub(crate) struct IngestCaches {
     /// Each device's health, and when it was last handed to the writer.
     health: Mutex<HashMap<DeviceId, (DeviceHealth, Option<Instant>)>>,
     /// Each space's newest state, with the commit epoch it was computed in.
-    live: Mutex<HashMap<SpaceId, (SpaceLive, u64)>>,
+    live: Mutex<HashMap<SpaceId, (Revised, u64)>>,
     /// Site snapshots for new subscribers: reused while no change happened and for at most
     /// [`SNAPSHOT_TTL`], so a crowd of clients connecting at once costs one query.
     snapshots: Mutex<HashMap<SiteId, Snapshot>>,
@@ -285,13 +388,13 @@ impl IngestCaches {
     }
 
     /// A space's newest state, if it was computed in `epoch` (see [`Committer`]).
-    pub(crate) fn live(&self, space: SpaceId, epoch: u64) -> Option<SpaceLive> {
+    pub(crate) fn live(&self, space: SpaceId, epoch: u64) -> Option<Revised> {
         let cache = self.live.lock().expect("invariant: cache lock is never poisoned");
         cache.get(&space).filter(|(_, at)| *at == epoch).map(|(live, _)| live.clone())
     }
 
     /// A space's newest state, computed in `epoch` (committed, or queued to be).
-    pub(crate) fn remember_live(&self, space: SpaceId, live: SpaceLive, epoch: u64) {
+    pub(crate) fn remember_live(&self, space: SpaceId, live: Revised, epoch: u64) {
         let mut cache = self.live.lock().expect("invariant: cache lock is never poisoned");
         make_room(&mut cache, &space);
         cache.insert(space, (live, epoch));

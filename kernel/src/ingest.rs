@@ -11,8 +11,8 @@ use crate::commit::{KnownDevice, LiveWrite, SpaceWrite};
 use crate::error::{KernelError, KernelResult, ValidationError};
 use crate::ids::{DeviceId, OperatorId, SiteId, SpaceId};
 use crate::live::{
-    Applied, DeviceHealth, Effective, LiveConfig, Observation, Override, Reading, SpaceEvent, SpaceEventKind,
-    SpaceLive, payload_digest,
+    Applied, DeviceHealth, Effective, LiveConfig, Observation, Override, Reading, Revised, SpaceEvent, SpaceEventKind,
+    SpaceLive, next_revision, payload_digest,
 };
 use crate::plugin::{Occupancy, PluginPortError, SensorReading, SensorUplink};
 use crate::service::{Kernel, now, operator_scope};
@@ -271,16 +271,20 @@ impl Kernel {
         let mut answers = Vec::with_capacity(decoded.len());
         let mut writes = Vec::with_capacity(decoded.len());
         let mut publish = Vec::new();
+        let mut written = std::collections::HashSet::new();
         for (index, prepared, reading) in decoded {
             let step = self.step(prepared, reading, &mut lives, &config, &mut tally);
             answers.push((index, step.answer, step.write.is_some()));
+            if let Some(space) = step.write.as_ref().and_then(|write| write.space.as_ref()) {
+                written.insert(space.space);
+            }
             writes.extend(step.write);
             publish.extend(step.publish);
         }
         tally.record();
-        for write in &writes {
-            if let Some(space) = &write.space {
-                self.caches().remember_live(space.space, space.live.clone(), epoch);
+        for (space, state) in lives {
+            if written.contains(&space) {
+                self.caches().remember_live(space, state, epoch);
             }
         }
         if writes.is_empty() {
@@ -305,36 +309,68 @@ impl Kernel {
         }
     }
 
-    /// The live state of every space the batch reads: this node's cache, or the database (a
-    /// query per operator for those not cached, once the writes queued before are committed).
+    /// The live state of every space the batch reads, each with the revision its writes get:
+    /// this node's cache or the shared states, whichever is newer, else the database (a query
+    /// per operator for those in neither, once the writes queued before are committed).
     async fn load_lives(
         &self,
         decoded: &[(usize, Prepared, Result<SensorReading, PluginPortError>)],
         epoch: u64,
-    ) -> Result<HashMap<SpaceId, SpaceLive>, crate::StoreError> {
-        let mut lives = HashMap::with_capacity(decoded.len());
-        let mut missing: HashMap<OperatorId, Vec<SpaceId>> = HashMap::new();
+    ) -> Result<HashMap<SpaceId, Revised>, crate::StoreError> {
+        let mut wanted: Vec<(OperatorId, SpaceId)> = Vec::with_capacity(decoded.len());
+        let mut seen = std::collections::HashSet::with_capacity(decoded.len());
         for (_, prepared, _) in decoded {
-            let Some(space) = prepared.known.device.space_id else { continue };
-            if lives.contains_key(&space) {
-                continue;
+            if let Some(space) = prepared.known.device.space_id.filter(|space| seen.insert(*space)) {
+                wanted.push((prepared.operator, space));
             }
-            match self.caches().live(space, epoch) {
-                Some(live) => {
-                    lives.insert(space, live);
+        }
+        let mut shared = self.load_shared(wanted.iter().map(|(_, space)| *space)).await.into_iter();
+        let mut lives = HashMap::with_capacity(wanted.len());
+        let mut missing: HashMap<OperatorId, Vec<SpaceId>> = HashMap::new();
+        for (operator, space) in wanted {
+            let newest = match (self.caches().live(space, epoch), shared.next().flatten()) {
+                (Some(cached), Some(shared)) => Some(if shared.revision > cached.revision { shared } else { cached }),
+                (cached, shared) => cached.or(shared),
+            };
+            match newest {
+                Some(state) => {
+                    lives.insert(space, state);
                 }
-                None => missing.entry(prepared.operator).or_default().push(space),
+                None => missing.entry(operator).or_default().push(space),
             }
         }
         if !missing.is_empty() {
             self.committer().flush(self.store(), &self.feed_handle()).await?;
         }
-        for (operator, mut spaces) in missing {
-            spaces.sort_unstable();
-            spaces.dedup();
-            lives.extend(self.store().list_space_live(operator, &spaces).await?);
+        for (operator, spaces) in missing {
+            let rows = self.store().list_space_live(operator, &spaces).await?;
+            lives.extend(rows.into_iter().map(|(space, live)| (space, Revised::unrevised(live))));
+        }
+        let at = now();
+        for state in lives.values_mut() {
+            state.revision = state.next(at);
         }
         Ok(lives)
+    }
+
+    /// The shared states of `spaces`, in order; empty when nodes share none, or on an error
+    /// (the caller reads the database instead).
+    async fn load_shared(&self, spaces: impl Iterator<Item = SpaceId>) -> Vec<Option<Revised>> {
+        let Some(shared) = self.committer().shared() else { return Vec::new() };
+        let spaces: Vec<SpaceId> = spaces.collect();
+        match shared.load(&spaces).await {
+            Ok(states) if states.len() == spaces.len() => states,
+            _ => {
+                metrics::counter!("berth_live_share_failures_total", "op" => "load").increment(1);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Shares this node's states with the others through `shared` (set once, at start, before
+    /// ingest begins; `false` if it was set already).
+    pub fn share_live_states(&self, shared: std::sync::Arc<dyn crate::ports::SharedLiveStates>) -> bool {
+        self.committer().share_through(shared)
     }
 
     /// One decoded uplink: its effect on the space (in `lives`) and the device's health, what
@@ -343,7 +379,7 @@ impl Kernel {
         &self,
         prepared: Prepared,
         reading: Result<SensorReading, PluginPortError>,
-        lives: &mut HashMap<SpaceId, SpaceLive>,
+        lives: &mut HashMap<SpaceId, Revised>,
         config: &LiveConfig,
         tally: &mut Tally,
     ) -> Step {
@@ -411,7 +447,11 @@ impl Kernel {
             counter: input.counter,
             payload_digest: payload_digest(&input.payload),
         };
-        let live = lives.entry(space_id).or_default();
+        let state = lives
+            .entry(space_id)
+            .or_insert_with(|| Revised { revision: next_revision(0, received_at), live: SpaceLive::default() });
+        let revision = state.revision;
+        let live = &mut state.live;
         let before = live.effective(received_at, config);
         let applied = live.apply(&sensed, config);
         let after = live.effective(received_at, config);
@@ -453,6 +493,7 @@ impl Kernel {
         let space = (result != IngestResult::Duplicate).then(|| SpaceWrite {
             space: space_id,
             live: live.clone(),
+            revision,
             event,
             shown,
         });
@@ -547,11 +588,7 @@ impl Kernel {
         let after = live.effective(at, &config);
         let detail = format!("{reason} (by {set_by})");
         let event = override_event(operator, space_id, SpaceEventKind::OverrideSet, &before, &after, at, detail);
-        let shown = column_state(&after, at);
-        self.caches().forget_live(space_id);
-        self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
-        self.caches().remember_live(space_id, live.clone(), epoch);
-        self.feed().publish(operator, space.site_id, space_id, after.clone());
+        self.save_override(&space, &live, &event, &after, epoch).await?;
         Ok((live, after))
     }
 
@@ -571,11 +608,31 @@ impl Kernel {
         let after = live.effective(at, &config);
         let detail = format!("cleared by {}", caller_label(caller));
         let event = override_event(operator, space_id, SpaceEventKind::OverrideCleared, &before, &after, at, detail);
-        let shown = column_state(&after, at);
-        self.caches().forget_live(space_id);
-        self.store().save_space_live(operator, space_id, &live, Some(&event), shown).await?;
-        self.caches().remember_live(space_id, live.clone(), epoch);
-        self.feed().publish(operator, space.site_id, space_id, after);
+        self.save_override(&space, &live, &event, &after, epoch).await
+    }
+
+    /// Stores an override's change of a space (under the space's lock, the ingest queue
+    /// flushed) and then caches, shares and publishes it as ingest does.
+    async fn save_override(
+        &self,
+        space: &Space,
+        live: &SpaceLive,
+        event: &SpaceEvent,
+        after: &Effective,
+        epoch: u64,
+    ) -> KernelResult<()> {
+        let cached = self.caches().live(space.id, epoch).map_or(0, |state| state.revision);
+        let shared =
+            self.load_shared(std::iter::once(space.id)).await.pop().flatten().map_or(0, |state| state.revision);
+        self.caches().forget_live(space.id);
+        let shown = column_state(after, event.at);
+        self.store().save_space_live(space.operator_id, space.id, live, Some(event), shown).await?;
+        let state = Revised { revision: next_revision(cached.max(shared), now()), live: live.clone() };
+        self.caches().remember_live(space.id, state.clone(), epoch);
+        // Through the writer: shared (when nodes share states) before the change is published.
+        let publish = (space.operator_id, space.site_id, space.id, after.clone());
+        let done = self.committer().stored(self.store(), &self.feed_handle(), space.id, state, publish);
+        crate::commit::answer(done).await?;
         Ok(())
     }
 

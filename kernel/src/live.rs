@@ -12,6 +12,7 @@
 //! - An operator override wins until it expires or is cleared.
 
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::space::SpaceStatus;
 
@@ -52,7 +53,7 @@ impl Default for LiveConfig {
 }
 
 /// An operator's manual state for a space.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Override {
     pub status: SpaceStatus,
     pub reason: String,
@@ -63,7 +64,7 @@ pub struct Override {
 }
 
 /// The sensor-derived state of one space.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpaceLive {
     /// Free, occupied, or unknown (never heard, or only non-occupancy frames).
     pub sensed: SpaceStatus,
@@ -77,7 +78,37 @@ pub struct SpaceLive {
     pub last_payload: Option<u64>,
     /// Device times of recent changes, oldest first, within the flap window.
     pub recent_changes: Vec<DateTime<Utc>>,
+    #[serde(rename = "override")]
     pub override_: Option<Override>,
+}
+
+/// A space's live state and its revision. Revisions order the states of a space across nodes:
+/// each write's is [`Revised::next`] of the state it was computed from, so the higher one is the
+/// newer state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Revised {
+    pub revision: u64,
+    pub live: SpaceLive,
+}
+
+impl Revised {
+    /// A state read where no revision is kept (the database): older than any shared one.
+    pub fn unrevised(live: SpaceLive) -> Self {
+        Self { revision: 0, live }
+    }
+
+    /// The revision for a write computed from this state (see [`next_revision`]).
+    pub fn next(&self, now: DateTime<Utc>) -> u64 {
+        next_revision(self.revision, now)
+    }
+}
+
+/// The revision for a write computed from a state of revision `after`: above it and, so that
+/// nodes that never saw each other's revisions still order their writes, at least the wall
+/// clock in microseconds (a hybrid logical clock).
+pub fn next_revision(after: u64, now: DateTime<Utc>) -> u64 {
+    let clock = u64::try_from(now.timestamp_micros()).unwrap_or(0);
+    clock.max(after.saturating_add(1))
 }
 
 impl Default for SpaceLive {
@@ -253,6 +284,34 @@ mod tests {
 
     fn at(minutes: i64) -> DateTime<Utc> {
         "2026-11-26T10:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::minutes(minutes)
+    }
+
+    #[test]
+    fn revisions_rise_past_their_base_and_follow_the_clock() {
+        let clock = u64::try_from(at(0).timestamp_micros()).unwrap();
+        // From the database (no revision) or an older node: the wall clock.
+        assert_eq!(next_revision(0, at(0)), clock);
+        assert_eq!(Revised::unrevised(SpaceLive::default()).next(at(0)), clock);
+        // From a state written in the same microsecond, or by a node whose clock is ahead: above it.
+        assert_eq!(next_revision(clock, at(0)), clock + 1);
+        assert_eq!(next_revision(clock + 500, at(0)), clock + 501);
+        assert_eq!(next_revision(u64::MAX, at(0)), u64::MAX);
+    }
+
+    #[test]
+    fn states_round_trip_through_json() {
+        let mut live = SpaceLive::default();
+        live.apply(&reading(Observation::Occupied, 0, Some(3), b"\x01"), &LiveConfig::default());
+        live.override_ = Some(Override {
+            status: SpaceStatus::Closed,
+            reason: "works".into(),
+            until: Some(at(60)),
+            set_at: at(1),
+            set_by: "key".into(),
+        });
+        let json = serde_json::to_value(&live).unwrap();
+        assert_eq!((json["sensed"].as_str(), json["override"]["status"].as_str()), (Some("occupied"), Some("closed")));
+        assert_eq!(serde_json::from_value::<SpaceLive>(json).unwrap(), live);
     }
 
     fn reading(observation: Observation, minute: i64, counter: Option<u32>, payload: &[u8]) -> Reading {

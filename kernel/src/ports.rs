@@ -28,6 +28,18 @@ use crate::vehicle_type::VehicleType;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The live states every node shares (Redis, when several nodes run): each space's newest
+/// committed state with its revision, so a node reading a space that another node changed
+/// since starts from that node's state, not from its own older one. A cache in front of the
+/// database, never the record: a miss or an error means reading the database.
+#[async_trait]
+pub trait SharedLiveStates: Send + Sync {
+    /// The shared states of `spaces`, in the same order (`None`: not shared).
+    async fn load(&self, spaces: &[SpaceId]) -> Result<Vec<Option<crate::live::Revised>>, String>;
+    /// Shares committed states. A state replaces the shared one only if its revision is higher.
+    async fn share(&self, states: &[(SpaceId, crate::live::Revised)]) -> Result<(), String>;
+}
+
 /// Live state: what sensors said, per space, and how devices are doing. Operator-scoped like
 /// everything else.
 #[async_trait]

@@ -2,6 +2,7 @@
 //! node A reaches an SSE client of node B. Runs when `BERTH_TEST_POSTGRES_URL` and
 //! `BERTH_TEST_REDIS_URL` are set (CI sets both).
 
+use berth_kernel::ports::SharedLiveStates;
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, postgres_url};
@@ -63,4 +64,151 @@ async fn an_uplink_into_one_node_reaches_the_stream_of_another() {
     drop(stream);
     node_b.cleanup().await;
     node_a.cleanup().await;
+}
+
+/// The nodes share their live cache: a reading that node A applied without changing what the
+/// space shows (so without a notification) is known to node B, which already holds an older
+/// state of that space in its own cache. A retried delivery into B is then a duplicate and a
+/// late, older reading is out of order, as on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_their_live_cache() {
+    let (Some(_), Some(redis)) = (postgres_url(), redis_url()) else {
+        eprintln!("BERTH_TEST_POSTGRES_URL or BERTH_TEST_REDIS_URL not set: two-node run skipped");
+        return;
+    };
+    let channel = format!("berth:test:{}", uuid::Uuid::new_v4().simple());
+    let (redis_a, channel_a) = (redis.clone(), channel.clone());
+    let node_a = TestApp::spawn_with(Backend::Postgres, move |config| {
+        config.redis.url = Some(berth::config::Secret::new(redis_a));
+        config.redis.channel = channel_a;
+    })
+    .await;
+    let database = node_a.config.database.url.clone();
+    let (redis_b, channel_b) = (redis.clone(), channel.clone());
+    let node_b = TestApp::spawn_with(Backend::Postgres, move |config| {
+        config.database.url = database;
+        config.redis.url = Some(berth::config::Secret::new(redis_b));
+        config.redis.channel = channel_b;
+    })
+    .await;
+    let tenant = node_a.new_tenant("shared-cache").await;
+    let (_, spaces) = tenant.site_with_spaces(&node_a, "Garage", 1).await;
+    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
+    node_a.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    let key = &tenant.integration_key;
+    let start = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let uplink = |counter: u32, payload: &str, seconds: i64| {
+        let time = (start + chrono::Duration::seconds(seconds)).to_rfc3339();
+        json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": payload, "counter": counter, "time": time})
+    };
+    let result = |answer: serde_json::Value| answer["result"].as_str().unwrap().to_owned();
+
+    // Node B takes the first reading and keeps the space's state in its cache.
+    let first = node_b.post("/v1/ingest/uplinks", key, uplink(1, "01", 0)).await.expect(202);
+    assert_eq!(result(first), "changed");
+    // Node A takes the next one: the same status, so no change is published.
+    let heartbeat = node_a.post("/v1/ingest/uplinks", key, uplink(2, "01", 20)).await.expect(202);
+    assert_eq!(result(heartbeat), "refreshed");
+    // The same message retried into node B: a duplicate, though B's own cache says counter 1.
+    let retried = node_b.post("/v1/ingest/uplinks", key, uplink(2, "01", 20)).await.expect(202);
+    assert_eq!(result(retried), "duplicate");
+    // A reading older than A's, late into B: out of order, not a change to free.
+    let late = node_b.post("/v1/ingest/uplinks", key, uplink(3, "00", 10)).await.expect(202);
+    assert_eq!(result(late), "out_of_order");
+    let shown = node_a.get(&format!("/v1/spaces/{}", spaces[0]), &tenant.staff_key).await.expect(200);
+    assert_eq!(shown["status"], "occupied");
+
+    // What Redis holds for the space: the newest state, with its revision.
+    let shared = berth_redis::RedisLiveStates::connect(&redis, &channel).await.unwrap();
+    let space = berth_kernel::ids::SpaceId::from_uuid(spaces[0].parse().unwrap());
+    let state = shared.load(&[space]).await.unwrap().pop().flatten().expect("the space's state is shared");
+    assert!(state.revision > 0);
+    assert_eq!((state.live.sensed.as_str(), state.live.last_counter), ("occupied", Some(2)));
+
+    // An override on node B is shared too: node A's next reading starts from it.
+    let path = format!("/v1/spaces/{}/override", spaces[0]);
+    node_b.put(&path, &tenant.admin_key, json!({"status": "closed", "reason": "works"})).await.expect(200);
+    let next = node_a.post("/v1/ingest/uplinks", key, uplink(4, "00", 30)).await.expect(202);
+    assert_eq!((result(next.clone()), next["status"].as_str()), ("changed".to_owned(), Some("closed")));
+
+    node_b.cleanup().await;
+    node_a.cleanup().await;
+}
+
+/// A TCP relay to Redis that the test can cut, as a network partition would.
+struct Relay {
+    url: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn to(redis: &str) -> Self {
+        let upstream = redis.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepted = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream.as_str()).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accepted.lock().unwrap().push(relay);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Self { url, tasks }
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Redis is a cache and a notice board, never the record: when it goes away, ingest goes on
+/// from the node's own cache and the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_goes_on_when_redis_goes_away() {
+    let (Some(_), Some(redis)) = (postgres_url(), redis_url()) else {
+        eprintln!("BERTH_TEST_POSTGRES_URL or BERTH_TEST_REDIS_URL not set: two-node run skipped");
+        return;
+    };
+    let relay = Relay::to(&redis).await;
+    let (url, channel) = (relay.url.clone(), format!("berth:test:{}", uuid::Uuid::new_v4().simple()));
+    let app = TestApp::spawn_with(Backend::Postgres, move |config| {
+        config.redis.url = Some(berth::config::Secret::new(url));
+        config.redis.channel = channel;
+    })
+    .await;
+    let tenant = app.new_tenant("redis-away").await;
+    let (site_id, spaces) = tenant.site_with_spaces(&app, "Garage", 1).await;
+    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
+    app.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    let key = &tenant.integration_key;
+    let now = chrono::Utc::now();
+    let uplink = |counter: u32, payload: &str, seconds: i64| {
+        let time = (now - chrono::Duration::seconds(60 - seconds)).to_rfc3339();
+        json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": payload, "counter": counter, "time": time})
+    };
+    let taken = app.post("/v1/ingest/uplinks", key, uplink(1, "01", 0)).await.expect(202);
+    assert_eq!(taken["result"], "changed");
+
+    relay.cut();
+    let again = app.post("/v1/ingest/uplinks", key, uplink(1, "01", 0)).await.expect(202);
+    assert_eq!(again["result"], "duplicate");
+    let freed = app.post("/v1/ingest/uplinks", key, uplink(2, "00", 10)).await.expect(202);
+    assert_eq!((freed["result"].as_str(), freed["status"].as_str()), (Some("changed"), Some("free")));
+    let availability = app.get(&format!("/v1/sites/{site_id}/availability"), &tenant.staff_key).await.expect(200);
+    assert_eq!(availability["by_status"]["free"], 1);
+    // An override is stored and shown though it cannot be shared.
+    let path = format!("/v1/spaces/{}/override", spaces[0]);
+    let shown = app.put(&path, &tenant.admin_key, json!({"status": "closed", "reason": "works"})).await.expect(200);
+    assert_eq!(shown["status"], "closed");
+    app.cleanup().await;
 }

@@ -1,11 +1,20 @@
 //! Scale-out through Redis: every change of what a space shows is published on one channel, and
 //! every node feeds what the others published into its own live feed, so an SSE client of any
-//! node sees uplinks that arrived at any other. Live state itself is in the shared database; the
-//! channel only carries the notifications.
+//! node sees uplinks that arrived at any other. The channel only carries the notifications; the
+//! record is the shared database.
+//!
+//! The nodes also share their live cache ([`RedisLiveStates`]): each space's newest committed
+//! state with its revision, so a node that takes an uplink for a space another node changed
+//! since (a heartbeat, a retried delivery) applies it to that node's state: duplicates and
+//! out-of-order readings are caught across nodes without reading the database.
 //!
 //! Redis pub/sub is fire-and-forget: a node that is disconnected from Redis misses the changes
 //! of that moment. Its SSE clients lose nothing they cannot recover: they reconnect (or resume)
 //! and get a snapshot from the database.
+
+mod states;
+
+pub use states::RedisLiveStates;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

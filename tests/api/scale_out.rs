@@ -12,27 +12,36 @@ fn redis_url() -> Option<String> {
     std::env::var("BERTH_TEST_REDIS_URL").ok().filter(|url| !url.is_empty())
 }
 
+/// A node on Redis at `redis` with the pub/sub `channel`; on `database` when given (another
+/// node's), else on a PostgreSQL database of its own.
+async fn node(redis: &str, channel: &str, database: Option<berth::config::Secret>) -> TestApp {
+    let (redis, channel) = (redis.to_owned(), channel.to_owned());
+    TestApp::spawn_with(Backend::Postgres, move |config| {
+        if database.is_some() {
+            config.database.url = database;
+        }
+        config.redis.url = Some(berth::config::Secret::new(redis));
+        config.redis.channel = channel;
+    })
+    .await
+}
+
+/// Two nodes on one PostgreSQL database and Redis, with a channel of the test's own (so
+/// parallel runs do not hear each other).
+async fn two_nodes(redis: &str) -> (TestApp, TestApp, String) {
+    let channel = format!("berth:test:{}", uuid::Uuid::new_v4().simple());
+    let node_a = node(redis, &channel, None).await;
+    let node_b = node(redis, &channel, node_a.config.database.url.clone()).await;
+    (node_a, node_b, channel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uplink_into_one_node_reaches_the_stream_of_another() {
     let (Some(_), Some(redis)) = (postgres_url(), redis_url()) else {
         eprintln!("BERTH_TEST_POSTGRES_URL or BERTH_TEST_REDIS_URL not set: two-node run skipped");
         return;
     };
-    // A channel of this test's own, so parallel runs do not hear each other.
-    let channel = format!("berth:test:{}", uuid::Uuid::new_v4().simple());
-    let (redis_a, channel_a) = (redis.clone(), channel.clone());
-    let node_a = TestApp::spawn_with(Backend::Postgres, move |config| {
-        config.redis.url = Some(berth::config::Secret::new(redis_a));
-        config.redis.channel = channel_a;
-    })
-    .await;
-    let database = node_a.config.database.url.clone();
-    let node_b = TestApp::spawn_with(Backend::Postgres, move |config| {
-        config.database.url = database;
-        config.redis.url = Some(berth::config::Secret::new(redis));
-        config.redis.channel = channel;
-    })
-    .await;
+    let (node_a, node_b, _) = two_nodes(&redis).await;
 
     let tenant = node_a.new_tenant("two-nodes").await;
     let (site_id, spaces) = tenant.site_with_spaces(&node_a, "Garage", 2).await;
@@ -76,21 +85,7 @@ async fn nodes_share_their_live_cache() {
         eprintln!("BERTH_TEST_POSTGRES_URL or BERTH_TEST_REDIS_URL not set: two-node run skipped");
         return;
     };
-    let channel = format!("berth:test:{}", uuid::Uuid::new_v4().simple());
-    let (redis_a, channel_a) = (redis.clone(), channel.clone());
-    let node_a = TestApp::spawn_with(Backend::Postgres, move |config| {
-        config.redis.url = Some(berth::config::Secret::new(redis_a));
-        config.redis.channel = channel_a;
-    })
-    .await;
-    let database = node_a.config.database.url.clone();
-    let (redis_b, channel_b) = (redis.clone(), channel.clone());
-    let node_b = TestApp::spawn_with(Backend::Postgres, move |config| {
-        config.database.url = database;
-        config.redis.url = Some(berth::config::Secret::new(redis_b));
-        config.redis.channel = channel_b;
-    })
-    .await;
+    let (node_a, node_b, channel) = two_nodes(&redis).await;
     let tenant = node_a.new_tenant("shared-cache").await;
     let (_, spaces) = tenant.site_with_spaces(&node_a, "Garage", 1).await;
     let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
@@ -180,12 +175,7 @@ async fn ingest_goes_on_when_redis_goes_away() {
         return;
     };
     let relay = Relay::to(&redis).await;
-    let (url, channel) = (relay.url.clone(), format!("berth:test:{}", uuid::Uuid::new_v4().simple()));
-    let app = TestApp::spawn_with(Backend::Postgres, move |config| {
-        config.redis.url = Some(berth::config::Secret::new(url));
-        config.redis.channel = channel;
-    })
-    .await;
+    let app = node(&relay.url, &format!("berth:test:{}", uuid::Uuid::new_v4().simple()), None).await;
     let tenant = app.new_tenant("redis-away").await;
     let (site_id, spaces) = tenant.site_with_spaces(&app, "Garage", 1).await;
     let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});

@@ -397,34 +397,59 @@ pub(crate) fn sqlite_time(time: DateTime<Utc>) -> String {
 }
 
 fn rfc3339(time: DateTime<Utc>, zone: &str) -> String {
+    let mut text = String::with_capacity(36);
+    push_rfc3339(&mut text, time, zone);
+    text
+}
+
+/// Appends `time` as [`rfc3339`] writes it, digit by digit (the formatting machinery cost more
+/// than the rest of a row's binding).
+fn push_rfc3339(out: &mut String, time: DateTime<Utc>, zone: &str) {
     use chrono::{Datelike, Timelike};
     let nanos = time.nanosecond();
     let year = time.year();
     if nanos >= 1_000_000_000 || !(0..=9999).contains(&year) {
         // Leap seconds and far years: chrono's own (rare) formatting.
-        let use_z = zone == "Z";
-        return time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, use_z);
+        out.push_str(&time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, zone == "Z"));
+        return;
     }
-    let mut text = String::with_capacity(36);
-    let _ = write!(
-        text,
-        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        time.month(),
-        time.day(),
-        time.hour(),
-        time.minute(),
-        time.second()
-    );
-    if nanos == 0 {
+    let mut digits = [0u8; 30];
+    let mut at = 0;
+    let mut put = |value: u32, width: u32| {
+        for place in (0..width).rev() {
+            digits[at] = b'0' + (value / 10u32.pow(place) % 10) as u8;
+            at += 1;
+        }
+    };
+    put(year as u32, 4);
+    put(time.month(), 2);
+    put(time.day(), 2);
+    put(time.hour(), 2);
+    put(time.minute(), 2);
+    put(time.second(), 2);
+    let fraction = if nanos == 0 {
+        0
     } else if nanos.is_multiple_of(1_000_000) {
-        let _ = write!(text, ".{:03}", nanos / 1_000_000);
+        put(nanos / 1_000_000, 3);
+        3
     } else if nanos.is_multiple_of(1_000) {
-        let _ = write!(text, ".{:06}", nanos / 1_000);
+        put(nanos / 1_000, 6);
+        6
     } else {
-        let _ = write!(text, ".{nanos:09}");
+        put(nanos, 9);
+        9
+    };
+    let text = |range: std::ops::Range<usize>| std::str::from_utf8(&digits[range]).expect("invariant: ASCII digits");
+    out.push_str(text(0..4));
+    for (separator, start) in [('-', 4), ('-', 6), ('T', 8), (':', 10), (':', 12)] {
+        out.push(separator);
+        out.push_str(text(start..start + 2));
     }
-    text.push_str(zone);
-    text
+    if fraction > 0 {
+        out.push('.');
+        out.push_str(text(14..14 + fraction));
+    }
+    out.push_str(zone);
 }
 
 /// Times as a JSON array of RFC 3339 strings (what `serde_json` reads back as
@@ -438,7 +463,7 @@ pub(crate) fn times_json(times: &[DateTime<Utc>]) -> String {
             json.push(',');
         }
         json.push('"');
-        json.push_str(&rfc3339(*time, "Z"));
+        push_rfc3339(&mut json, *time, "Z");
         json.push('"');
     }
     json.push(']');

@@ -112,7 +112,7 @@ impl Committer {
         epoch: Option<u64>,
         publish: Vec<Publish>,
     ) -> oneshot::Receiver<StoreResult<()>> {
-        self.send(store, feed, Pending { writes, epoch, publish, stored: Vec::new(), answer: oneshot::channel().0 })
+        self.send(store, feed, |answer| Pending { writes, epoch, publish, stored: Vec::new(), answer })
     }
 
     /// Shares a state stored outside the queue (an override's) and then publishes its change,
@@ -125,21 +125,21 @@ impl Committer {
         state: Revised,
         publish: Publish,
     ) -> oneshot::Receiver<StoreResult<()>> {
-        let pending = Pending {
+        self.send(store, feed, |answer| Pending {
             writes: Vec::new(),
             epoch: None,
             publish: vec![publish],
             stored: vec![(space, state)],
-            answer: oneshot::channel().0,
-        };
-        self.send(store, feed, pending)
+            answer,
+        })
     }
 
+    /// Queues the work `pending` makes around its answer's sender.
     fn send(
         &self,
         store: &Arc<dyn Store>,
         feed: &Arc<crate::feed::LiveFeed>,
-        mut pending: Pending,
+        pending: impl FnOnce(oneshot::Sender<StoreResult<()>>) -> Pending,
     ) -> oneshot::Receiver<StoreResult<()>> {
         let inbox = self.inbox.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
@@ -154,9 +154,8 @@ impl Committer {
             sender
         });
         let (answer, answered) = oneshot::channel();
-        pending.answer = answer;
         self.queued.fetch_add(1, Ordering::AcqRel);
-        if let Err(refused) = inbox.send(pending) {
+        if let Err(refused) = inbox.send(pending(answer)) {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             let _ = refused.0.answer.send(Err(writer_stopped()));
         }
@@ -249,17 +248,19 @@ impl Writer {
         unshared: &mut HashMap<SpaceId, Revised>,
     ) {
         let Some(shared) = self.shared.get() else { return };
-        let states = writes
-            .iter()
-            .filter_map(|write| write.space.as_ref())
-            .map(|space| (space.space, Revised { revision: space.revision, live: space.live.clone() }));
-        for (space, state) in states.chain(stored) {
-            // The higher revision is the newer state (within a queue, the later one).
-            match unshared.get(&space) {
-                Some(known) if known.revision > state.revision => {}
-                _ => {
-                    unshared.insert(space, state);
-                }
+        // The higher revision is the newer state; of a space's writes in one batch (one
+        // revision) the last, so they are read newest first and each space's state is cloned once.
+        let newer = |unshared: &HashMap<SpaceId, Revised>, space: &SpaceId, revision: u64| {
+            unshared.get(space).is_none_or(|known| known.revision < revision)
+        };
+        for write in writes.iter().rev().filter_map(|write| write.space.as_ref()) {
+            if newer(unshared, &write.space, write.revision) {
+                unshared.insert(write.space, Revised { revision: write.revision, live: write.live.clone() });
+            }
+        }
+        for (space, state) in stored {
+            if newer(unshared, &space, state.revision) {
+                unshared.insert(space, state);
             }
         }
         let states: Vec<(SpaceId, Revised)> = unshared.drain().collect();

@@ -5,11 +5,26 @@
 use berth_kernel::ports::SharedLiveStates;
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, postgres_url};
+use crate::helpers::{Backend, Tenant, TestApp, postgres_url};
 use crate::live::{BOSCH_EUI, Sse};
 
-fn redis_url() -> Option<String> {
-    std::env::var("BERTH_TEST_REDIS_URL").ok().filter(|url| !url.is_empty())
+/// Redis's URL when PostgreSQL is there too; otherwise the test is skipped (and says so).
+fn redis_with_postgres() -> Option<String> {
+    let redis = std::env::var("BERTH_TEST_REDIS_URL").ok().filter(|url| !url.is_empty());
+    if redis.is_none() || postgres_url().is_none() {
+        eprintln!("BERTH_TEST_POSTGRES_URL or BERTH_TEST_REDIS_URL not set: two-node run skipped");
+        return None;
+    }
+    redis
+}
+
+/// A tenant with a site of `n` spaces, the first watched by the Bosch sensor.
+async fn tenant_with_sensor(app: &TestApp, slug: &str, n: usize) -> (Tenant, String, Vec<String>) {
+    let tenant = app.new_tenant(slug).await;
+    let (site_id, spaces) = tenant.site_with_spaces(app, "Garage", n).await;
+    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
+    app.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    (tenant, site_id, spaces)
 }
 
 /// A node on Redis at `redis` with the pub/sub `channel`; on `database` when given (another
@@ -37,16 +52,10 @@ async fn two_nodes(redis: &str) -> (TestApp, TestApp, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uplink_into_one_node_reaches_the_stream_of_another() {
-    let (Some(_), Some(redis)) = (postgres_url(), redis_url()) else {
-        eprintln!("BERTH_TEST_POSTGRES_URL or BERTH_TEST_REDIS_URL not set: two-node run skipped");
-        return;
-    };
+    let Some(redis) = redis_with_postgres() else { return };
     let (node_a, node_b, _) = two_nodes(&redis).await;
 
-    let tenant = node_a.new_tenant("two-nodes").await;
-    let (site_id, spaces) = tenant.site_with_spaces(&node_a, "Garage", 2).await;
-    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
-    node_a.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    let (tenant, site_id, spaces) = tenant_with_sensor(&node_a, "two-nodes", 2).await;
 
     // A client of node B: its snapshot comes from the shared database.
     let path = format!("/v1/sites/{site_id}/availability/stream");
@@ -81,15 +90,9 @@ async fn an_uplink_into_one_node_reaches_the_stream_of_another() {
 /// late, older reading is out of order, as on one node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_their_live_cache() {
-    let (Some(_), Some(redis)) = (postgres_url(), redis_url()) else {
-        eprintln!("BERTH_TEST_POSTGRES_URL or BERTH_TEST_REDIS_URL not set: two-node run skipped");
-        return;
-    };
+    let Some(redis) = redis_with_postgres() else { return };
     let (node_a, node_b, channel) = two_nodes(&redis).await;
-    let tenant = node_a.new_tenant("shared-cache").await;
-    let (_, spaces) = tenant.site_with_spaces(&node_a, "Garage", 1).await;
-    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
-    node_a.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    let (tenant, _, spaces) = tenant_with_sensor(&node_a, "shared-cache", 1).await;
     let key = &tenant.integration_key;
     let start = chrono::Utc::now() - chrono::Duration::seconds(60);
     let uplink = |counter: u32, payload: &str, seconds: i64| {
@@ -170,16 +173,10 @@ impl Relay {
 /// from the node's own cache and the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_goes_on_when_redis_goes_away() {
-    let (Some(_), Some(redis)) = (postgres_url(), redis_url()) else {
-        eprintln!("BERTH_TEST_POSTGRES_URL or BERTH_TEST_REDIS_URL not set: two-node run skipped");
-        return;
-    };
+    let Some(redis) = redis_with_postgres() else { return };
     let relay = Relay::to(&redis).await;
     let app = node(&relay.url, &format!("berth:test:{}", uuid::Uuid::new_v4().simple()), None).await;
-    let tenant = app.new_tenant("redis-away").await;
-    let (site_id, spaces) = tenant.site_with_spaces(&app, "Garage", 1).await;
-    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
-    app.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    let (tenant, site_id, spaces) = tenant_with_sensor(&app, "redis-away", 1).await;
     let key = &tenant.integration_key;
     let now = chrono::Utc::now();
     let uplink = |counter: u32, payload: &str, seconds: i64| {

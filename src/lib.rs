@@ -243,15 +243,7 @@ pub async fn start_mqtt(config: &Config, kernel: Kernel) -> anyhow::Result<Optio
             (BrokerAddress { host: addr.ip().to_string(), port: addr.port() }, Some(embedded), own)
         }
     };
-    let mut ingest = IngestSettings::new(broker.clone(), settings.client_id.clone());
-    ingest.max_in_flight = settings.max_in_flight;
-    ingest.connections = settings.connections;
-    if embedded.is_some() {
-        // The broker is in this process: see `IngestSettings::at_least_once`.
-        ingest.at_least_once = false;
-        ingest.connections = 1;
-    }
-    ingest.subscriptions = settings
+    let subscriptions: Vec<Subscription> = settings
         .subscriptions
         .iter()
         .map(|s| Subscription { filter: s.topic.clone(), operator: s.operator.clone() })
@@ -262,9 +254,24 @@ pub async fn start_mqtt(config: &Config, kernel: Kernel) -> anyhow::Result<Optio
         }
         None => internal_password.map(|password| (INTERNAL_MQTT_USER.to_owned(), password)),
     };
-    ingest.username = credentials.as_ref().map(|(user, _)| user.clone());
-    ingest.password = credentials.as_ref().map(|(_, pass)| pass.clone());
-    let ingest = MqttIngest::spawn(kernel, ingest)?;
+    let ingest = match embedded.as_ref().and_then(EmbeddedBroker::take_link) {
+        // The broker is in this process: its router hands messages over directly.
+        Some(link) => MqttIngest::spawn_local(kernel, link, subscriptions, settings.max_in_flight)?,
+        None => {
+            let mut ingest = IngestSettings::new(broker.clone(), settings.client_id.clone());
+            ingest.max_in_flight = settings.max_in_flight;
+            ingest.connections = settings.connections;
+            if embedded.is_some() {
+                // See `IngestSettings::at_least_once`.
+                ingest.at_least_once = false;
+                ingest.connections = 1;
+            }
+            ingest.subscriptions = subscriptions;
+            ingest.username = credentials.as_ref().map(|(user, _)| user.clone());
+            ingest.password = credentials.as_ref().map(|(_, pass)| pass.clone());
+            MqttIngest::spawn(kernel, ingest)?
+        }
+    };
     // Ready means subscribed: a message published once `start` returned is not missed. An
     // external broker that is down does not stop the server; the client keeps trying.
     let patience = if embedded.is_some() { Duration::from_secs(30) } else { Duration::from_secs(5) };

@@ -78,9 +78,41 @@ pub(crate) struct Committer {
     epoch: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
     shared: Arc<OnceLock<Arc<dyn SharedLiveStates>>>,
+    /// The last turn handed out (see [`Committer::take_turn`]).
+    last_turn: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+/// A batch's place in line to lock its spaces: batches lock them in the order they took their
+/// turns, so readings that arrived in order apply in order even when the batches before them
+/// were still being decoded. Dropping the turn (once the locks are held) lets the next go.
+#[derive(Debug)]
+pub struct IngestTurn {
+    previous: Option<oneshot::Receiver<()>>,
+    _done: Option<oneshot::Sender<()>>,
+}
+
+impl IngestTurn {
+    /// Out of line: for uplinks that came in no order (concurrent webhook requests).
+    pub fn unordered() -> Self {
+        Self { previous: None, _done: None }
+    }
+
+    /// Waits until every earlier turn is done (or was dropped).
+    pub(crate) async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            let _ = previous.await;
+        }
+    }
 }
 
 impl Committer {
+    /// The next turn in line (see [`IngestTurn`]).
+    pub(crate) fn take_turn(&self) -> IngestTurn {
+        let (done, next) = oneshot::channel();
+        let previous = self.last_turn.lock().expect("invariant: the turn lock is never poisoned").replace(next);
+        IngestTurn { previous, _done: Some(done) }
+    }
+
     /// The states shared with other nodes, once set.
     pub(crate) fn shared(&self) -> Option<&Arc<dyn SharedLiveStates>> {
         self.shared.get()

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::{Access, Principal};
+pub use crate::commit::IngestTurn;
 use crate::commit::{KnownDevice, LiveWrite, SpaceWrite};
 use crate::error::{KernelError, KernelResult, ValidationError};
 use crate::ids::{DeviceId, OperatorId, SiteId, SpaceId};
@@ -197,6 +198,23 @@ impl Kernel {
     /// in the same order. One decode hop, one lock of the spaces involved and one commit for
     /// the lot: readings for the same space apply in order, each from the one before.
     pub async fn ingest_many(&self, batch: Vec<(OperatorId, UplinkInput)>) -> Vec<KernelResult<IngestReport>> {
+        self.ingest_many_in_turn(IngestTurn::unordered(), batch).await
+    }
+
+    /// A place in line for a batch from an ordered source (a broker subscription): take it as
+    /// the batch is cut from the stream, then hand it to [`Kernel::ingest_many_in_turn`], so
+    /// batches processed concurrently still apply in the order their uplinks came.
+    pub fn ingest_turn(&self) -> IngestTurn {
+        self.committer().take_turn()
+    }
+
+    /// [`Kernel::ingest_many`] in `turn`: the batch locks its spaces after every batch whose
+    /// turn was taken before.
+    pub async fn ingest_many_in_turn(
+        &self,
+        turn: IngestTurn,
+        batch: Vec<(OperatorId, UplinkInput)>,
+    ) -> Vec<KernelResult<IngestReport>> {
         let mut prepared = Vec::with_capacity(batch.len());
         for (operator, input) in batch {
             prepared.push(self.prepare(operator, input).await);
@@ -217,7 +235,7 @@ impl Kernel {
                 Err(error) => answers.push(Some(Err(error))),
             }
         }
-        let steps = self.apply_decoded(decoded).await;
+        let steps = self.apply_decoded(turn, decoded).await;
         for (index, answer) in steps {
             answers[index] = Some(answer);
         }
@@ -248,6 +266,7 @@ impl Kernel {
     /// the spaces' locks, queued for the commit (which publishes the changes), then the answers.
     async fn apply_decoded(
         &self,
+        mut turn: IngestTurn,
         decoded: Vec<(usize, Prepared, Result<SensorReading, PluginPortError>)>,
     ) -> Vec<(usize, KernelResult<IngestReport>)> {
         // Every space the batch touches, locked in one order (so batches never deadlock) until
@@ -258,9 +277,11 @@ impl Kernel {
             .filter_map(|(_, prepared, _)| prepared.known.device.space_id.map(live_stripe))
             .collect();
         let mut guards = Vec::with_capacity(stripes.len());
+        turn.wait().await;
         for stripe in stripes {
             guards.push(self.live_locks()[stripe].lock().await);
         }
+        drop(turn);
         let epoch = self.committer().epoch();
         let mut lives = match self.load_lives(&decoded, epoch).await {
             Ok(lives) => lives,

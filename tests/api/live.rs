@@ -331,7 +331,56 @@ async fn a_failed_commit_leaves_no_trace(app: &TestApp) {
     assert_eq!(changes, ["free", "occupied"], "{history}");
 }
 
+/// Batches apply in the order their turns were taken, not the order they finish decoding: a
+/// batch with a sensor's newer reading, ready first, waits for the batch with its older one, so
+/// both are changes with their history rows (rather than the older one coming "out of order").
+/// A turn dropped unused lets the next batch go.
+async fn batches_apply_in_the_order_they_came(app: &TestApp) {
+    use berth_kernel::ingest::{IngestResult, UplinkInput};
+    let tenant = app.new_tenant("braga").await;
+    let (_, spaces) = tenant.site_with_spaces(app, "Garage", 1).await;
+    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
+    app.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    let operator = berth_kernel::ids::OperatorId::parse(&tenant.operator_id).unwrap();
+    let now = chrono::Utc::now();
+    let reading = |hex: u8, counter: u32, seconds_ago: i64| {
+        let input = UplinkInput {
+            device_key: BOSCH_EUI.into(),
+            f_port: 1,
+            payload: vec![hex],
+            counter: Some(counter),
+            event_time: Some(now - chrono::Duration::seconds(seconds_ago)),
+        };
+        vec![(operator, input)]
+    };
+    let kernel = app.kernel().clone();
+    let (first, second) = (kernel.ingest_turn(), kernel.ingest_turn());
+    let later = tokio::spawn({
+        let (kernel, batch) = (kernel.clone(), reading(0, 2, 10));
+        async move { kernel.ingest_many_in_turn(second, batch).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!later.is_finished(), "the later batch waits for the earlier one's turn");
+    let earlier = kernel.ingest_many_in_turn(first, reading(1, 1, 20)).await;
+    let later = later.await.unwrap();
+    assert_eq!(earlier[0].as_ref().unwrap().result, IngestResult::Changed);
+    assert_eq!(later[0].as_ref().unwrap().result, IngestResult::Changed);
+    let history = app.get(&format!("/v1/spaces/{}/history", spaces[0]), &tenant.staff_key).await.expect(200);
+    let changes: Vec<&str> =
+        history["items"].as_array().unwrap().iter().map(|event| event["to"].as_str().unwrap()).collect();
+    assert_eq!(changes, ["free", "occupied"], "{history}");
+
+    let (unused, next) = (kernel.ingest_turn(), kernel.ingest_turn());
+    drop(unused);
+    let answered =
+        tokio::time::timeout(std::time::Duration::from_secs(10), kernel.ingest_many_in_turn(next, reading(1, 3, 5)))
+            .await
+            .expect("a dropped turn lets the next batch go");
+    assert_eq!(answered[0].as_ref().unwrap().result, IngestResult::Changed);
+}
+
 crate::on_each_backend!(
+    batches_apply_in_the_order_they_came,
     a_failed_commit_leaves_no_trace,
     a_moved_sensor_drives_its_new_space,
     uplinks_drive_the_space,

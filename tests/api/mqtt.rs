@@ -235,6 +235,43 @@ async fn external_broker_session_survives_a_broken_connection() {
     }
 }
 
+/// The in-process link under back-pressure: with room for only a few messages at a time, a
+/// burst far larger than the router's buffer still arrives whole and in order (each reading a
+/// change, the last one deciding the bay), the router holding the rest until asked for more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_through_the_embedded_broker_arrives_whole_and_in_order() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |config| {
+        config.mqtt.mode = MqttMode::Embedded;
+        config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+        config.mqtt.max_in_flight = 8;
+    })
+    .await;
+    let tenant = app.new_tenant("mqtt-braga").await;
+    let (site, spaces) = tenant.site_with_spaces(&app, "Garage", 1).await;
+    register(&app, &tenant, "70B3D53100000002", "tekzitel", "tekzipark", &spaces[0]).await;
+    let publisher = Publisher::connect(&app.mqtt().broker, "test-burst", None);
+    const BURST: u32 = 1000;
+    let start = chrono::Utc::now() - chrono::Duration::seconds(i64::from(BURST));
+    for counter in 1..=BURST {
+        // Occupied on odd counters, one second apart.
+        let flags = if counter % 2 == 1 { "a01207" } else { "201207" };
+        let time = start + chrono::Duration::seconds(i64::from(counter));
+        let body = json!({"f_port": 1, "payload_hex": flags, "counter": counter, "time": time.to_rfc3339()});
+        publisher.publish("berth/v1/mqtt-braga/uplink/70B3D53100000002", body.to_string().into_bytes()).await.unwrap();
+    }
+    let stats = app.mqtt().ingest.stats().clone();
+    wait_until(|| stats.applied.load(Ordering::Relaxed) >= u64::from(BURST)).await;
+    assert_eq!(stats.received.load(Ordering::Relaxed), u64::from(BURST));
+    assert_eq!((stats.rejected.load(Ordering::Relaxed), stats.failed.load(Ordering::Relaxed)), (0, 0));
+    wait_for_status(&app, &tenant, &site, &spaces[0], "free").await;
+    let history = app.get(&format!("/v1/spaces/{}/history?limit=1000", spaces[0]), &tenant.staff_key).await.expect(200);
+    let changes = history["items"].as_array().unwrap();
+    assert_eq!(changes.len(), BURST as usize, "every reading applied in order is a change");
+    assert!(changes.iter().all(|event| event["kind"] == "sensed"), "{history}");
+    publisher.disconnect().await;
+    app.cleanup().await;
+}
+
 async fn wait_until(condition: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !condition() {

@@ -6,14 +6,35 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
 use crate::MqttError;
+
+/// The client id of berth's own in-process link.
+const LOCAL_CLIENT_ID: &str = "berth-ingest-local";
 
 /// A running embedded broker. It runs until the process exits.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
     addr: SocketAddr,
+    /// The in-process link for berth's own ingest client, until it is taken.
+    link: Arc<Mutex<Option<LocalLink>>>,
+}
+
+/// A connection to the embedded broker's router inside this process: messages arrive without
+/// being encoded, sent through the loopback and decoded again.
+pub struct LocalLink {
+    pub(crate) tx: LinkTx,
+    pub(crate) rx: LinkRx,
+}
+
+impl std::fmt::Debug for LocalLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLink").field("connection", &self.rx.id()).finish()
+    }
 }
 
 impl EmbeddedBroker {
@@ -63,6 +84,9 @@ impl EmbeddedBroker {
             ..Config::default()
         };
         let mut broker = Broker::new(config);
+        // The router runs from `Broker::new` on, so the link connects before the listeners.
+        let (tx, rx) = broker.link(LOCAL_CLIENT_ID).map_err(|error| MqttError::Broker(error.to_string()))?;
+        let link = Arc::new(Mutex::new(Some(LocalLink { tx, rx })));
         std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || {
@@ -83,10 +107,15 @@ impl EmbeddedBroker {
             }
         }
         tracing::info!(%addr, "embedded MQTT broker listening");
-        Ok(Self { addr })
+        Ok(Self { addr, link })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The in-process link for berth's ingest client; `None` once taken.
+    pub fn take_link(&self) -> Option<LocalLink> {
+        self.link.lock().expect("invariant: the link lock is never poisoned").take()
     }
 }

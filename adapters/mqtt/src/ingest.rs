@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use berth_kernel::Kernel;
 use berth_kernel::error::KernelError;
 use berth_kernel::ids::OperatorId;
-use berth_kernel::ingest::{IngestResult, UplinkInput};
+use berth_kernel::ingest::{IngestResult, IngestTurn, UplinkInput};
 use berth_lorawan::{Envelope, Topic};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{Mutex, Semaphore, watch};
 
 use crate::MqttError;
+use crate::broker::LocalLink;
 use crate::filter::{filter_matches, validate_filter};
 
 /// Where the broker is.
@@ -164,6 +165,16 @@ impl IngestStats {
         Self { connections, ..Self::default() }
     }
 
+    fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Applied(_) => &self.applied,
+            Outcome::Ignored => &self.ignored,
+            Outcome::Rejected(_) => &self.rejected,
+            Outcome::Failed(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// One connection came up (`true`) or went down.
     fn set_up(&self, was: &mut bool, up: bool) {
         tally(&self.up, &self.connected, self.connections, was, up);
@@ -221,6 +232,24 @@ impl MqttIngest {
             })
             .collect();
         Ok(Self { stats, stop, tasks })
+    }
+
+    /// Starts the client on the embedded broker's in-process link (see [`run_local`]).
+    pub fn spawn_local(
+        kernel: Kernel,
+        link: LocalLink,
+        subscriptions: Vec<Subscription>,
+        max_in_flight: usize,
+    ) -> Result<Self, MqttError> {
+        let mut check = IngestSettings::new(BrokerAddress { host: "local".into(), port: 0 }, "local");
+        check.subscriptions = subscriptions.clone();
+        check.validate()?;
+        let stats = Arc::new(IngestStats::new(1));
+        let (stop, stopped) = watch::channel(false);
+        let filters = subscriptions.iter().map(|subscription| subscription.filter.clone()).collect();
+        let handler = Arc::new(Handler { kernel, subscriptions, operators: Mutex::default() });
+        let task = tokio::spawn(run_local(link, filters, max_in_flight.max(1), handler, stats.clone(), stopped));
+        Ok(Self { stats, stop, tasks: vec![task] })
     }
 
     pub fn stats(&self) -> &Arc<IngestStats> {
@@ -354,6 +383,161 @@ async fn run(
     stats.set_confirmed(&mut confirmed, false);
 }
 
+/// The client on the embedded broker's in-process link: the same handling as over TCP, without
+/// each message being encoded, sent through the loopback and decoded again. Messages come at
+/// QoS 0, as they would over TCP from a broker in this process (see
+/// `IngestSettings::at_least_once`). Back-pressure is the router's own: it stops forwarding
+/// after a buffer's worth until the link asks for more, which it does only while fewer than
+/// `max_in_flight` messages are being processed.
+async fn run_local(
+    link: LocalLink,
+    filters: Vec<String>,
+    max_in_flight: usize,
+    handler: Arc<Handler>,
+    stats: Arc<IngestStats>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    use futures_util::FutureExt;
+    use rumqttd::Notification;
+
+    let LocalLink { mut tx, mut rx } = link;
+    let (mut up, mut confirmed) = (false, false);
+    stats.connects.fetch_add(1, Ordering::Relaxed);
+    stats.set_up(&mut up, true);
+    let mut awaiting = filters.len();
+    for filter in filters {
+        if let Err(error) = tx.subscribe(filter.clone()) {
+            tracing::error!(%error, %filter, "the embedded broker refused a subscription");
+        }
+    }
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let (chunks, received) = tokio::sync::mpsc::unbounded_channel::<Chunk>();
+    let batcher = tokio::spawn(make_local_batches(received, handler, stats.clone(), stopped.clone()));
+    loop {
+        let first = tokio::select! {
+            _ = stopped.changed() => break,
+            next = rx.next() => next,
+        };
+        let mut notifications = match first {
+            Ok(Some(notification)) => vec![notification],
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::error!(%error, "the embedded broker's link closed");
+                break;
+            }
+        };
+        // Whatever else has arrived, without waiting.
+        while let Some(Ok(Some(notification))) = rx.next().now_or_never() {
+            notifications.push(notification);
+        }
+        let mut messages = Vec::with_capacity(notifications.len());
+        let mut unscheduled = false;
+        for notification in notifications {
+            match notification {
+                Notification::Forward(forward) => messages.push(forward.publish),
+                Notification::Unschedule => unscheduled = true,
+                Notification::DeviceAck(_) => {
+                    awaiting = awaiting.saturating_sub(1);
+                    if awaiting == 0 {
+                        stats.set_confirmed(&mut confirmed, true);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !messages.is_empty() {
+            stats.received.fetch_add(messages.len() as u64, Ordering::Relaxed);
+            let wanted = u32::try_from(messages.len().min(max_in_flight)).unwrap_or(u32::MAX);
+            let permit = tokio::select! {
+                _ = stopped.changed() => break,
+                permit = permits.clone().acquire_many_owned(wanted) => permit.expect("invariant: the semaphore is never closed"),
+            };
+            if chunks.send(Chunk { messages, permit }).is_err() {
+                break;
+            }
+        }
+        // Only now, with room for more, the router may send the next buffer's worth.
+        if unscheduled && let Err(error) = rx.wake().await {
+            tracing::error!(%error, "the embedded broker's link closed");
+            break;
+        }
+    }
+    // Let the messages in flight finish.
+    drop(chunks);
+    let _ = tokio::time::timeout(Duration::from_secs(10), batcher).await;
+    stats.set_up(&mut up, false);
+    stats.set_confirmed(&mut confirmed, false);
+}
+
+/// Messages as the in-process link delivered them, holding their share of `max_in_flight`.
+struct Chunk {
+    messages: Vec<rumqttd::protocol::Publish>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Batches for the in-process link: as [`make_batches`], a few at a time, each taking what
+/// arrived while it waited for its turn; outcomes are counted as batches finish (nothing is
+/// acknowledged).
+async fn make_local_batches(
+    mut received: tokio::sync::mpsc::UnboundedReceiver<Chunk>,
+    handler: Arc<Handler>,
+    stats: Arc<IngestStats>,
+    stopped: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let (batches, done) = tokio::sync::mpsc::unbounded_channel::<(usize, tokio::task::JoinHandle<Vec<Outcome>>)>();
+    let counter = tokio::spawn(count_outcomes(done, stats));
+    while let Some(first) = received.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let mut taken = vec![first];
+        let mut count = taken[0].messages.len();
+        while count < MAX_BATCH {
+            match received.try_recv() {
+                Ok(chunk) => {
+                    count += chunk.messages.len();
+                    taken.push(chunk);
+                }
+                Err(_) => break,
+            }
+        }
+        let (handler, stopped) = (handler.clone(), stopped.clone());
+        let turn = handler.kernel.ingest_turn();
+        let work = tokio::spawn(async move {
+            let mut messages = Vec::with_capacity(count);
+            let mut permits = Vec::with_capacity(taken.len());
+            for chunk in taken {
+                messages.extend(chunk.messages);
+                permits.push(chunk.permit);
+            }
+            let outcomes = handler.handle_batch(turn, &messages, stopped).await;
+            drop((permits, slot));
+            outcomes
+        });
+        if batches.send((count, work)).is_err() {
+            break;
+        }
+    }
+    drop(batches);
+    let _ = counter.await;
+}
+
+/// Counts what became of each batch (the in-process link acknowledges nothing).
+async fn count_outcomes(
+    mut done: tokio::sync::mpsc::UnboundedReceiver<(usize, tokio::task::JoinHandle<Vec<Outcome>>)>,
+    stats: Arc<IngestStats>,
+) {
+    while let Some((count, work)) = done.recv().await {
+        let Ok(outcomes) = work.await else {
+            tracing::error!(messages = count, "an ingest batch panicked; its messages were not applied");
+            stats.failed.fetch_add(count as u64, Ordering::Relaxed);
+            continue;
+        };
+        for outcome in outcomes {
+            stats.count(&outcome);
+        }
+    }
+}
+
 /// A message received and not yet acknowledged.
 struct Incoming {
     publish: Arc<Publish>,
@@ -391,8 +575,9 @@ async fn make_batches(
         }
         let publishes: Vec<Arc<Publish>> = messages.iter().map(|message| message.publish.clone()).collect();
         let (handler, stopped) = (handler.clone(), stopped.clone());
+        let turn = handler.kernel.ingest_turn();
         let work = tokio::spawn(async move {
-            let outcomes = handler.handle_batch(&publishes, stopped).await;
+            let outcomes = handler.handle_batch(turn, &publishes, stopped).await;
             drop(slot);
             outcomes
         });
@@ -413,13 +598,7 @@ async fn acknowledge_in_order(
             batch.messages.iter().map(|_| Outcome::Failed(format!("handler panicked: {error}"))).collect()
         });
         for (message, outcome) in batch.messages.iter().zip(outcomes) {
-            let counter = match &outcome {
-                Outcome::Applied(_) => &stats.applied,
-                Outcome::Ignored => &stats.ignored,
-                Outcome::Rejected(_) => &stats.rejected,
-                Outcome::Failed(_) => &stats.failed,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            stats.count(&outcome);
             // Unacknowledged (stopping, or from an earlier connection), the broker sends it again.
             if !matches!(outcome, Outcome::Failed(_))
                 && message.connection == current.load(Ordering::Relaxed)
@@ -437,6 +616,33 @@ fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(0.75 + f64::from(nanos % 1000) / 2000.0)
 }
 
+/// A received message as the handler reads it, whichever way it came.
+trait Message: Send + Sync + 'static {
+    fn topic(&self) -> &str;
+    fn payload(&self) -> &[u8];
+}
+
+impl Message for Arc<Publish> {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// The router checked that the topic is UTF-8 when the message was published.
+impl Message for rumqttd::protocol::Publish {
+    fn topic(&self) -> &str {
+        std::str::from_utf8(&self.topic).unwrap_or_default()
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
 struct Handler {
     kernel: Kernel,
     subscriptions: Vec<Subscription>,
@@ -452,12 +658,17 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 impl Handler {
     /// Handles messages together (one decode hop, mostly one commit), answering in order;
     /// those whose storage failed are retried one by one until stored.
-    async fn handle_batch(&self, publishes: &[Arc<Publish>], stopped: watch::Receiver<bool>) -> Vec<Outcome> {
+    async fn handle_batch<M: Message>(
+        &self,
+        turn: IngestTurn,
+        publishes: &[M],
+        stopped: watch::Receiver<bool>,
+    ) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(publishes.len());
         let mut inputs = Vec::new();
         let mut taken = Vec::new();
         for (index, publish) in publishes.iter().enumerate() {
-            match self.parse(&publish.topic, &publish.payload[..]).await {
+            match self.parse(publish.topic(), publish.payload()).await {
                 Ok(input) => {
                     inputs.push(input);
                     taken.push(index);
@@ -466,7 +677,7 @@ impl Handler {
                 Err(outcome) => outcomes.push(Some(outcome)),
             }
         }
-        for (index, result) in taken.into_iter().zip(self.kernel.ingest_many(inputs).await) {
+        for (index, result) in taken.into_iter().zip(self.kernel.ingest_many_in_turn(turn, inputs).await) {
             outcomes[index] = Some(outcome_of(result));
         }
         let mut answered = Vec::with_capacity(publishes.len());
@@ -482,15 +693,15 @@ impl Handler {
     /// Handles a message; when storage fails, tries again (backing off, up to 5 s apart) until
     /// it works or the client stops. Meanwhile the message stays unacknowledged, and the
     /// in-flight bound stops reading more.
-    async fn handle_until_stored(&self, publish: &Publish, mut stopped: watch::Receiver<bool>) -> Outcome {
+    async fn handle_until_stored(&self, publish: &impl Message, mut stopped: watch::Receiver<bool>) -> Outcome {
         let mut delay = Duration::from_millis(50);
         let mut attempts = 0u32;
         loop {
-            let outcome = self.handle(&publish.topic, &publish.payload[..]).await;
+            let outcome = self.handle(publish.topic(), publish.payload()).await;
             let Outcome::Failed(error) = &outcome else { return outcome };
             attempts += 1;
             if attempts == 1 || attempts.is_multiple_of(20) {
-                tracing::error!(topic = %publish.topic, %error, attempts, "uplink not stored yet; retrying");
+                tracing::error!(topic = %publish.topic(), %error, attempts, "uplink not stored yet; retrying");
             }
             tokio::select! {
                 _ = stopped.changed() => return outcome,

@@ -6,13 +6,14 @@
 //! Delivery is at least once: QoS 1 on a persistent session, and a message is acknowledged only
 //! after the kernel has stored what it did with it (or rejected it for good). A crash before the
 //! acknowledgement means the broker sends the message again; the kernel's dedup makes that
-//! harmless.
+//! harmless. From the embedded broker, whose queue lives in berth's memory anyway, the client
+//! reads the router's in-process link ([`LocalLink`]) at QoS 0.
 
 mod broker;
 mod filter;
 mod ingest;
 
-pub use broker::EmbeddedBroker;
+pub use broker::{EmbeddedBroker, LocalLink};
 pub use filter::filter_matches;
 pub use ingest::{BrokerAddress, IngestSettings, IngestStats, MqttIngest, Outcome, Subscription};
 

@@ -302,7 +302,7 @@ async fn run(
     // processed concurrently, and acknowledged in the order they came: MQTT 3.1.1 (4.6) wants
     // PUBACKs in PUBLISH order, and brokers enforce it.
     let (pending, incoming) = tokio::sync::mpsc::unbounded_channel::<Incoming>();
-    let (batches, in_order) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+    let (batches, in_order) = tokio::sync::mpsc::unbounded_channel::<Batch<Incoming>>();
     let batcher = tokio::spawn(make_batches(incoming, batches, handler.clone(), stopped.clone()));
     // Which connection (1, 2, ...) is current; 0 while down.
     let current = Arc::new(AtomicU64::new(0));
@@ -412,7 +412,9 @@ async fn run_local(
     }
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let (chunks, received) = tokio::sync::mpsc::unbounded_channel::<Chunk>();
-    let batcher = tokio::spawn(make_local_batches(received, handler, stats.clone(), stopped.clone()));
+    let (batches, done) = tokio::sync::mpsc::unbounded_channel::<Batch<Chunk>>();
+    let batcher = tokio::spawn(make_batches(received, batches, handler, stopped.clone()));
+    let counter = tokio::spawn(count_outcomes(done, stats.clone()));
     loop {
         let first = tokio::select! {
             _ = stopped.changed() => break,
@@ -452,7 +454,7 @@ async fn run_local(
                 _ = stopped.changed() => break,
                 permit = permits.clone().acquire_many_owned(wanted) => permit.expect("invariant: the semaphore is never closed"),
             };
-            if chunks.send(Chunk { messages, permit }).is_err() {
+            if chunks.send(Chunk { messages, _permit: permit }).is_err() {
                 break;
             }
         }
@@ -464,7 +466,11 @@ async fn run_local(
     }
     // Let the messages in flight finish.
     drop(chunks);
-    let _ = tokio::time::timeout(Duration::from_secs(10), batcher).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = batcher.await;
+        let _ = counter.await;
+    })
+    .await;
     stats.set_up(&mut up, false);
     stats.set_confirmed(&mut confirmed, false);
 }
@@ -472,62 +478,23 @@ async fn run_local(
 /// Messages as the in-process link delivered them, holding their share of `max_in_flight`.
 struct Chunk {
     messages: Vec<rumqttd::protocol::Publish>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Batches for the in-process link: as [`make_batches`], a few at a time, each taking what
-/// arrived while it waited for its turn; outcomes are counted as batches finish (nothing is
-/// acknowledged).
-async fn make_local_batches(
-    mut received: tokio::sync::mpsc::UnboundedReceiver<Chunk>,
-    handler: Arc<Handler>,
-    stats: Arc<IngestStats>,
-    stopped: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
-    let (batches, done) = tokio::sync::mpsc::unbounded_channel::<(usize, tokio::task::JoinHandle<Vec<Outcome>>)>();
-    let counter = tokio::spawn(count_outcomes(done, stats));
-    while let Some(first) = received.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else { break };
-        let mut taken = vec![first];
-        let mut count = taken[0].messages.len();
-        while count < MAX_BATCH {
-            match received.try_recv() {
-                Ok(chunk) => {
-                    count += chunk.messages.len();
-                    taken.push(chunk);
-                }
-                Err(_) => break,
-            }
-        }
-        let (handler, stopped) = (handler.clone(), stopped.clone());
-        let turn = handler.kernel.ingest_turn();
-        let work = tokio::spawn(async move {
-            let mut messages = Vec::with_capacity(count);
-            let mut permits = Vec::with_capacity(taken.len());
-            for chunk in taken {
-                messages.extend(chunk.messages);
-                permits.push(chunk.permit);
-            }
-            let outcomes = handler.handle_batch(turn, &messages, stopped).await;
-            drop((permits, slot));
-            outcomes
-        });
-        if batches.send((count, work)).is_err() {
-            break;
-        }
+impl Received for Chunk {
+    type Message = rumqttd::protocol::Publish;
+
+    fn messages(&self) -> &[Self::Message] {
+        &self.messages
     }
-    drop(batches);
-    let _ = counter.await;
 }
 
-/// Counts what became of each batch (the in-process link acknowledges nothing).
-async fn count_outcomes(
-    mut done: tokio::sync::mpsc::UnboundedReceiver<(usize, tokio::task::JoinHandle<Vec<Outcome>>)>,
-    stats: Arc<IngestStats>,
-) {
-    while let Some((count, work)) = done.recv().await {
-        let Ok(outcomes) = work.await else {
+/// Counts what became of each batch (the in-process link acknowledges nothing); a batch's
+/// messages leave `max_in_flight` as it is counted, as acknowledged ones do over TCP.
+async fn count_outcomes(mut done: tokio::sync::mpsc::UnboundedReceiver<Batch<Chunk>>, stats: Arc<IngestStats>) {
+    while let Some(batch) = done.recv().await {
+        let Ok(outcomes) = batch.work.await else {
+            let count: usize = batch.received.iter().map(|chunk| chunk.messages.len()).sum();
             tracing::error!(messages = count, "an ingest batch panicked; its messages were not applied");
             stats.failed.fetch_add(count as u64, Ordering::Relaxed);
             continue;
@@ -545,9 +512,24 @@ struct Incoming {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+impl Received for Incoming {
+    type Message = Arc<Publish>;
+
+    fn messages(&self) -> &[Self::Message] {
+        std::slice::from_ref(&self.publish)
+    }
+}
+
+/// What a client receives at a time: one message over TCP, a buffer's worth over the
+/// in-process link; held until its batch is done with it.
+trait Received: Send + 'static {
+    type Message: Message + Clone;
+    fn messages(&self) -> &[Self::Message];
+}
+
 /// Messages processed together, in arrival order.
-struct Batch {
-    messages: Vec<Incoming>,
+struct Batch<T> {
+    received: Vec<T>,
     work: tokio::task::JoinHandle<Vec<Outcome>>,
 }
 
@@ -556,24 +538,30 @@ const MAX_BATCH: usize = 4096;
 /// Batches processed at once.
 const BATCHES_IN_FLIGHT: usize = 8;
 
-async fn make_batches(
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
-    batches: tokio::sync::mpsc::UnboundedSender<Batch>,
+/// Cuts batches from what arrives, a few at a time: while they run, the next one fills up with
+/// whatever arrived meanwhile (up to [`MAX_BATCH`] messages). Each takes its turn as it is cut,
+/// so batches apply in arrival order.
+async fn make_batches<T: Received>(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<T>,
+    batches: tokio::sync::mpsc::UnboundedSender<Batch<T>>,
     handler: Arc<Handler>,
     stopped: watch::Receiver<bool>,
 ) {
-    // A few batches at a time: while they run, the next one fills up.
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = incoming.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut messages = vec![first];
-        while messages.len() < MAX_BATCH {
+        let mut count = first.messages().len();
+        let mut received = vec![first];
+        while count < MAX_BATCH {
             match incoming.try_recv() {
-                Ok(next) => messages.push(next),
+                Ok(next) => {
+                    count += next.messages().len();
+                    received.push(next);
+                }
                 Err(_) => break,
             }
         }
-        let publishes: Vec<Arc<Publish>> = messages.iter().map(|message| message.publish.clone()).collect();
+        let publishes: Vec<T::Message> = received.iter().flat_map(|item| item.messages().iter().cloned()).collect();
         let (handler, stopped) = (handler.clone(), stopped.clone());
         let turn = handler.kernel.ingest_turn();
         let work = tokio::spawn(async move {
@@ -581,23 +569,23 @@ async fn make_batches(
             drop(slot);
             outcomes
         });
-        if batches.send(Batch { messages, work }).is_err() {
+        if batches.send(Batch { received, work }).is_err() {
             return;
         }
     }
 }
 
 async fn acknowledge_in_order(
-    mut in_order: tokio::sync::mpsc::UnboundedReceiver<Batch>,
+    mut in_order: tokio::sync::mpsc::UnboundedReceiver<Batch<Incoming>>,
     client: AsyncClient,
     stats: Arc<IngestStats>,
     current: Arc<AtomicU64>,
 ) {
     while let Some(batch) = in_order.recv().await {
         let outcomes = batch.work.await.unwrap_or_else(|error| {
-            batch.messages.iter().map(|_| Outcome::Failed(format!("handler panicked: {error}"))).collect()
+            batch.received.iter().map(|_| Outcome::Failed(format!("handler panicked: {error}"))).collect()
         });
-        for (message, outcome) in batch.messages.iter().zip(outcomes) {
+        for (message, outcome) in batch.received.iter().zip(outcomes) {
             stats.count(&outcome);
             // Unacknowledged (stopping, or from an earlier connection), the broker sends it again.
             if !matches!(outcome, Outcome::Failed(_))

@@ -236,7 +236,7 @@ async fn subscribers(
 ) -> anyhow::Result<()> {
     use tokio::io::{AsyncBufReadExt, BufReader};
     const EVENTS: usize = 20;
-    let rss_before = rss_kib();
+    let (rss_before, cpu_before) = (rss_kib(), cpu_seconds());
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["bench", "sse-clients", "--url"])
         .arg(format!("{base}{path}"))
@@ -252,7 +252,7 @@ async fn subscribers(
     let ready = lines.next_line().await?.unwrap_or_default();
     anyhow::ensure!(ready.starts_with("ready"), "SSE clients did not connect: {ready}");
     let connect_secs = started.elapsed().as_secs_f64();
-    let rss_after = rss_kib();
+    let (rss_after, connect_cpu) = (rss_kib(), cpu_seconds() - cpu_before);
     for _ in 0..EVENTS {
         let (_, (topic, body)) = traffic.next();
         publisher.publish(&topic, body).await?;
@@ -261,9 +261,10 @@ async fn subscribers(
     let report = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await??.unwrap_or_default();
     let _ = child.wait().await;
     println!(
-        "{} SSE subscribers on one node: connected in {:.1} s; server RSS {} MiB → {} MiB ({:.1} KiB per subscriber); delivery {report}",
+        "{} SSE subscribers on one node: connected in {:.1} s (server CPU {:.0} µs per subscriber); server RSS {} MiB → {} MiB ({:.1} KiB per subscriber); delivery {report}",
         options.subscribers,
         connect_secs,
+        connect_cpu * 1e6 / options.subscribers as f64,
         rss_before / 1024,
         rss_after / 1024,
         rss_after.saturating_sub(rss_before) as f64 / options.subscribers as f64
@@ -407,6 +408,17 @@ pub(crate) fn ms(duration: Duration) -> f64 {
 
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// CPU time this process has used (user and system), in seconds.
+fn cpu_seconds() -> f64 {
+    // /proc/self/stat: fields 14 and 15 (after the parenthesised name) count clock ticks.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = fields.get(11..13).map_or(0, |times| times.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
+    // Linux reports them in USER_HZ, which is 100 on every architecture berth builds for.
+    ticks as f64 / 100.0
 }
 
 fn rss_kib() -> u64 {

@@ -348,7 +348,7 @@ pub(crate) struct KnownDevice {
 }
 
 /// A site's availability as of a feed position, and when it was taken.
-type Snapshot = (u64, Instant, Arc<crate::ingest::Availability>);
+type Snapshot = (u64, Instant, Arc<crate::ingest::SiteSnapshot>);
 
 /// Device lookups by operator and external id: what was found (or that nothing was), and when.
 type DeviceLookups = HashMap<OperatorId, HashMap<String, (Option<Arc<KnownDevice>>, Instant)>>;
@@ -438,7 +438,7 @@ impl IngestCaches {
     }
 
     /// A snapshot of `site` taken when the feed was at `seq`, if still fresh.
-    pub(crate) fn snapshot(&self, site: SiteId, seq: u64) -> Option<Arc<crate::ingest::Availability>> {
+    pub(crate) fn snapshot(&self, site: SiteId, seq: u64) -> Option<Arc<crate::ingest::SiteSnapshot>> {
         let snapshots = self.snapshots.lock().expect("invariant: cache lock is never poisoned");
         snapshots
             .get(&site)
@@ -446,7 +446,7 @@ impl IngestCaches {
             .map(|(_, _, availability)| availability.clone())
     }
 
-    pub(crate) fn remember_snapshot(&self, site: SiteId, seq: u64, availability: Arc<crate::ingest::Availability>) {
+    pub(crate) fn remember_snapshot(&self, site: SiteId, seq: u64, availability: Arc<crate::ingest::SiteSnapshot>) {
         let mut snapshots = self.snapshots.lock().expect("invariant: cache lock is never poisoned");
         if snapshots.len() >= 10_000 {
             snapshots.clear();

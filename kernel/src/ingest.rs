@@ -755,13 +755,22 @@ fn column_state(shown: &Effective, since: DateTime<Utc>) -> Option<SpaceState> {
     })
 }
 
+/// A site's availability as new subscribers start from it: one per site and feed position,
+/// shared by every client that connects meanwhile, with room for its one rendering (the API's
+/// JSON), so a crowd connecting at once costs one query and one rendering.
+#[derive(Debug)]
+pub struct SiteSnapshot {
+    pub availability: Availability,
+    pub rendered: std::sync::OnceLock<std::sync::Arc<str>>,
+}
+
 /// A subscription to the live state of one or more sites: where to start, then the feed.
 pub struct SiteSubscription {
     /// Events to send first: a resumed client's missed events, in order.
     pub replay: Vec<std::sync::Arc<crate::feed::LiveEvent>>,
     /// A full snapshot (sequence number and each site's availability), when the client is new or
     /// asked for events the buffer no longer has.
-    pub snapshot: Option<(u64, Vec<Availability>)>,
+    pub snapshot: Option<(u64, Vec<std::sync::Arc<SiteSnapshot>>)>,
     pub receiver: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::feed::LiveEvent>>,
     pub operator_id: OperatorId,
     /// The sites whose events belong to this subscription.
@@ -846,10 +855,13 @@ impl Kernel {
                 for site in sites {
                     // The caller's access to each site was checked when the sites were chosen.
                     let availability = match self.caches().snapshot(site, seq) {
-                        Some(cached) => (*cached).clone(),
+                        Some(cached) => cached,
                         None => {
-                            let fresh = self.site_availability(caller, site).await?;
-                            self.caches().remember_snapshot(site, seq, std::sync::Arc::new(fresh.clone()));
+                            let fresh = std::sync::Arc::new(SiteSnapshot {
+                                availability: self.site_availability(caller, site).await?,
+                                rendered: Default::default(),
+                            });
+                            self.caches().remember_snapshot(site, seq, fresh.clone());
                             fresh
                         }
                     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use berth_kernel::feed::{LiveEvent, LiveFeed};
 use berth_kernel::geo::BoundingBox;
 use berth_kernel::ids::{DeviceId, SiteId, SpaceId};
-use berth_kernel::ingest::{Availability, IngestReport, OverrideInput, SiteSubscription};
+use berth_kernel::ingest::{Availability, IngestReport, OverrideInput, SiteSnapshot, SiteSubscription};
 use berth_kernel::live::{DeviceHealth, Effective, SpaceEvent};
 use berth_kernel::{Kernel, KernelError};
 use berth_lorawan::{Envelope, EnvelopeError};
@@ -233,12 +233,13 @@ pub struct SpaceChangeView {
     pub at: DateTime<Utc>,
 }
 
+/// An item of `kind` with nothing in it yet.
+fn stream_item(kind: &str, id: String) -> StreamItem {
+    StreamItem { kind: kind.into(), id, snapshot: None, sites: None, space: None, rendered: None }
+}
+
 fn change_item(feed: &LiveFeed, event: &LiveEvent) -> StreamItem {
     StreamItem {
-        kind: "space".into(),
-        id: feed.event_id(event.seq),
-        snapshot: None,
-        sites: None,
         space: Some(SpaceChangeView {
             id: event.space_id.as_uuid(),
             site_id: event.site_id.as_uuid(),
@@ -249,7 +250,7 @@ fn change_item(feed: &LiveFeed, event: &LiveEvent) -> StreamItem {
             overridden: event.shown.overridden,
             at: event.at,
         }),
-        rendered: None,
+        ..stream_item("space", feed.event_id(event.seq))
     }
 }
 
@@ -305,15 +306,29 @@ fn live_stream(
     let feed = kernel.feed_handle();
     let mut first: Vec<StreamItem> = Vec::new();
     if let Some((seq, snapshot)) = &subscription.snapshot {
-        let mut views: Vec<AvailabilityView> = snapshot.iter().map(availability_view).collect();
-        first.push(StreamItem {
-            kind: "snapshot".into(),
-            id: feed.event_id(*seq),
-            snapshot: if area { None } else { views.pop() },
-            sites: area.then_some(views),
-            space: None,
-            rendered: None,
-        });
+        let item = |snapshot: &[Arc<SiteSnapshot>]| {
+            let mut views: Vec<AvailabilityView> =
+                snapshot.iter().map(|part| availability_view(&part.availability)).collect();
+            StreamItem {
+                kind: "snapshot".into(),
+                id: feed.event_id(*seq),
+                snapshot: if area { None } else { views.pop() },
+                sites: area.then_some(views),
+                space: None,
+                rendered: None,
+            }
+        };
+        match snapshot.as_slice() {
+            // A site's snapshot is rendered once for every client starting from it.
+            [site] if !area => {
+                let rendered = site
+                    .rendered
+                    .get_or_init(|| serde_json::to_string(&item(snapshot).to_json()).unwrap_or_default().into())
+                    .clone();
+                first.push(StreamItem { rendered: Some(rendered), ..stream_item("snapshot", feed.event_id(*seq)) });
+            }
+            _ => first.push(item(snapshot)),
+        }
     }
     // Deltas already in the snapshot or the replay are skipped by sequence number.
     let mut sent = subscription.snapshot.as_ref().map_or(0, |(seq, _)| *seq);
@@ -338,14 +353,8 @@ fn live_stream(
                                 serde_json::to_string(&change_item(&feed, &event).to_json()).unwrap_or_default().into()
                             })
                             .clone();
-                        let item = StreamItem {
-                            kind: "space".into(),
-                            id: feed.event_id(event.seq),
-                            snapshot: None,
-                            sites: None,
-                            space: None,
-                            rendered: Some(rendered),
-                        };
+                        let item =
+                            StreamItem { rendered: Some(rendered), ..stream_item("space", feed.event_id(event.seq)) };
                         return Some((item, receiver));
                     }
                     Ok(_) => continue,

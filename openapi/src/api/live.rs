@@ -238,6 +238,13 @@ fn stream_item(kind: &str, id: String) -> StreamItem {
     StreamItem { kind: kind.into(), id, snapshot: None, sites: None, space: None, rendered: None }
 }
 
+impl StreamItem {
+    /// The item's JSON, as an event's `data`.
+    fn json(&self) -> String {
+        serde_json::to_string(&self.to_json()).unwrap_or_default()
+    }
+}
+
 fn change_item(feed: &LiveFeed, event: &LiveEvent) -> StreamItem {
     StreamItem {
         space: Some(SpaceChangeView {
@@ -310,21 +317,15 @@ fn live_stream(
             let mut views: Vec<AvailabilityView> =
                 snapshot.iter().map(|part| availability_view(&part.availability)).collect();
             StreamItem {
-                kind: "snapshot".into(),
-                id: feed.event_id(*seq),
                 snapshot: if area { None } else { views.pop() },
                 sites: area.then_some(views),
-                space: None,
-                rendered: None,
+                ..stream_item("snapshot", feed.event_id(*seq))
             }
         };
         match snapshot.as_slice() {
             // A site's snapshot is rendered once for every client starting from it.
             [site] if !area => {
-                let rendered = site
-                    .rendered
-                    .get_or_init(|| serde_json::to_string(&item(snapshot).to_json()).unwrap_or_default().into())
-                    .clone();
+                let rendered = site.rendered.get_or_init(|| item(snapshot).json().into()).clone();
                 first.push(StreamItem { rendered: Some(rendered), ..stream_item("snapshot", feed.event_id(*seq)) });
             }
             _ => first.push(item(snapshot)),
@@ -347,12 +348,7 @@ fn live_stream(
                         if event.seq > sent && event.operator_id == operator_id && sites.contains(&event.site_id) =>
                     {
                         // Rendered once for every stream on this node.
-                        let rendered = event
-                            .rendered
-                            .get_or_init(|| {
-                                serde_json::to_string(&change_item(&feed, &event).to_json()).unwrap_or_default().into()
-                            })
-                            .clone();
+                        let rendered = event.rendered.get_or_init(|| change_item(&feed, &event).json().into()).clone();
                         let item =
                             StreamItem { rendered: Some(rendered), ..stream_item("space", feed.event_id(event.seq)) };
                         return Some((item, receiver));
@@ -369,7 +365,7 @@ fn live_stream(
     EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)).to_event(|item| {
         let data = match &item.rendered {
             Some(rendered) => rendered.to_string(),
-            None => serde_json::to_string(&item.to_json()).unwrap_or_default(),
+            None => item.json(),
         };
         poem::web::sse::Event::message(data).id(item.id.clone()).event_type(item.kind.clone())
     })

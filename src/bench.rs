@@ -79,15 +79,16 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     // 1. The raw broker, same messages, same QoS.
     let raw = CountingSubscriber::start(&broker, "bench-raw-subscriber", "bench/raw/#").await?;
     let publisher = Publisher::connect(&broker, "bench-raw-publisher", None);
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
     for (index, (_, body)) in messages.iter().enumerate() {
         publisher.publish(&format!("bench/raw/{}", index % options.devices.max(1)), body.clone()).await?;
     }
     wait_for(|| raw.received() >= messages.len() as u64, Duration::from_secs(300)).await?;
     let raw_rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    let raw_cpu = per_message_micros(cpu_seconds() - cpu_before, messages.len());
     drop(raw);
     publisher.disconnect().await;
-    println!("raw broker (QoS 1 publish → subscriber):  {:>9.0} messages/s", raw_rate);
+    println!("raw broker (QoS 1 publish → subscriber):  {:>9.0} messages/s  ({raw_cpu:.1} µs of CPU each)", raw_rate);
 
     // 2. Ingest: the same messages on berth's topics.
     let processed = || {
@@ -100,12 +101,13 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     let before = processed();
     let applied_before = stats.applied.load(std::sync::atomic::Ordering::Relaxed);
     let publisher = Publisher::connect(&broker, "bench-sensors", None);
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
     for (topic, body) in &messages {
         publisher.publish(topic, body.clone()).await?;
     }
     wait_for(|| processed() >= before + messages.len() as u64, Duration::from_secs(600)).await?;
     let ingest_rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    let ingest_cpu = per_message_micros(cpu_seconds() - cpu_before, messages.len());
     let applied = stats.applied.load(std::sync::atomic::Ordering::Relaxed) - applied_before;
     println!(
         "ingest (broker → plugin → state → {backend}): {:>9.0} uplinks/s  ({:.1}% of the raw broker; {applied} of {} applied)",
@@ -113,6 +115,9 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
         100.0 * ingest_rate / raw_rate,
         messages.len()
     );
+    // Both phases run the same publisher and broker in this process, so the difference is what
+    // berth adds per uplink.
+    println!("  CPU per uplink: {ingest_cpu:.1} µs in all ({:.1} µs more than a raw message)", ingest_cpu - raw_cpu);
 
     // 3. Publish → SSE client latency at a fixed rate.
     let path = format!("/v1/sites/{garage}/availability/stream");
@@ -411,6 +416,11 @@ pub(crate) fn cores() -> usize {
 }
 
 /// CPU time this process has used (user and system), in seconds.
+/// CPU seconds spent on `count` messages, per message in microseconds.
+fn per_message_micros(seconds: f64, count: usize) -> f64 {
+    seconds * 1e6 / count.max(1) as f64
+}
+
 fn cpu_seconds() -> f64 {
     // /proc/self/stat: fields 14 and 15 (after the parenthesised name) count clock ticks.
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();

@@ -85,7 +85,7 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     }
     wait_for(|| raw.received() >= messages.len() as u64, Duration::from_secs(300)).await?;
     let raw_rate = messages.len() as f64 / started.elapsed().as_secs_f64();
-    let raw_cpu = per_message_micros(cpu_seconds() - cpu_before, messages.len());
+    let raw_cpu = micros_each(cpu_seconds() - cpu_before, messages.len());
     drop(raw);
     publisher.disconnect().await;
     println!("raw broker (QoS 1 publish → subscriber):  {:>9.0} messages/s  ({raw_cpu:.1} µs of CPU each)", raw_rate);
@@ -107,7 +107,7 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     }
     wait_for(|| processed() >= before + messages.len() as u64, Duration::from_secs(600)).await?;
     let ingest_rate = messages.len() as f64 / started.elapsed().as_secs_f64();
-    let ingest_cpu = per_message_micros(cpu_seconds() - cpu_before, messages.len());
+    let ingest_cpu = micros_each(cpu_seconds() - cpu_before, messages.len());
     let applied = stats.applied.load(std::sync::atomic::Ordering::Relaxed) - applied_before;
     println!(
         "ingest (broker → plugin → state → {backend}): {:>9.0} uplinks/s  ({:.1}% of the raw broker; {applied} of {} applied)",
@@ -269,7 +269,7 @@ async fn subscribers(
         "{} SSE subscribers on one node: connected in {:.1} s (server CPU {:.0} µs per subscriber); server RSS {} MiB → {} MiB ({:.1} KiB per subscriber); delivery {report}",
         options.subscribers,
         connect_secs,
-        connect_cpu * 1e6 / options.subscribers as f64,
+        micros_each(connect_cpu, options.subscribers),
         rss_before / 1024,
         rss_after / 1024,
         rss_after.saturating_sub(rss_before) as f64 / options.subscribers as f64
@@ -415,12 +415,12 @@ pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// CPU time this process has used (user and system), in seconds.
-/// CPU seconds spent on `count` messages, per message in microseconds.
-fn per_message_micros(seconds: f64, count: usize) -> f64 {
+/// CPU seconds spent on `count` things (messages, subscribers), per thing in microseconds.
+fn micros_each(seconds: f64, count: usize) -> f64 {
     seconds * 1e6 / count.max(1) as f64
 }
 
+/// CPU time this process has used (user and system), in seconds.
 fn cpu_seconds() -> f64 {
     // /proc/self/stat: fields 14 and 15 (after the parenthesised name) count clock ticks.
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();

@@ -347,7 +347,7 @@ pub(crate) struct KnownDevice {
     pub site: Option<SiteId>,
 }
 
-/// A site's availability as of a feed position, and when it was taken.
+/// A site's snapshot as of a feed position, and when it was taken.
 type Snapshot = (u64, Instant, Arc<crate::ingest::SiteSnapshot>);
 
 /// Device lookups by operator and external id: what was found (or that nothing was), and when.
@@ -443,15 +443,15 @@ impl IngestCaches {
         snapshots
             .get(&site)
             .filter(|(at_seq, taken, _)| *at_seq == seq && taken.elapsed() < SNAPSHOT_TTL)
-            .map(|(_, _, availability)| availability.clone())
+            .map(|(_, _, snapshot)| snapshot.clone())
     }
 
-    pub(crate) fn remember_snapshot(&self, site: SiteId, seq: u64, availability: Arc<crate::ingest::SiteSnapshot>) {
+    pub(crate) fn remember_snapshot(&self, site: SiteId, seq: u64, snapshot: Arc<crate::ingest::SiteSnapshot>) {
         let mut snapshots = self.snapshots.lock().expect("invariant: cache lock is never poisoned");
         if snapshots.len() >= 10_000 {
             snapshots.clear();
         }
-        snapshots.insert(site, (seq, Instant::now(), availability));
+        snapshots.insert(site, (seq, Instant::now(), snapshot));
     }
 
     pub(crate) fn forget_health(&self, device: DeviceId) {

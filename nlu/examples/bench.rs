@@ -1,6 +1,7 @@
 //! Trains on a benchmark's train split and prints intent accuracy and slot F1 on its test split:
 //! `cargo run --release -p berth-nlu --example bench -- ../shared/nlu-bench/snips` (`BENCH_SPLIT=valid`
-//! reports on the validation split, for tuning; `BENCH_ERRORS=1` lists wrong intents,
+//! reports on the validation split, for tuning; `BENCH_ERRORS=1` lists wrong intents with the top three
+//! and their confidences,
 //! `BENCH_TABLES=1` prints the full report; `BENCH_C=8` trains the intent SVM with another C).
 
 fn main() {
@@ -35,7 +36,14 @@ fn main() {
                 let analysis = nlu.analyse(&example.text, &example.tokens);
                 let predicted = &nlu.intents()[analysis.intent];
                 if *predicted != example.intent {
-                    println!("  {} -> {predicted}: {}", example.intent, example.text);
+                    let mut ranked: Vec<usize> = (0..analysis.confidences.len()).collect();
+                    ranked.sort_by(|&a, &b| analysis.confidences[b].total_cmp(&analysis.confidences[a]));
+                    let top: Vec<String> = ranked
+                        .iter()
+                        .take(3)
+                        .map(|&idx| format!("{} {:.2}", nlu.intents()[idx], analysis.confidences[idx]))
+                        .collect();
+                    println!("  {} -> {predicted}: {}   [{}]", example.intent, example.text, top.join(", "));
                 }
             }
         }

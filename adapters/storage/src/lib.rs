@@ -1,6 +1,7 @@
 //! Storage adapter: implements the kernel's [`Store`] port with SeaORM, on SQLite (the embedded
-//! default: one file, WAL, `synchronous=FULL` so an acknowledged write survives a crash) or
-//! PostgreSQL. Every operator-scoped query carries `operator_id` in its `WHERE` clause.
+//! default: one file, WAL, `synchronous=FULL` so an acknowledged write survives a crash, the
+//! WAL copied back into the file by a checkpointer of its own) or PostgreSQL. Every
+//! operator-scoped query carries `operator_id` in its `WHERE` clause.
 
 mod batch;
 mod bookings;
@@ -66,6 +67,52 @@ pub struct SqlStore {
     /// SQLite has one writer per file; bookings check for overlaps and insert under this lock so
     /// the check and the write are one step (PostgreSQL has its exclusion constraint instead).
     booking_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// SQLite's background checkpointer; it stops with the last clone.
+    _checkpointer: Option<std::sync::Arc<Checkpointer>>,
+}
+
+/// How often SQLite's WAL is copied back into the database file, off the committing connection.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// WAL pages at which a committing connection checkpoints by itself: only when the background
+/// checkpointer fell far behind (SQLite's default, 1,000, made every large ingest commit copy the
+/// WAL back before it could answer).
+const CHECKPOINT_BACKSTOP_PAGES: &str = "100000";
+
+/// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`] on a pooled connection
+/// (so on another thread than the one committing). PASSIVE: it copies what it can without
+/// waiting for readers or writers.
+struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Checkpointer {
+    fn start(pool: sea_orm::sqlx::SqlitePool) -> Self {
+        Self(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                ticks.tick().await;
+                if pool.is_closed() {
+                    return;
+                }
+                match sea_orm::sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                    Ok(_) => failing = false,
+                    // Logged once per streak; past the backstop, the committing connection
+                    // checkpoints by itself meanwhile.
+                    Err(error) if !std::mem::replace(&mut failing, true) => {
+                        tracing::warn!(%error, "WAL checkpoint failed; retrying every {CHECKPOINT_EVERY:?}");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SqlStore {
@@ -99,10 +146,13 @@ impl SqlStore {
                     .pragma("mmap_size", "268435456")
                     .pragma("cache_size", "-16384")
                     .pragma("temp_store", "memory")
+                    .pragma("wal_autocheckpoint", CHECKPOINT_BACKSTOP_PAGES)
             });
         }
         let db = Database::connect(options).await.map_err(ConnectError::Connect)?;
-        Ok(Self { db, booking_writer: std::sync::Arc::default() })
+        let checkpointer =
+            is_sqlite.then(|| std::sync::Arc::new(Checkpointer::start(db.get_sqlite_connection_pool().clone())));
+        Ok(Self { db, booking_writer: std::sync::Arc::default(), _checkpointer: checkpointer })
     }
 
     /// Applies pending migrations; safe to call on every start.
@@ -654,6 +704,29 @@ impl Store for SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Committing connections leave the WAL to the checkpointer: what migrations write reaches the
+    /// database file without another commit, well under the backstop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_copies_the_wal_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.db");
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}", file.display()),
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(10),
+        };
+        let store = SqlStore::connect(&settings).await.unwrap();
+        store.migrate().await.unwrap();
+        let wal_pages = std::fs::metadata(dir.path().join("berth.db-wal")).unwrap().len() / 4096;
+        assert!(wal_pages > 20 && wal_pages < 100_000, "the migrations are in the WAL ({wal_pages} pages)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(&file).unwrap().len() < 20 * 4096 {
+            assert!(std::time::Instant::now() < deadline, "the WAL was never copied back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.close().await.unwrap();
+    }
 
     #[test]
     fn redacts_passwords_in_urls() {

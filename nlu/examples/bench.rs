@@ -1,8 +1,8 @@
 //! Trains on a benchmark's train split and prints intent accuracy and slot F1 on its test split:
 //! `cargo run --release -p berth-nlu --example bench -- ../shared/nlu-bench/snips` (`BENCH_SPLIT=valid`
-//! reports on the validation split, for tuning; `BENCH_ERRORS=1` lists wrong intents with the top three
-//! and their confidences,
-//! `BENCH_TABLES=1` prints the full report; `BENCH_C=8` trains the intent SVM with another C).
+//! reports on the validation split, for tuning; `BENCH_ERRORS=1` lists wrong intents with the
+//! top three and their confidences, `BENCH_TABLES=1` prints the full report; `BENCH_C=8` trains
+//! the intent SVM with another C).
 
 fn main() {
     for dir in std::env::args().skip(1) {

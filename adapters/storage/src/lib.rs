@@ -77,7 +77,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// WAL pages at which a committing connection checkpoints by itself: only when the background
 /// checkpointer fell far behind (SQLite's default, 1,000, made every large ingest commit copy the
 /// WAL back before it could answer).
-const CHECKPOINT_BACKSTOP_PAGES: &str = "100000";
+const CHECKPOINT_BACKSTOP_PAGES: u64 = 100_000;
 
 /// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`] on a pooled connection
 /// (so on another thread than the one committing). PASSIVE: it copies what it can without
@@ -146,7 +146,7 @@ impl SqlStore {
                     .pragma("mmap_size", "268435456")
                     .pragma("cache_size", "-16384")
                     .pragma("temp_store", "memory")
-                    .pragma("wal_autocheckpoint", CHECKPOINT_BACKSTOP_PAGES)
+                    .pragma("wal_autocheckpoint", CHECKPOINT_BACKSTOP_PAGES.to_string())
             });
         }
         let db = Database::connect(options).await.map_err(ConnectError::Connect)?;
@@ -719,7 +719,10 @@ mod tests {
         let store = SqlStore::connect(&settings).await.unwrap();
         store.migrate().await.unwrap();
         let wal_pages = std::fs::metadata(dir.path().join("berth.db-wal")).unwrap().len() / 4096;
-        assert!(wal_pages > 20 && wal_pages < 100_000, "the migrations are in the WAL ({wal_pages} pages)");
+        assert!(
+            wal_pages > 20 && wal_pages < CHECKPOINT_BACKSTOP_PAGES,
+            "the migrations are in the WAL ({wal_pages} pages)"
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::fs::metadata(&file).unwrap().len() < 20 * 4096 {
             assert!(std::time::Instant::now() < deadline, "the WAL was never copied back");

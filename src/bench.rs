@@ -241,6 +241,9 @@ async fn subscribers(
 ) -> anyhow::Result<()> {
     use tokio::io::{AsyncBufReadExt, BufReader};
     const EVENTS: usize = 20;
+    // This process holds the server's end of each stream and the child, which inherits the
+    // limit, the client's end.
+    make_room_for_files(options.subscribers as u64 + 1024)?;
     let (rss_before, cpu_before) = (rss_kib(), cpu_seconds());
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["bench", "sse-clients", "--url"])
@@ -281,21 +284,55 @@ async fn subscribers(
 /// then, after `events` changes reached every client, the delivery latency (client clock minus
 /// the change's `at`).
 pub async fn sse_clients(url: String, token: String, clients: usize, events: usize) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    crate::raise_open_files_limit()?;
+    // One source address has about 28,000 ephemeral ports towards the server's one port: spread
+    // the clients over loopback addresses (all of 127.0.0.0/8 is this machine).
+    let http = (0..clients.div_ceil(CLIENTS_PER_ADDRESS).max(1))
+        .map(|index| {
+            let address = std::net::Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(index).context("too many clients")?);
+            Ok(reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .local_address(std::net::IpAddr::V4(address))
+                .build()?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Each client's snapshot, or why it has none.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<f64>>();
+    let retries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for index in 0..clients {
-        let (client, url, token, ready_tx, done_tx) =
-            (client.clone(), url.clone(), token.clone(), ready_tx.clone(), done_tx.clone());
+        let client = http[index / CLIENTS_PER_ADDRESS].clone();
+        let (url, token, ready_tx, done_tx, retries) =
+            (url.clone(), token.clone(), ready_tx.clone(), done_tx.clone(), retries.clone());
         tokio::spawn(async move {
-            let Ok(response) = client.get(&url).bearer_auth(&token).send().await else { return };
+            // A client whose connection failed, or that the server turned away for now (503),
+            // tries again, as a live client should (here after 1 to 2 s, at most 5 times).
+            let mut attempt = 0;
+            let response = loop {
+                let failure = match client.get(&url).bearer_auth(&token).send().await {
+                    Ok(response) if response.status().is_success() => break response,
+                    Ok(response) if response.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                        return drop(ready_tx.send(Err(format!("HTTP {}", response.status()))));
+                    }
+                    Ok(response) => format!("HTTP {}", response.status()),
+                    Err(error) => error_chain(&error),
+                };
+                if attempt == 5 {
+                    return drop(ready_tx.send(Err(failure)));
+                }
+                attempt += 1;
+                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1000 + (index % 1000) as u64)).await;
+            };
             let mut body = response.bytes_stream();
             let mut parser = SseEvents::default();
             let mut latencies = Vec::with_capacity(events);
+            let mut snapshot = false;
             while let Some(Ok(chunk)) = body.next().await {
                 for value in parser.feed(&chunk) {
                     if value["kind"] == "snapshot" {
-                        let _ = ready_tx.send(());
+                        snapshot = true;
+                        let _ = ready_tx.send(Ok(()));
                     } else if let Some(at) = value["space"]["at"].as_str()
                         && let Ok(at) = chrono::DateTime::parse_from_rfc3339(at)
                     {
@@ -308,6 +345,9 @@ pub async fn sse_clients(url: String, token: String, clients: usize, events: usi
                     }
                 }
             }
+            if !snapshot {
+                let _ = ready_tx.send(Err("the stream ended before its snapshot".to_owned()));
+            }
         });
         // Ramp up, so the listen backlog never overflows.
         if index % 500 == 499 {
@@ -315,15 +355,24 @@ pub async fn sse_clients(url: String, token: String, clients: usize, events: usi
         }
     }
     drop((ready_tx, done_tx));
-    let mut n_ready = 0;
+    let (mut n_ready, mut failures) = (0, std::collections::BTreeMap::<String, usize>::new());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while n_ready < clients {
+    while n_ready + failures.values().sum::<usize>() < clients {
         match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
-            Ok(Some(())) => n_ready += 1,
+            Ok(Some(Ok(()))) => n_ready += 1,
+            Ok(Some(Err(reason))) => *failures.entry(reason).or_default() += 1,
             _ => break,
         }
     }
     println!("ready {n_ready}");
+    let mut failed = match retries.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => String::new(),
+        retries => format!("; {retries} connection attempts retried"),
+    };
+    if !failures.is_empty() {
+        let reasons: Vec<String> = failures.iter().map(|(reason, count)| format!("{count} × {reason}")).collect();
+        failed += &format!("; not connected: {}", reasons.join(", "));
+    }
     let mut all = Vec::new();
     let mut n_done = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -339,12 +388,38 @@ pub async fn sse_clients(url: String, token: String, clients: usize, events: usi
     all.sort_by(f64::total_cmp);
     let pick = |q: f64| all.get(((all.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
     println!(
-        "p50 {:.1} ms, p99 {:.1} ms over {} deliveries ({n_done} of {clients} clients got all {events} changes)",
+        "p50 {:.1} ms, p99 {:.1} ms over {} deliveries ({n_done} of {clients} clients got all {events} changes{failed})",
         pick(0.5),
         pick(0.99),
         all.len()
     );
     Ok(())
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// SSE clients per loopback source address (under its ~28,000 ephemeral ports).
+const CLIENTS_PER_ADDRESS: usize = 20_000;
+
+/// Makes room for `needed` open files in this process: the soft limit up to the hard one, and the
+/// hard one too where the process may (root, or `CAP_SYS_RESOURCE`).
+fn make_room_for_files(needed: u64) -> anyhow::Result<()> {
+    let limit = crate::raise_open_files_limit()?;
+    if limit >= needed || rlimit::setrlimit(rlimit::Resource::NOFILE, needed, needed).is_ok() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the bench needs {needed} open files and may have {limit}: raise the hard limit (ulimit -Hn {needed})"
+    )
 }
 
 /// Reads an SSE stream in the background and reports each space change with when it arrived.

@@ -66,6 +66,30 @@ fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     Ok(generated.into_bytes())
 }
 
+/// Below this many open files, a node is warned at startup that it cannot hold many clients.
+pub const FEW_OPEN_FILES: u64 = 8192;
+
+/// Raises this process's soft limit on open files to its hard limit, as a server should: each SSE
+/// stream, MQTT client and database connection holds a file descriptor, and the usual soft limit
+/// (1,024) is far below what one node serves. Returns the limit now in force.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
+/// [`raise_open_files_limit`] for a server that is starting: logs the limit, and warns when it
+/// is low or could not be read.
+pub fn raise_open_files_limit_logged() {
+    match raise_open_files_limit() {
+        Ok(limit) if limit < FEW_OPEN_FILES => tracing::warn!(
+            limit,
+            "few open files allowed, and each client connection takes one: raise the hard limit \
+             (systemd: LimitNOFILE=, shell: ulimit -Hn) for a node that serves many clients"
+        ),
+        Ok(limit) => tracing::info!(limit, "open files allowed"),
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-files limit"),
+    }
+}
+
 /// Writes a file readable by its owner only.
 pub fn write_private_file(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;

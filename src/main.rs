@@ -300,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => {
             init_tracing(&config);
+            berth::raise_open_files_limit_logged();
             let store = berth::open_store(&config).await?;
             tracing::info!(database = store.backend_name(), "database ready");
             let server = berth::start(&config, store, berth::shutdown_signal()).await?;
@@ -392,6 +393,7 @@ fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {
 
 async fn run_demo(mut config: Config, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     init_tracing(&config);
+    berth::raise_open_files_limit_logged();
     let explicit_listen = listen.is_some();
     if let Some(listen) = listen {
         config.http.listen = listen;

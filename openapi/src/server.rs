@@ -136,20 +136,92 @@ async fn limit_body<E: Endpoint>(
 
 /// A bound TCP listener, ready to serve.
 pub struct Listener {
-    acceptor: poem::listener::TcpAcceptor,
+    acceptor: PatientAcceptor<poem::listener::TcpAcceptor>,
     local_addr: std::net::SocketAddr,
 }
 
+/// The longest pause between accept attempts while the process has no file descriptor to spare.
+const MAX_ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An acceptor that waits out failures instead of returning them. poem's server ignores a failed
+/// accept and calls again at once; out of file descriptors (`EMFILE`), the connection stays
+/// queued and every call fails again, so the server would spin a core until one is freed. This
+/// one retries a connection that broke before it was accepted straight away, and pauses after
+/// any other failure, 5 ms doubling to [`MAX_ACCEPT_PAUSE`], warning once per run of failures.
+pub struct PatientAcceptor<A> {
+    inner: A,
+}
+
+impl<A> PatientAcceptor<A> {
+    pub fn new(inner: A) -> Self {
+        Self { inner }
+    }
+}
+
+/// Failures of one connection (its client gave up before it was accepted), not of the listener.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset)
+}
+
+impl<A: poem::listener::Acceptor> poem::listener::Acceptor for PatientAcceptor<A> {
+    type Io = A::Io;
+
+    fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(
+        &mut self,
+    ) -> std::io::Result<(Self::Io, poem::web::LocalAddr, poem::web::RemoteAddr, poem::http::uri::Scheme)> {
+        let mut pause = std::time::Duration::from_millis(5);
+        let mut failures = 0u64;
+        loop {
+            match self.inner.accept().await {
+                Ok(accepted) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "accepting connections again");
+                    }
+                    return Ok(accepted);
+                }
+                Err(error) if is_connection_error(&error) => continue,
+                Err(error) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(
+                            %error,
+                            "cannot accept connections (out of file descriptors? see the open-files limit at startup); \
+                             pausing between attempts"
+                        );
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_ACCEPT_PAUSE);
+                }
+            }
+        }
+    }
+}
+
+/// Connections the kernel may hold for the server before it accepts them (Linux caps it at
+/// `net.core.somaxconn`, 4,096 by default). A node that restarts sees every live client
+/// reconnect at once; past the backlog, connections are dropped or reset.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `addr` now (port 0 picks a free port), so bind errors surface before serving.
 pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Listener> {
-    use poem::listener::{Acceptor, Listener as _};
-    let acceptor = poem::listener::TcpListener::bind(addr).into_acceptor().await?;
+    use poem::listener::Acceptor;
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does: a restarted server can take its port back at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let acceptor = poem::listener::TcpAcceptor::from_tokio(socket.listen(LISTEN_BACKLOG)?)?;
     let local_addr = acceptor
         .local_addr()
         .first()
         .and_then(|addr| addr.as_socket_addr().copied())
         .ok_or_else(|| std::io::Error::other("listener has no socket address"))?;
-    Ok(Listener { acceptor, local_addr })
+    Ok(Listener { acceptor: PatientAcceptor::new(acceptor), local_addr })
 }
 
 impl Listener {
@@ -264,5 +336,52 @@ async fn payment_webhook(
             poem::web::Json(serde_json::json!({ "received": true, "outcome": outcome })).into_response()
         }
         Err(error) => crate::problem::ApiError::from(error).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    use poem::listener::Acceptor;
+    use poem::web::{LocalAddr, RemoteAddr};
+
+    use super::PatientAcceptor;
+
+    type Accepted = (tokio::io::DuplexStream, LocalAddr, RemoteAddr, poem::http::uri::Scheme);
+
+    /// Answers each accept with the next scripted result.
+    struct Scripted {
+        results: VecDeque<std::io::Result<()>>,
+        calls: usize,
+    }
+
+    impl Acceptor for Scripted {
+        type Io = tokio::io::DuplexStream;
+
+        fn local_addr(&self) -> Vec<LocalAddr> {
+            Vec::new()
+        }
+
+        async fn accept(&mut self) -> std::io::Result<Accepted> {
+            self.calls += 1;
+            self.results.pop_front().expect("accepted past the script")?;
+            let (io, _) = tokio::io::duplex(64);
+            Ok((io, LocalAddr::default(), RemoteAddr::default(), poem::http::uri::Scheme::HTTP))
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_accepts_are_waited_out_and_never_returned() {
+        let emfile = || Err(std::io::Error::from_raw_os_error(24));
+        let aborted = || Err(std::io::ErrorKind::ConnectionAborted.into());
+        let script = [emfile(), emfile(), emfile(), aborted(), Ok(())];
+        let mut acceptor = PatientAcceptor::new(Scripted { results: script.into_iter().collect(), calls: 0 });
+        let started = Instant::now();
+        acceptor.accept().await.expect("the connection after the failures");
+        assert_eq!(acceptor.inner.calls, 5);
+        // Paused 5, 10 and 20 ms after the three EMFILEs; not at all after the aborted connection.
+        assert!(started.elapsed() >= Duration::from_millis(35), "paused only {:?}", started.elapsed());
     }
 }

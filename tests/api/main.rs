@@ -12,6 +12,7 @@ mod drivers;
 mod handoffs;
 mod health;
 mod keys;
+mod limits;
 mod live;
 mod mqtt;
 mod nlu;

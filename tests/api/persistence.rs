@@ -46,9 +46,23 @@ pub fn spawn_binary(data_dir: &std::path::Path) -> (Child, String) {
 
 /// [`spawn_binary`] with more environment (configuration) variables.
 pub fn spawn_binary_with(data_dir: &std::path::Path, env: &[(&str, String)]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command.arg("serve");
+    spawn_serve(command, data_dir, env)
+}
+
+/// `berth serve` started by a shell that first runs `setup` (`ulimit …`), then `exec`s it.
+pub fn spawn_binary_after(setup: &str, data_dir: &std::path::Path) -> (Child, String) {
+    let mut command = Command::new("sh");
+    command.args(["-c", &format!("{setup} && exec \"$0\" serve"), env!("CARGO_BIN_EXE_berth")]);
+    spawn_serve(command, data_dir, &[])
+}
+
+/// Runs `command` (which starts `berth serve`) on `data_dir` with the test configuration, and
+/// waits for its banner.
+fn spawn_serve(mut command: Command, data_dir: &std::path::Path, env: &[(&str, String)]) -> (Child, String) {
+    let mut child = command
         .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
-        .arg("serve")
         .env("BERTH__DATA_DIR", data_dir)
         .env("BERTH__HTTP__LISTEN", "127.0.0.1:0")
         // The embedded broker on any free port (1883 may be another broker's).

@@ -497,8 +497,14 @@ fn micros_each(seconds: f64, count: usize) -> f64 {
 
 /// CPU time this process has used (user and system), in seconds.
 fn cpu_seconds() -> f64 {
-    // /proc/self/stat: fields 14 and 15 (after the parenthesised name) count clock ticks.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    process_cpu_seconds("self")
+}
+
+/// CPU seconds (user and system, all threads) a process has used so far: `process` is a pid or
+/// `self`; 0 when it cannot be read.
+pub fn process_cpu_seconds(process: &str) -> f64 {
+    // /proc/PID/stat: fields 14 and 15 (after the parenthesised name) count clock ticks.
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).unwrap_or_default();
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks: u64 = fields.get(11..13).map_or(0, |times| times.iter().filter_map(|t| t.parse::<u64>().ok()).sum());

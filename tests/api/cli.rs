@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::helpers::KillOnDrop;
+
 fn berth(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(args)
@@ -114,17 +116,7 @@ async fn migrate_and_admin_create_key() {
 }
 
 /// Runs `berth demo` until it prints its banner; returns the child and the banner lines.
-/// A running demo, killed when dropped (a failing assertion must not leave it running).
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_demo(data_dir: &std::path::Path) -> (Demo, Vec<String>) {
+fn start_demo(data_dir: &std::path::Path) -> (KillOnDrop, Vec<String>) {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["demo", "--listen", "127.0.0.1:0"])
@@ -143,7 +135,7 @@ fn start_demo(data_dir: &std::path::Path) -> (Demo, Vec<String>) {
             break;
         }
     }
-    (Demo(child), lines)
+    (KillOnDrop(child), lines)
 }
 
 fn banner_value(lines: &[String], label: &str) -> String {

@@ -50,6 +50,17 @@ impl Resp {
     }
 }
 
+/// A child process (a `berth` binary under test), killed when dropped: a failing assertion
+/// must leave nothing running (an orphan would also hold the test's output open).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn postgres_url() -> Option<String> {
     std::env::var("BERTH_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty())
 }

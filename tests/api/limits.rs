@@ -4,17 +4,8 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::helpers::KillOnDrop;
 use crate::persistence::spawn_binary_after;
-
-/// Kills the server when the test ends, failed or not (an orphan would hold the test's output).
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// (soft, hard) `Max open files` of a process, from `/proc`.
 fn open_files_limits(pid: u32) -> (u64, u64) {
@@ -24,14 +15,9 @@ fn open_files_limits(pid: u32) -> (u64, u64) {
     (numbers[0], numbers[1])
 }
 
-/// CPU time a process has used (user and system, all threads), from `/proc` (in USER_HZ,
-/// which is 100 per second on Linux).
+/// CPU time a process has used (user and system, all threads).
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
+    Duration::from_secs_f64(berth::bench::process_cpu_seconds(&pid.to_string()))
 }
 
 /// `GET /healthz` answered 200 within 2 s (plain HTTP/1.1 over a socket: no client pool).
@@ -52,7 +38,7 @@ fn serve_raises_its_soft_open_files_limit_to_the_hard_limit() {
     let data_dir = tempfile::tempdir().unwrap();
     let (child, _) = spawn_binary_after("ulimit -Sn 256", data_dir.path());
     let (soft, hard) = open_files_limits(child.id());
-    drop(Server(child));
+    drop(KillOnDrop(child));
     assert!(hard > 256, "this machine's hard limit ({hard}) leaves nothing to raise");
     assert_eq!(soft, hard, "soft limit {soft}, hard limit {hard}");
 }
@@ -63,7 +49,7 @@ fn serve_raises_its_soft_open_files_limit_to_the_hard_limit() {
 fn out_of_file_descriptors_the_server_waits_and_recovers() {
     let data_dir = tempfile::tempdir().unwrap();
     let (child, base) = spawn_binary_after("ulimit -n 160", data_dir.path());
-    let server = Server(child);
+    let server = KillOnDrop(child);
     assert!(healthy(&base));
     let addr = base.trim_start_matches("http://").parse().unwrap();
     // More connections than the server may have descriptors: those it cannot accept wait in the
@@ -73,6 +59,7 @@ fn out_of_file_descriptors_the_server_waits_and_recovers() {
     assert!(connections.len() > 160, "only {} connections", connections.len());
     std::thread::sleep(Duration::from_millis(500));
     let (before, started) = (cpu_time(server.0.id()), Instant::now());
+    assert!(before > Duration::ZERO, "the server's CPU time cannot be read");
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_time(server.0.id()) - before;
     let window = started.elapsed();

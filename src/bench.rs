@@ -33,6 +33,9 @@ pub struct IngestBench {
     pub seconds: u64,
     /// SSE subscribers for run 4 (0 skips it).
     pub subscribers: usize,
+    /// Run 4's streams per connection: 1 is HTTP/1.1, a connection each; more share HTTP/2
+    /// (h2c) connections, as behind a proxy that multiplexes its clients onto a few.
+    pub streams_per_connection: usize,
     /// A database URL instead of a fresh SQLite file (PostgreSQL: give an empty database).
     pub database_url: Option<String>,
 }
@@ -243,7 +246,8 @@ async fn subscribers(
     const EVENTS: usize = 20;
     // This process holds the server's end of each stream and the child, which inherits the
     // limit, the client's end.
-    make_room_for_files(options.subscribers as u64 + 1024)?;
+    let connections = options.subscribers.div_ceil(options.streams_per_connection.max(1));
+    make_room_for_files(connections as u64 + 1024)?;
     let (rss_before, cpu_before) = (rss_kib(), cpu_seconds());
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["bench", "sse-clients", "--url"])
@@ -251,6 +255,7 @@ async fn subscribers(
         .args(["--token", token, "--clients"])
         .arg(options.subscribers.to_string())
         .args(["--events", &EVENTS.to_string()])
+        .args(["--streams-per-connection", &options.streams_per_connection.to_string()])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -268,8 +273,12 @@ async fn subscribers(
     }
     let report = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await??.unwrap_or_default();
     let _ = child.wait().await;
+    let over = match options.streams_per_connection {
+        0 | 1 => "HTTP/1.1, a connection each".to_owned(),
+        n => format!("HTTP/2, {n} streams on each of {connections} connections"),
+    };
     println!(
-        "{} SSE subscribers on one node: connected in {:.1} s (server CPU {:.0} µs per subscriber); server RSS {} MiB → {} MiB ({:.1} KiB per subscriber); delivery {report}",
+        "{} SSE subscribers on one node ({over}): connected in {:.1} s (server CPU {:.0} µs per subscriber); server RSS {} MiB → {} MiB ({:.1} KiB per subscriber); delivery {report}",
         options.subscribers,
         connect_secs,
         micros_each(connect_cpu, options.subscribers),
@@ -280,28 +289,56 @@ async fn subscribers(
     Ok(())
 }
 
-/// `berth bench sse-clients`: `clients` SSE streams; prints `ready` once every snapshot arrived,
+/// `berth bench sse-clients`: `clients` SSE streams, `streams_per_connection` to an HTTP/2
+/// connection (1: HTTP/1.1, a connection each); prints `ready` once every snapshot arrived,
 /// then, after `events` changes reached every client, the delivery latency (client clock minus
 /// the change's `at`).
-pub async fn sse_clients(url: String, token: String, clients: usize, events: usize) -> anyhow::Result<()> {
+pub async fn sse_clients(
+    url: String,
+    token: String,
+    clients: usize,
+    events: usize,
+    streams_per_connection: usize,
+) -> anyhow::Result<()> {
     crate::raise_open_files_limit()?;
+    let per_connection = streams_per_connection.max(1);
+    anyhow::ensure!(
+        per_connection <= berth_openapi::server::MAX_STREAMS_PER_CONNECTION as usize,
+        "at most {} streams per connection",
+        berth_openapi::server::MAX_STREAMS_PER_CONNECTION
+    );
     // One source address has about 28,000 ephemeral ports towards the server's one port: spread
-    // the clients over loopback addresses (all of 127.0.0.0/8 is this machine).
-    let http = (0..clients.div_ceil(CLIENTS_PER_ADDRESS).max(1))
-        .map(|index| {
-            let address = std::net::Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(index).context("too many clients")?);
-            Ok(reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .local_address(std::net::IpAddr::V4(address))
-                .build()?)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // the connections over loopback addresses (all of 127.0.0.0/8 is this machine).
+    let address = |connection: usize| -> anyhow::Result<std::net::IpAddr> {
+        let index = u8::try_from(connection / CLIENTS_PER_ADDRESS).context("too many connections")?;
+        Ok(std::net::Ipv4Addr::new(127, 0, 0, 1 + index).into())
+    };
+    // HTTP/1.1: a pool per source address that keeps nothing, so each stream opens its own
+    // connection. HTTP/2: a client per connection, which multiplexes its streams onto it.
+    let http = if per_connection == 1 {
+        (0..clients.div_ceil(CLIENTS_PER_ADDRESS).max(1))
+            .map(|index| {
+                Ok(reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .local_address(address(index * CLIENTS_PER_ADDRESS)?)
+                    .build()?)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        (0..clients.div_ceil(per_connection))
+            .map(|connection| {
+                Ok(reqwest::Client::builder().http2_prior_knowledge().local_address(address(connection)?).build()?)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let clients_per_http = if per_connection == 1 { CLIENTS_PER_ADDRESS } else { per_connection };
     // Each client's snapshot, or why it has none.
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<f64>>();
-    let retries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Why connection attempts were retried, with how many.
+    let retries = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new()));
     for index in 0..clients {
-        let client = http[index / CLIENTS_PER_ADDRESS].clone();
+        let client = http[index / clients_per_http].clone();
         let (url, token, ready_tx, done_tx, retries) =
             (url.clone(), token.clone(), ready_tx.clone(), done_tx.clone(), retries.clone());
         tokio::spawn(async move {
@@ -321,7 +358,7 @@ pub async fn sse_clients(url: String, token: String, clients: usize, events: usi
                     return drop(ready_tx.send(Err(failure)));
                 }
                 attempt += 1;
-                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *retries.lock().unwrap().entry(failure).or_default() += 1;
                 tokio::time::sleep(Duration::from_millis(1000 + (index % 1000) as u64)).await;
             };
             let mut body = response.bytes_stream();
@@ -329,14 +366,12 @@ pub async fn sse_clients(url: String, token: String, clients: usize, events: usi
             let mut latencies = Vec::with_capacity(events);
             let mut snapshot = false;
             while let Some(Ok(chunk)) = body.next().await {
-                for value in parser.feed(&chunk) {
-                    if value["kind"] == "snapshot" {
+                for data in parser.feed(&chunk) {
+                    if data.kind == "snapshot" {
                         snapshot = true;
                         let _ = ready_tx.send(Ok(()));
-                    } else if let Some(at) = value["space"]["at"].as_str()
-                        && let Ok(at) = chrono::DateTime::parse_from_rfc3339(at)
-                    {
-                        let delay = chrono::Utc::now() - at.with_timezone(&chrono::Utc);
+                    } else if let Some(space) = data.space {
+                        let delay = chrono::Utc::now() - space.at;
                         latencies.push(delay.num_microseconds().unwrap_or(0) as f64 / 1000.0);
                         if latencies.len() == events {
                             let _ = done_tx.send(latencies);
@@ -365,13 +400,16 @@ pub async fn sse_clients(url: String, token: String, clients: usize, events: usi
         }
     }
     println!("ready {n_ready}");
-    let mut failed = match retries.load(std::sync::atomic::Ordering::Relaxed) {
+    let by_reason = |counts: &std::collections::BTreeMap<String, usize>| {
+        counts.iter().map(|(reason, count)| format!("{count} × {reason}")).collect::<Vec<_>>().join(", ")
+    };
+    let retried = retries.lock().unwrap().clone();
+    let mut failed = match retried.values().sum::<usize>() {
         0 => String::new(),
-        retries => format!("; {retries} connection attempts retried"),
+        n => format!("; {n} connection attempts retried: {}", by_reason(&retried)),
     };
     if !failures.is_empty() {
-        let reasons: Vec<String> = failures.iter().map(|(reason, count)| format!("{count} × {reason}")).collect();
-        failed += &format!("; not connected: {}", reasons.join(", "));
+        failed += &format!("; not connected: {}", by_reason(&failures));
     }
     let mut all = Vec::new();
     let mut n_done = 0;
@@ -436,33 +474,50 @@ async fn sse_reader(
         let mut parser = SseEvents::default();
         while let Some(Ok(chunk)) = body.next().await {
             let arrived = Instant::now();
-            for value in parser.feed(&chunk) {
-                if let Some(id) = value["space"]["id"].as_str().and_then(|id| id.parse().ok()) {
-                    let _ = changes.send((id, arrived));
+            for data in parser.feed(&chunk) {
+                if let Some(space) = data.space {
+                    let _ = changes.send((SpaceId::from_uuid(space.id), arrived));
                 }
             }
         }
     }))
 }
 
-/// Reassembles Server-Sent Events from a response's chunks: each complete event's `data`, as JSON.
+/// Reassembles Server-Sent Events from a response's chunks and reads, of each event's `data`,
+/// only what the bench needs: the clients share the server's cores, so they should cost little.
 #[derive(Default)]
 struct SseEvents {
-    buffer: String,
+    buffer: Vec<u8>,
+}
+
+/// What the bench reads of a stream event's `data`.
+#[derive(serde::Deserialize)]
+struct StreamData {
+    kind: String,
+    space: Option<SpaceData>,
+}
+
+#[derive(serde::Deserialize)]
+struct SpaceData {
+    id: uuid::Uuid,
+    at: chrono::DateTime<chrono::Utc>,
 }
 
 impl SseEvents {
-    fn feed(&mut self, chunk: &[u8]) -> Vec<serde_json::Value> {
-        self.buffer.push_str(&String::from_utf8_lossy(chunk));
+    fn feed(&mut self, chunk: &[u8]) -> Vec<StreamData> {
+        self.buffer.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(end) = self.buffer.find("\n\n") {
-            let block: String = self.buffer.drain(..end + 2).collect();
-            if let Some(data) = block.lines().find_map(|line| line.strip_prefix("data:"))
-                && let Ok(value) = serde_json::from_str(data.trim())
+        let mut start = 0;
+        while let Some(end) = self.buffer[start..].windows(2).position(|pair| pair == b"\n\n") {
+            let block = &self.buffer[start..start + end];
+            if let Some(data) = block.split(|&byte| byte == b'\n').find_map(|line| line.strip_prefix(b"data:"))
+                && let Ok(data) = serde_json::from_slice(data)
             {
-                events.push(value);
+                events.push(data);
             }
+            start += end + 2;
         }
+        self.buffer.drain(..start);
         events
     }
 }
@@ -582,4 +637,25 @@ pub fn rules(evaluations: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_reassembled_across_chunks() {
+        let mut parser = SseEvents::default();
+        let snapshot = "id: a.1\nevent: snapshot\ndata: {\"kind\":\"snapshot\",\"id\":\"a.1\",\"snapshot\":{}}\n\n";
+        let change = "id: a.2\nevent: space\ndata: {\"kind\":\"space\",\"space\":{\"id\":\"0190a5b6-0000-7000-8000-000000000001\",\"status\":\"free\",\"at\":\"2026-11-28T08:00:00.5Z\"}}\n\n";
+        let stream = format!("{snapshot}: keep-alive\n\n{change}");
+        let (first, rest) = stream.as_bytes().split_at(snapshot.len() + 7);
+        let events: Vec<StreamData> = [first, rest].iter().flat_map(|chunk| parser.feed(chunk)).collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!((events[0].kind.as_str(), events[0].space.is_none()), ("snapshot", true));
+        let space = events[1].space.as_ref().unwrap();
+        assert_eq!(space.id.to_string(), "0190a5b6-0000-7000-8000-000000000001");
+        assert_eq!(space.at.to_rfc3339(), "2026-11-28T08:00:00.500+00:00");
+        assert!(parser.buffer.is_empty());
+    }
 }

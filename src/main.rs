@@ -136,6 +136,10 @@ enum BenchCommand {
         /// Concurrent SSE subscribers (0 skips that run).
         #[arg(long, default_value_t = 10_000)]
         subscribers: usize,
+        /// SSE streams per connection: 1 is HTTP/1.1, a connection each; more share HTTP/2
+        /// connections (at most 1,000 each).
+        #[arg(long, default_value_t = 1)]
+        streams_per_connection: usize,
         /// Database instead of a fresh SQLite file (an empty PostgreSQL database, say).
         #[arg(long)]
         database_url: Option<String>,
@@ -185,6 +189,8 @@ enum BenchCommand {
         clients: usize,
         #[arg(long)]
         events: usize,
+        #[arg(long, default_value_t = 1)]
+        streams_per_connection: usize,
     },
 }
 
@@ -317,9 +323,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo { listen } => run_demo(config, listen).await,
         Command::Plugin { command } => run_plugin_command(command),
         Command::Bench {
-            command: BenchCommand::Ingest { messages, devices, rate, seconds, subscribers, database_url },
+            command:
+                BenchCommand::Ingest { messages, devices, rate, seconds, subscribers, streams_per_connection, database_url },
         } => {
-            let options = berth::bench::IngestBench { messages, devices, rate, seconds, subscribers, database_url };
+            let options = berth::bench::IngestBench {
+                messages,
+                devices,
+                rate,
+                seconds,
+                subscribers,
+                streams_per_connection,
+                database_url,
+            };
             berth::bench::ingest(options).await
         }
         Command::Rules { command: RulesCommand::Test { dir } } => {
@@ -356,9 +371,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { command: BenchCommand::Bookings { database_url, spaces, requests, concurrency } } => {
             berth::bench_market::bookings(database_url, spaces, requests, concurrency).await
         }
-        Command::Bench { command: BenchCommand::SseClients { url, token, clients, events } } => {
-            berth::bench::sse_clients(url, token, clients, events).await
-        }
+        Command::Bench {
+            command: BenchCommand::SseClients { url, token, clients, events, streams_per_connection },
+        } => berth::bench::sse_clients(url, token, clients, events, streams_per_connection).await,
     }
 }
 

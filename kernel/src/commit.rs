@@ -363,6 +363,9 @@ pub(crate) struct IngestCaches {
     /// Site snapshots for new subscribers: reused while no change happened and for at most
     /// [`SNAPSHOT_TTL`], so a crowd of clients connecting at once costs one query.
     snapshots: Mutex<HashMap<SiteId, Snapshot>>,
+    /// One snapshot query per site at a time: a crowd arriving while it runs waits for it
+    /// instead of each sending its own (which, past the pool's size, queue and time out).
+    snapshot_builds: Mutex<HashMap<SiteId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How long a site snapshot may be reused (its ages and confidences are as of its `at`).
@@ -438,12 +441,24 @@ impl IngestCaches {
     }
 
     /// A snapshot of `site` taken when the feed was at `seq`, if still fresh.
+    /// A snapshot of the site taken at feed position `seq` or later (a subscriber that
+    /// subscribed at `seq` receives every later change, and skips those the snapshot holds),
+    /// less than [`SNAPSHOT_TTL`] ago.
     pub(crate) fn snapshot(&self, site: SiteId, seq: u64) -> Option<Arc<crate::ingest::SiteSnapshot>> {
         let snapshots = self.snapshots.lock().expect("invariant: cache lock is never poisoned");
         snapshots
             .get(&site)
-            .filter(|(at_seq, taken, _)| *at_seq == seq && taken.elapsed() < SNAPSHOT_TTL)
+            .filter(|(at_seq, taken, _)| *at_seq >= seq && taken.elapsed() < SNAPSHOT_TTL)
             .map(|(_, _, snapshot)| snapshot.clone())
+    }
+
+    /// The lock a site's snapshot query holds; see `snapshot_builds`.
+    pub(crate) fn snapshot_build(&self, site: SiteId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut builds = self.snapshot_builds.lock().expect("invariant: cache lock is never poisoned");
+        if builds.len() >= 10_000 {
+            builds.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        builds.entry(site).or_default().clone()
     }
 
     pub(crate) fn remember_snapshot(&self, site: SiteId, seq: u64, snapshot: Arc<crate::ingest::SiteSnapshot>) {

@@ -677,7 +677,7 @@ impl Kernel {
     /// Counts by status and vehicle type, and every space's shown state.
     pub async fn site_availability(&self, caller: &Principal, site_id: SiteId) -> KernelResult<Availability> {
         let operator = operator_scope(caller, Access::Read)?;
-        self.store().get_site(operator, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
+        self.check_site(operator, site_id).await?;
         self.site_availability_for(operator, site_id).await
     }
 
@@ -797,8 +797,8 @@ impl Kernel {
         last_event_id: Option<&str>,
     ) -> KernelResult<SiteSubscription> {
         let operator_id = operator_scope(caller, Access::Read)?;
-        self.store().get_site(operator_id, site_id).await?.ok_or_else(|| KernelError::not_found("site"))?;
-        self.subscribe(caller, operator_id, vec![site_id], last_event_id).await
+        self.check_site(operator_id, site_id).await?;
+        self.subscribe(operator_id, vec![site_id], last_event_id).await
     }
 
     /// Subscribes to every site of the caller's operator inside a bounding box (sites created
@@ -827,12 +827,11 @@ impl Kernel {
                 None => break,
             }
         }
-        self.subscribe(caller, operator_id, sites, last_event_id).await
+        self.subscribe(operator_id, sites, last_event_id).await
     }
 
     async fn subscribe(
         &self,
-        caller: &Principal,
         operator_id: OperatorId,
         sites: Vec<SiteId>,
         last_event_id: Option<&str>,
@@ -854,14 +853,25 @@ impl Kernel {
                 let mut snapshot = Vec::with_capacity(sites.len());
                 for site in sites {
                     // The caller's access to each site was checked when the sites were chosen.
-                    let availability = match self.caches().snapshot(site, seq) {
+                    let cached = match self.caches().snapshot(site, seq) {
+                        Some(cached) => Some(cached),
+                        None => {
+                            // Whoever queried while this waited may have taken one late enough.
+                            let build = self.caches().snapshot_build(site);
+                            let _building = build.lock().await;
+                            self.caches().snapshot(site, seq)
+                        }
+                    };
+                    let availability = match cached {
                         Some(cached) => cached,
                         None => {
+                            // The feed position as the rows are read: later than `seq` is fine.
+                            let at_seq = self.feed().last_seq();
                             let fresh = std::sync::Arc::new(SiteSnapshot {
-                                availability: self.site_availability(caller, site).await?,
+                                availability: self.site_availability_for(operator_id, site).await?,
                                 rendered: Default::default(),
                             });
-                            self.caches().remember_snapshot(site, seq, fresh.clone());
+                            self.caches().remember_snapshot(site, at_seq, fresh.clone());
                             fresh
                         }
                     };

@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod language;
 pub mod lifecycle;
 pub mod live;
+mod memo;
 pub mod occupancy;
 pub mod operator;
 pub mod page;

@@ -12,6 +12,7 @@ use crate::device::{Device, DeviceInput};
 use crate::driver::{self, Driver, Email, Plate, Vehicle};
 use crate::error::{KernelError, KernelResult, ValidationError};
 use crate::ids::{ApiKeyId, DeviceId, DriverId, OperatorId, SiteId, SpaceId, VehicleId};
+use crate::memo::Memo;
 use crate::operator::{Operator, OperatorInput};
 use crate::page::{MAX_PAGE_SIZE, Page, PageRequest};
 use crate::plugin::{NoPlugins, PluginInfo, PluginPortError, Plugins};
@@ -40,7 +41,18 @@ pub struct Kernel {
     pub(crate) chat_channels: Arc<[Arc<dyn crate::chat::ChatChannel>]>,
     /// Conversations with new messages (the web chat's streams listen).
     pub(crate) chat_signal: tokio::sync::broadcast::Sender<crate::ids::ConversationId>,
+    /// API keys recently authenticated, by the hash of the token ([`API_KEY_MEMO_TTL`]).
+    api_keys: Arc<Memo<[u8; 32], (ApiKeyId, Principal)>>,
+    /// Sites recently found, with their operator ([`SITE_MEMO_TTL`]).
+    site_owners: Arc<Memo<SiteId, OperatorId>>,
 }
+
+/// How long an authenticated API key is trusted without asking the database again. A key
+/// revoked on this node is refused at once; other nodes refuse it within this time.
+pub const API_KEY_MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a site's operator is remembered for checks that only need to know the site is the
+/// caller's (a site never changes operator; a deleted one is forgotten on its node at once).
+const SITE_MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a caller asks for when creating an API key.
 #[derive(Debug, Clone)]
@@ -71,6 +83,8 @@ impl Kernel {
             language: None,
             chat_channels: Arc::new([]),
             chat_signal: tokio::sync::broadcast::channel(1024).0,
+            api_keys: Arc::new(Memo::new(API_KEY_MEMO_TTL)),
+            site_owners: Arc::new(Memo::new(SITE_MEMO_TTL)),
         }
     }
 
@@ -137,20 +151,23 @@ impl Kernel {
     pub async fn authenticate_api_key(&self, token: &str) -> KernelResult<Principal> {
         let rejected = || KernelError::Unauthenticated("invalid or revoked API key".into());
         let presented = SecretHash::of(token);
+        if let Some((_, principal)) = self.api_keys.get(&presented.0) {
+            return Ok(principal);
+        }
         let key = self.store.find_api_key_by_hash(&presented).await?.ok_or_else(rejected)?;
         if !key.secret_hash.matches(&presented) || key.revoked_at.is_some() {
             return Err(rejected());
         }
-        match (key.kind, key.operator_id, key.role) {
-            (ApiKeyKind::PlatformAdmin, _, _) => Ok(Principal::PlatformAdmin { key_id: Some(key.id) }),
+        let principal = match (key.kind, key.operator_id, key.role) {
+            (ApiKeyKind::PlatformAdmin, _, _) => Principal::PlatformAdmin { key_id: Some(key.id) },
             (ApiKeyKind::Operator, Some(operator_id), Some(role)) => {
-                Ok(Principal::Operator { operator_id, role, key_id: key.id })
+                Principal::Operator { operator_id, role, key_id: key.id }
             }
-            (ApiKeyKind::Integration, Some(operator_id), _) => {
-                Ok(Principal::Integration { operator_id, key_id: key.id })
-            }
-            _ => Err(rejected()),
-        }
+            (ApiKeyKind::Integration, Some(operator_id), _) => Principal::Integration { operator_id, key_id: key.id },
+            _ => return Err(rejected()),
+        };
+        self.api_keys.put(presented.0, (key.id, principal));
+        Ok(principal)
     }
 
     /// Creates a key. Platform admins create any kind for any operator; operator admins create
@@ -233,6 +250,7 @@ impl Kernel {
         if key.revoked_at.is_none() {
             self.store.revoke_api_key(id, now()).await?;
         }
+        self.api_keys.forget_where(|_, (key_id, _)| *key_id == id);
         self.store.get_api_key(id).await?.ok_or_else(|| KernelError::not_found("API key"))
     }
 
@@ -277,6 +295,17 @@ impl Kernel {
         Ok(site)
     }
 
+    /// Checks that a site exists and is `operator`'s (not found otherwise), from memory when it
+    /// was found recently: the check of every live-availability request and stream.
+    pub(crate) async fn check_site(&self, operator: OperatorId, id: SiteId) -> KernelResult<()> {
+        if self.site_owners.get(&id) == Some(operator) {
+            return Ok(());
+        }
+        let site = self.store.get_site(operator, id).await?.ok_or_else(|| KernelError::not_found("site"))?;
+        self.site_owners.put(site.id, site.operator_id);
+        Ok(())
+    }
+
     pub async fn get_site(&self, caller: &Principal, id: SiteId) -> KernelResult<Site> {
         let operator_id = operator_scope(caller, Access::Read)?;
         self.store.get_site(operator_id, id).await?.ok_or_else(|| KernelError::not_found("site"))
@@ -314,6 +343,7 @@ impl Kernel {
             )));
         }
         self.store.delete_site(operator_id, id).await?;
+        self.site_owners.forget_where(|site, _| *site == id);
         self.site_index().remove(id);
         self.site_snapshots.forget(id);
         Ok(())

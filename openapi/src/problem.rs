@@ -82,10 +82,14 @@ pub enum ApiError {
     /// The request is well-formed but a field is invalid; `field` names it.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
-    /// The server failed; the request may be retried.
+    /// The server cannot answer now (its database is busy or unreachable); retry later.
+    /// `Retry-After` gives seconds to wait (add some jitter).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
+
+/// The `Retry-After` of a 503, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 2;
 
 impl ApiError {
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -94,6 +98,10 @@ impl ApiError {
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         ApiError::Unauthorized(Json(Problem::new(StatusCode::UNAUTHORIZED, detail)), "Bearer".to_owned())
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        ApiError::Unavailable(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)), RETRY_AFTER_SECS)
     }
 
     pub fn validation(field: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -117,14 +125,9 @@ impl From<KernelError> for ApiError {
             KernelError::Store(store_error) => {
                 // The cause goes to the log, not to the client.
                 tracing::error!(error = %store_error, "storage failure");
-                ApiError::Unavailable(Json(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the database is unavailable; retry later",
-                )))
+                ApiError::unavailable("the database is unavailable; retry later")
             }
-            KernelError::Unavailable(message) => {
-                ApiError::Unavailable(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, message)))
-            }
+            KernelError::Unavailable(message) => ApiError::unavailable(message),
             KernelError::NotAllowed(reason) => {
                 let mut problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, reason);
                 problem.problem_type = "https://berth.dev/problems/not-allowed".to_owned();

@@ -207,6 +207,12 @@ impl<A: poem::listener::Acceptor> poem::listener::Acceptor for PatientAcceptor<A
 /// reconnect at once; past the backlog, connections are dropped or reset.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// Requests one HTTP/2 connection may have open at once (each SSE stream holds one). HTTP/2
+/// comes over TLS from a proxy in front, or as cleartext with prior knowledge (h2c); a proxy
+/// that multiplexes its clients' streams onto a few connections to the node needs room for
+/// many. Browsers open at most about 100.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
 /// Binds `addr` now (port 0 picks a free port), so bind errors surface before serving.
 pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<Listener> {
     use poem::listener::Acceptor;
@@ -239,6 +245,7 @@ impl Listener {
         grace: std::time::Duration,
     ) -> std::io::Result<()> {
         poem::Server::new_with_acceptor(self.acceptor)
+            .http2_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .run_with_graceful_shutdown(app(state, max_body_bytes), shutdown, Some(grace))
             .await
     }

@@ -30,6 +30,7 @@ pub struct Resp {
     pub content_type: String,
     pub body: Value,
     pub text: String,
+    pub retry_after: Option<String>,
 }
 
 impl Resp {
@@ -46,6 +47,10 @@ impl Resp {
         assert_eq!(self.content_type, "application/problem+json", "body: {}", self.text);
         assert_eq!(self.body["status"], status, "body: {}", self.text);
         assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "problem without detail: {}", self.text);
+        if status == 503 {
+            let seconds = self.retry_after.as_deref().and_then(|value| value.parse::<u64>().ok());
+            assert!(seconds.is_some_and(|s| s > 0), "a 503 says when to retry: Retry-After {:?}", self.retry_after);
+        }
         self.body
     }
 }
@@ -284,9 +289,10 @@ async fn read(response: reqwest::Response) -> Resp {
         .and_then(|value| value.to_str().ok())
         .map(|value| value.split(';').next().unwrap_or_default().trim().to_owned())
         .unwrap_or_default();
+    let retry_after = response.headers().get("retry-after").and_then(|value| value.to_str().ok()).map(str::to_owned);
     let text = response.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, content_type, body, text }
+    Resp { status, content_type, body, text, retry_after }
 }
 
 pub struct Tenant {

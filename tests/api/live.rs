@@ -154,14 +154,26 @@ pub(crate) struct Sse {
 
 impl Sse {
     pub(crate) async fn open(app: &TestApp, path: &str, token: &str, last_event_id: Option<&str>) -> Sse {
-        let mut request = app.client.get(format!("{}{path}", app.base_url)).bearer_auth(token);
+        Self::open_with(&app.client, app, path, token, last_event_id).await.0
+    }
+
+    /// Opens the stream through `client`; also answers the HTTP version it came over.
+    pub(crate) async fn open_with(
+        client: &reqwest::Client,
+        app: &TestApp,
+        path: &str,
+        token: &str,
+        last_event_id: Option<&str>,
+    ) -> (Sse, reqwest::Version) {
+        let mut request = client.get(format!("{}{path}", app.base_url)).bearer_auth(token);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        Sse { body: Box::pin(response.bytes_stream()), buffer: String::new() }
+        let version = response.version();
+        (Sse { body: Box::pin(response.bytes_stream()), buffer: String::new() }, version)
     }
 
     /// The next event with data: (id, event type, data).
@@ -245,6 +257,45 @@ async fn availability_streams_and_resumes(app: &TestApp) {
     // Another tenant cannot listen in.
     let other = app.new_tenant("spy").await;
     app.get(&path, &other.staff_key).await.problem(404);
+}
+
+/// Behind a proxy that speaks HTTP/2 to the node (or a client with prior knowledge, h2c), many
+/// streams share one connection: each gets its snapshot and every change, and plain requests
+/// go over the same connection meanwhile.
+async fn streams_share_an_http2_connection(app: &TestApp) {
+    let tenant = app.new_tenant("h2c").await;
+    let (site_id, spaces) = tenant.site_with_spaces(app, "Lot", 1).await;
+    let device = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
+    app.post("/v1/devices", &tenant.admin_key, device).await.expect(201);
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let path = format!("/v1/sites/{site_id}/availability/stream");
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let (mut stream, version) = Sse::open_with(&h2, app, &path, &tenant.staff_key, None).await;
+        assert_eq!(version, reqwest::Version::HTTP_2);
+        assert_eq!(stream.next().await.1, "snapshot");
+        streams.push(stream);
+    }
+    let availability = h2
+        .get(format!("{}/v1/sites/{site_id}/availability", app.base_url))
+        .bearer_auth(&tenant.staff_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((availability.status(), availability.version()), (reqwest::StatusCode::OK, reqwest::Version::HTTP_2));
+    let uplink = json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": "01", "counter": 1, "time": chrono::Utc::now().to_rfc3339()});
+    app.post("/v1/ingest/uplinks", &tenant.integration_key, uplink).await.expect(202);
+    for stream in &mut streams {
+        let (_, kind, change) = stream.next().await;
+        assert_eq!((kind.as_str(), change["space"]["status"].as_str()), ("space", Some("occupied")));
+    }
+    // A stream closed by its client leaves the others, and the connection, as they were.
+    streams.truncate(1);
+    let uplink = json!({"device": BOSCH_EUI, "f_port": 1, "payload_hex": "00", "counter": 2, "time": chrono::Utc::now().to_rfc3339()});
+    app.post("/v1/ingest/uplinks", &tenant.integration_key, uplink).await.expect(202);
+    assert_eq!(streams[0].next().await.2["space"]["status"], "free");
+    let (mut again, version) = Sse::open_with(&h2, app, &path, &tenant.staff_key, None).await;
+    assert_eq!((version, again.next().await.1.as_str()), (reqwest::Version::HTTP_2, "snapshot"));
 }
 
 /// Moving a sensor to another space takes effect at once, even right after it was heard (the
@@ -385,5 +436,6 @@ crate::on_each_backend!(
     a_moved_sensor_drives_its_new_space,
     uplinks_drive_the_space,
     bad_uplinks_are_refused_with_reasons,
-    availability_streams_and_resumes
+    availability_streams_and_resumes,
+    streams_share_an_http2_connection
 );

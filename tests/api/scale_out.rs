@@ -79,6 +79,25 @@ async fn an_uplink_into_one_node_reaches_the_stream_of_another() {
     let shown = node_b.get(&format!("/v1/spaces/{}", spaces[0]), &tenant.staff_key).await.expect(200);
     assert_eq!(shown["status"], "occupied");
 
+    // A key revoked on node A: refused there at once, and by node B (which authenticated it a
+    // moment ago, and remembers it for a short while) within API_KEY_MEMO_TTL.
+    let created =
+        node_a.post("/v1/keys", &tenant.admin_key, json!({"name": "kiosk", "kind": "operator"})).await.expect(201);
+    let (token, key_id) = (created["token"].as_str().unwrap(), created["key"]["id"].as_str().unwrap());
+    node_a.get("/v1/sites", token).await.expect(200);
+    node_b.get("/v1/sites", token).await.expect(200);
+    node_a.delete(&format!("/v1/keys/{key_id}"), &tenant.admin_key).await.expect(200);
+    node_a.get("/v1/sites", token).await.problem(401);
+    let revoked = std::time::Instant::now();
+    while node_b.get("/v1/sites", token).await.status != 401 {
+        assert!(
+            revoked.elapsed() < berth_kernel::service::API_KEY_MEMO_TTL + std::time::Duration::from_secs(2),
+            "node B still takes a key revoked {:?} ago",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     drop(stream);
     node_b.cleanup().await;
     node_a.cleanup().await;

@@ -4,8 +4,10 @@
 //! or unknown ids neither fills a memo nor skips the database.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Above this many entries, a new one first sweeps out the expired.
@@ -15,11 +17,54 @@ const SWEEP_ABOVE: usize = 10_000;
 pub(crate) struct Memo<K, V> {
     ttl: Duration,
     entries: Mutex<HashMap<K, (V, Instant)>>,
+    /// The lookup of a key in progress: others asking for it meanwhile wait for its answer.
+    lookups: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
+    /// Counts forgets: a lookup that a forget overtook does not remember what it found, which
+    /// may be what the forget was for (a key revoked while it was being looked up).
+    forgets: AtomicU64,
 }
 
-impl<K: Eq + Hash, V: Clone> Memo<K, V> {
+impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
     pub(crate) fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::new(HashMap::new()) }
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
+            forgets: AtomicU64::new(0),
+        }
+    }
+
+    /// The value remembered for `key`, or else what `find` finds (remembered when it is
+    /// something). One lookup per key at a time: when an entry expires under a crowd of
+    /// requests, one of them asks the database and the others take its answer.
+    pub(crate) async fn get_or_find<E, F, Fut>(&self, key: &K, find: F) -> Result<Option<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<V>, E>>,
+    {
+        if let Some(value) = self.get(key) {
+            return Ok(Some(value));
+        }
+        let lookup = {
+            let mut lookups = self.lookups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if lookups.len() >= SWEEP_ABOVE {
+                lookups.retain(|_, lookup| Arc::strong_count(lookup) > 1);
+            }
+            lookups.entry(key.clone()).or_default().clone()
+        };
+        let _turn = lookup.lock().await;
+        if let Some(value) = self.get(key) {
+            return Ok(Some(value));
+        }
+        let forgets = self.forgets.load(Ordering::Acquire);
+        let found = find().await?;
+        if let Some(value) = &found {
+            let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if self.forgets.load(Ordering::Acquire) == forgets {
+                Self::insert(&mut entries, self.ttl, key.clone(), value.clone());
+            }
+        }
+        Ok(found)
     }
 
     /// The value found for `key` less than `ttl` ago.
@@ -29,18 +74,24 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
     }
 
     /// Remembers a value found just now.
-    pub(crate) fn put(&self, key: K, value: V) {
+    #[cfg(test)]
+    fn put(&self, key: K, value: V) {
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Self::insert(&mut entries, self.ttl, key, value);
+    }
+
+    fn insert(entries: &mut HashMap<K, (V, Instant)>, ttl: Duration, key: K, value: V) {
         if entries.len() >= SWEEP_ABOVE {
-            let ttl = self.ttl;
             entries.retain(|_, (_, found)| found.elapsed() < ttl);
         }
         entries.insert(key, (value, Instant::now()));
     }
 
-    /// Forgets the entries `stale` picks (a write on this node made them wrong).
+    /// Forgets the entries `stale` picks (a write on this node made them wrong), and what the
+    /// lookups in progress will find.
     pub(crate) fn forget_where(&self, stale: impl Fn(&K, &V) -> bool) {
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.forgets.fetch_add(1, Ordering::AcqRel);
         entries.retain(|key, (value, _)| !stale(key, value));
     }
 }
@@ -59,6 +110,46 @@ mod tests {
         assert_eq!((memo.get(&"a"), memo.get(&"b")), (None, Some(2)));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(memo.get(&"b"), None);
+    }
+
+    #[tokio::test]
+    async fn a_crowd_missing_the_same_key_looks_it_up_once() {
+        let memo = Arc::new(Memo::new(Duration::from_secs(60)));
+        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let crowd: Vec<_> = (0..50)
+            .map(|_| {
+                let (memo, lookups) = (memo.clone(), lookups.clone());
+                tokio::spawn(async move {
+                    memo.get_or_find(&"key", || async {
+                        lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok::<_, ()>(Some(7))
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for asker in crowd {
+            assert_eq!(asker.await.unwrap(), Ok(Some(7)));
+        }
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Nothing found is not remembered: the next asker looks again.
+        let missing = memo.get_or_find(&"other", || async { Ok::<_, ()>(None) }).await;
+        assert_eq!(missing, Ok(None));
+        assert_eq!(memo.get_or_find(&"other", || async { Ok::<_, ()>(Some(1)) }).await, Ok(Some(1)));
+    }
+
+    #[tokio::test]
+    async fn a_lookup_overtaken_by_a_forget_is_not_remembered() {
+        let memo = Memo::new(Duration::from_secs(60));
+        let found = memo
+            .get_or_find(&"key", || async {
+                // Revoked while being looked up.
+                memo.forget_where(|key, _| *key == "key");
+                Ok::<_, ()>(Some(1))
+            })
+            .await;
+        assert_eq!((found, memo.get(&"key")), (Ok(Some(1)), None));
     }
 
     #[test]

@@ -151,22 +151,26 @@ impl Kernel {
     pub async fn authenticate_api_key(&self, token: &str) -> KernelResult<Principal> {
         let rejected = || KernelError::Unauthenticated("invalid or revoked API key".into());
         let presented = SecretHash::of(token);
-        if let Some((_, principal)) = self.api_keys.get(&presented.0) {
-            return Ok(principal);
-        }
-        let key = self.store.find_api_key_by_hash(&presented).await?.ok_or_else(rejected)?;
-        if !key.secret_hash.matches(&presented) || key.revoked_at.is_some() {
-            return Err(rejected());
-        }
-        let principal = match (key.kind, key.operator_id, key.role) {
-            (ApiKeyKind::PlatformAdmin, _, _) => Principal::PlatformAdmin { key_id: Some(key.id) },
-            (ApiKeyKind::Operator, Some(operator_id), Some(role)) => {
-                Principal::Operator { operator_id, role, key_id: key.id }
+        let find = || async {
+            let Some(key) = self.store.find_api_key_by_hash(&presented).await? else { return Ok(None) };
+            if !key.secret_hash.matches(&presented) || key.revoked_at.is_some() {
+                return Ok(None);
             }
-            (ApiKeyKind::Integration, Some(operator_id), _) => Principal::Integration { operator_id, key_id: key.id },
-            _ => return Err(rejected()),
+            Ok::<_, KernelError>(
+                match (key.kind, key.operator_id, key.role) {
+                    (ApiKeyKind::PlatformAdmin, _, _) => Some(Principal::PlatformAdmin { key_id: Some(key.id) }),
+                    (ApiKeyKind::Operator, Some(operator_id), Some(role)) => {
+                        Some(Principal::Operator { operator_id, role, key_id: key.id })
+                    }
+                    (ApiKeyKind::Integration, Some(operator_id), _) => {
+                        Some(Principal::Integration { operator_id, key_id: key.id })
+                    }
+                    _ => None,
+                }
+                .map(|principal| (key.id, principal)),
+            )
         };
-        self.api_keys.put(presented.0, (key.id, principal));
+        let (_, principal) = self.api_keys.get_or_find(&presented.0, find).await?.ok_or_else(rejected)?;
         Ok(principal)
     }
 
@@ -298,12 +302,12 @@ impl Kernel {
     /// Checks that a site exists and is `operator`'s (not found otherwise), from memory when it
     /// was found recently: the check of every live-availability request and stream.
     pub(crate) async fn check_site(&self, operator: OperatorId, id: SiteId) -> KernelResult<()> {
-        if self.site_owners.get(&id) == Some(operator) {
-            return Ok(());
+        let find =
+            || async { Ok::<_, KernelError>(self.store.get_site(operator, id).await?.map(|site| site.operator_id)) };
+        match self.site_owners.get_or_find(&id, find).await? {
+            Some(owner) if owner == operator => Ok(()),
+            _ => Err(KernelError::not_found("site")),
         }
-        let site = self.store.get_site(operator, id).await?.ok_or_else(|| KernelError::not_found("site"))?;
-        self.site_owners.put(site.id, site.operator_id);
-        Ok(())
     }
 
     pub async fn get_site(&self, caller: &Principal, id: SiteId) -> KernelResult<Site> {

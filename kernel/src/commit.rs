@@ -365,7 +365,7 @@ pub(crate) struct IngestCaches {
     snapshots: Mutex<HashMap<SiteId, Snapshot>>,
     /// One snapshot query per site at a time: a crowd arriving while it runs waits for it
     /// instead of each sending its own (which, past the pool's size, queue and time out).
-    snapshot_builds: Mutex<HashMap<SiteId, Arc<tokio::sync::Mutex<()>>>>,
+    snapshot_builds: crate::memo::Turns<SiteId>,
 }
 
 /// How long a site snapshot may be reused (its ages and confidences are as of its `at`).
@@ -440,7 +440,6 @@ impl IngestCaches {
         self.live.lock().expect("invariant: cache lock is never poisoned").remove(&space);
     }
 
-    /// A snapshot of `site` taken when the feed was at `seq`, if still fresh.
     /// A snapshot of the site taken at feed position `seq` or later (a subscriber that
     /// subscribed at `seq` receives every later change, and skips those the snapshot holds),
     /// less than [`SNAPSHOT_TTL`] ago.
@@ -454,11 +453,7 @@ impl IngestCaches {
 
     /// The lock a site's snapshot query holds; see `snapshot_builds`.
     pub(crate) fn snapshot_build(&self, site: SiteId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut builds = self.snapshot_builds.lock().expect("invariant: cache lock is never poisoned");
-        if builds.len() >= 10_000 {
-            builds.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
-        builds.entry(site).or_default().clone()
+        self.snapshot_builds.of(&site)
     }
 
     pub(crate) fn remember_snapshot(&self, site: SiteId, seq: u64, snapshot: Arc<crate::ingest::SiteSnapshot>) {

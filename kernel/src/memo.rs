@@ -13,12 +13,30 @@ use std::time::{Duration, Instant};
 /// Above this many entries, a new one first sweeps out the expired.
 const SWEEP_ABOVE: usize = 10_000;
 
+/// A lock per key, for work that should run once per key at a time (a lookup, a snapshot
+/// query): whoever comes while it runs waits, then finds its result.
+#[derive(Default)]
+pub(crate) struct Turns<K> {
+    locks: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<K: Eq + Hash + Clone> Turns<K> {
+    /// The lock of `key` (locks nobody holds or waits for are swept out past [`SWEEP_ABOVE`]).
+    pub(crate) fn of(&self, key: &K) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if locks.len() >= SWEEP_ABOVE {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        locks.entry(key.clone()).or_default().clone()
+    }
+}
+
 /// Values found for keys, each trusted for `ttl` after it was found.
 pub(crate) struct Memo<K, V> {
     ttl: Duration,
     entries: Mutex<HashMap<K, (V, Instant)>>,
     /// The lookup of a key in progress: others asking for it meanwhile wait for its answer.
-    lookups: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
+    lookups: Turns<K>,
     /// Counts forgets: a lookup that a forget overtook does not remember what it found, which
     /// may be what the forget was for (a key revoked while it was being looked up).
     forgets: AtomicU64,
@@ -29,7 +47,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),
-            lookups: Mutex::new(HashMap::new()),
+            lookups: Turns { locks: Mutex::new(HashMap::new()) },
             forgets: AtomicU64::new(0),
         }
     }
@@ -45,13 +63,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
         if let Some(value) = self.get(key) {
             return Ok(Some(value));
         }
-        let lookup = {
-            let mut lookups = self.lookups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if lookups.len() >= SWEEP_ABOVE {
-                lookups.retain(|_, lookup| Arc::strong_count(lookup) > 1);
-            }
-            lookups.entry(key.clone()).or_default().clone()
-        };
+        let lookup = self.lookups.of(key);
         let _turn = lookup.lock().await;
         if let Some(value) = self.get(key) {
             return Ok(Some(value));

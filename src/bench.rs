@@ -351,7 +351,14 @@ pub async fn sse_clients(
                     Ok(response) if response.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => {
                         return drop(ready_tx.send(Err(format!("HTTP {}", response.status()))));
                     }
-                    Ok(response) => format!("HTTP {}", response.status()),
+                    // The problem's detail says which of the server's resources ran short.
+                    Ok(response) => {
+                        let problem = response.json::<serde_json::Value>().await.unwrap_or_default();
+                        match problem["detail"].as_str() {
+                            Some(detail) => format!("HTTP 503 ({detail})"),
+                            None => "HTTP 503".to_owned(),
+                        }
+                    }
                     Err(error) => error_chain(&error),
                 };
                 if attempt == 5 {

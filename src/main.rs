@@ -326,6 +326,10 @@ async fn main() -> anyhow::Result<()> {
             command:
                 BenchCommand::Ingest { messages, devices, rate, seconds, subscribers, streams_per_connection, database_url },
         } => {
+            // The server's own log, only when asked for: it would interleave with the figures.
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing(&config);
+            }
             let options = berth::bench::IngestBench {
                 messages,
                 devices,

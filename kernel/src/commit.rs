@@ -442,12 +442,20 @@ impl IngestCaches {
 
     /// A snapshot of the site taken at feed position `seq` or later (a subscriber that
     /// subscribed at `seq` receives every later change, and skips those the snapshot holds),
-    /// less than [`SNAPSHOT_TTL`] ago.
-    pub(crate) fn snapshot(&self, site: SiteId, seq: u64) -> Option<Arc<crate::ingest::SiteSnapshot>> {
+    /// less than [`SNAPSHOT_TTL`] ago or since `asked` (a subscriber that waited in line for
+    /// a snapshot query takes its result however long the line took; see `Memo::found_since`).
+    pub(crate) fn snapshot(
+        &self,
+        site: SiteId,
+        seq: u64,
+        asked: Option<Instant>,
+    ) -> Option<Arc<crate::ingest::SiteSnapshot>> {
         let snapshots = self.snapshots.lock().expect("invariant: cache lock is never poisoned");
         snapshots
             .get(&site)
-            .filter(|(at_seq, taken, _)| *at_seq >= seq && taken.elapsed() < SNAPSHOT_TTL)
+            .filter(|(at_seq, taken, _)| {
+                *at_seq >= seq && (taken.elapsed() < SNAPSHOT_TTL || asked.is_some_and(|asked| *taken >= asked))
+            })
             .map(|(_, _, snapshot)| snapshot.clone())
     }
 

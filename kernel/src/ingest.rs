@@ -853,34 +853,40 @@ impl Kernel {
                 let mut snapshot = Vec::with_capacity(sites.len());
                 for site in sites {
                     // The caller's access to each site was checked when the sites were chosen.
-                    let cached = match self.caches().snapshot(site, seq) {
-                        Some(cached) => Some(cached),
-                        None => {
-                            // Whoever queried while this waited may have taken one late enough.
-                            let build = self.caches().snapshot_build(site);
-                            let _building = build.lock().await;
-                            self.caches().snapshot(site, seq)
-                        }
-                    };
-                    let availability = match cached {
-                        Some(cached) => cached,
-                        None => {
-                            // The feed position as the rows are read: later than `seq` is fine.
-                            let at_seq = self.feed().last_seq();
-                            let fresh = std::sync::Arc::new(SiteSnapshot {
-                                availability: self.site_availability_for(operator_id, site).await?,
-                                rendered: Default::default(),
-                            });
-                            self.caches().remember_snapshot(site, at_seq, fresh.clone());
-                            fresh
-                        }
-                    };
-                    snapshot.push(availability);
+                    snapshot.push(self.site_snapshot(operator_id, site, seq).await?);
                 }
                 subscription.snapshot = Some((seq, snapshot));
             }
         }
         Ok(subscription)
+    }
+
+    /// The site's availability for a subscriber that subscribed at feed position `seq`: a
+    /// recent snapshot taken at `seq` or later, else a fresh one. One query per site at a time:
+    /// a crowd connecting meanwhile waits for it and takes its result.
+    async fn site_snapshot(
+        &self,
+        operator_id: OperatorId,
+        site: SiteId,
+        seq: u64,
+    ) -> KernelResult<std::sync::Arc<SiteSnapshot>> {
+        let asked = std::time::Instant::now();
+        if let Some(cached) = self.caches().snapshot(site, seq, None) {
+            return Ok(cached);
+        }
+        let build = self.caches().snapshot_build(site);
+        let _building = build.lock().await;
+        if let Some(cached) = self.caches().snapshot(site, seq, Some(asked)) {
+            return Ok(cached);
+        }
+        // The feed position as the rows are read: later than `seq` is fine.
+        let at_seq = self.feed().last_seq();
+        let fresh = std::sync::Arc::new(SiteSnapshot {
+            availability: self.site_availability_for(operator_id, site).await?,
+            rendered: Default::default(),
+        });
+        self.caches().remember_snapshot(site, at_seq, fresh.clone());
+        Ok(fresh)
     }
 }
 

@@ -60,12 +60,13 @@ impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<V>, E>>,
     {
+        let asked = Instant::now();
         if let Some(value) = self.get(key) {
             return Ok(Some(value));
         }
         let lookup = self.lookups.of(key);
         let _turn = lookup.lock().await;
-        if let Some(value) = self.get(key) {
+        if let Some(value) = self.found_since(key, asked) {
             return Ok(Some(value));
         }
         let forgets = self.forgets.load(Ordering::Acquire);
@@ -83,6 +84,19 @@ impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
     pub(crate) fn get(&self, key: &K) -> Option<V> {
         let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         entries.get(key).filter(|(_, found)| found.elapsed() < self.ttl).map(|(value, _)| value.clone())
+    }
+
+    /// The value found for `key` less than `ttl` ago, or at any time since `asked`: a value
+    /// found after a request came is as fresh as the request's own lookup would have been. A
+    /// crowd waiting in line for a lookup takes its answer however long the line took; were
+    /// it held to the ttl, the waiters served after the ttl would each look up again, one at
+    /// a time, and the line would only grow.
+    fn found_since(&self, key: &K, asked: Instant) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries
+            .get(key)
+            .filter(|(_, found)| *found >= asked || found.elapsed() < self.ttl)
+            .map(|(value, _)| value.clone())
     }
 
     /// Remembers a value found just now.
@@ -149,6 +163,37 @@ mod tests {
         let missing = memo.get_or_find(&"other", || async { Ok::<_, ()>(None) }).await;
         assert_eq!(missing, Ok(None));
         assert_eq!(memo.get_or_find(&"other", || async { Ok::<_, ()>(Some(1)) }).await, Ok(Some(1)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_crowd_served_after_the_ttl_still_takes_the_one_answer() {
+        // Each asker holds the only thread a while after its answer, so the last of the line
+        // are served long after the ttl: they asked before the answer was found and take it.
+        let memo = Arc::new(Memo::new(Duration::from_millis(10)));
+        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let crowd: Vec<_> = (0..40)
+            .map(|_| {
+                let (memo, lookups) = (memo.clone(), lookups.clone());
+                tokio::spawn(async move {
+                    let found = memo
+                        .get_or_find(&"key", || async {
+                            lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            Ok::<_, ()>(Some(7))
+                        })
+                        .await;
+                    std::thread::sleep(Duration::from_millis(1));
+                    found
+                })
+            })
+            .collect();
+        for asker in crowd {
+            assert_eq!(asker.await.unwrap(), Ok(Some(7)));
+        }
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // One who comes after the ttl looks up again.
+        std::thread::sleep(Duration::from_millis(15));
+        assert_eq!(memo.get_or_find(&"key", || async { Ok::<_, ()>(Some(8)) }).await, Ok(Some(8)));
     }
 
     #[tokio::test]

@@ -298,6 +298,24 @@ async fn streams_share_an_http2_connection(app: &TestApp) {
     assert_eq!((version, again.next().await.1.as_str()), (reqwest::Version::HTTP_2, "snapshot"));
 }
 
+/// A crowd of clients connecting to a site at once (every client of a node reconnecting after
+/// a restart) shares one snapshot query: each waits for the query in progress and takes its
+/// result, which is as recent as its own would have been.
+async fn a_crowd_connecting_at_once_shares_one_snapshot(app: &TestApp) {
+    let tenant = app.new_tenant("crowd").await;
+    let (site_id, _) = tenant.site_with_spaces(app, "Lot", 40).await;
+    let path = format!("/v1/sites/{site_id}/availability/stream");
+    let crowd = (0..30).map(|_| async {
+        let mut stream = Sse::open(app, &path, &tenant.staff_key, None).await;
+        let (_, kind, snapshot) = stream.next().await;
+        assert_eq!((kind.as_str(), &snapshot["snapshot"]["total"]), ("snapshot", &json!(40)));
+        snapshot["snapshot"]["at"].as_str().unwrap().to_owned()
+    });
+    let taken: std::collections::BTreeSet<String> = futures_util::future::join_all(crowd).await.into_iter().collect();
+    // One query; a second only if a late client came after the first had aged out (1 s).
+    assert!(taken.len() <= 2, "30 clients caused {} snapshot queries: {taken:?}", taken.len());
+}
+
 /// Moving a sensor to another space takes effect at once, even right after it was heard (the
 /// ingest path caches device lookups and live state).
 async fn a_moved_sensor_drives_its_new_space(app: &TestApp) {
@@ -437,5 +455,6 @@ crate::on_each_backend!(
     uplinks_drive_the_space,
     bad_uplinks_are_refused_with_reasons,
     availability_streams_and_resumes,
-    streams_share_an_http2_connection
+    streams_share_an_http2_connection,
+    a_crowd_connecting_at_once_shares_one_snapshot
 );

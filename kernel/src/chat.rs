@@ -184,6 +184,13 @@ impl Kernel {
         if conversation.driver_id != incoming.driver_id {
             return Err(KernelError::not_found("conversation"));
         }
+        // Messages are answered in the order of their ids (time-ordered). Given and stored one
+        // at a time per conversation, a message's id is later than that of every message stored
+        // before it on this node: two deliveries racing cannot store the earlier id last, after
+        // the conversation already answered the later one.
+        let arrival = self.chat_arrivals.of(&conversation.id);
+        let _arriving = arrival.lock().await;
+        let at = now();
         let inbound = ChatMessage {
             id: MessageId::new(),
             conversation_id: conversation.id,

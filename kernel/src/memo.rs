@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const SWEEP_ABOVE: usize = 10_000;
 
 /// A lock per key, for work that should run once per key at a time (a lookup, a snapshot
-/// query): whoever comes while it runs waits, then finds its result.
+/// query, storing a conversation's message): whoever comes while it runs waits its turn.
 #[derive(Default)]
 pub(crate) struct Turns<K> {
     locks: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
@@ -138,27 +138,36 @@ mod tests {
         assert_eq!(memo.get(&"b"), None);
     }
 
-    #[tokio::test]
-    async fn a_crowd_missing_the_same_key_looks_it_up_once() {
-        let memo = Arc::new(Memo::new(Duration::from_secs(60)));
+    /// `askers` ask `memo` for one key at once; each lookup takes `lookup`, and each asker
+    /// holds its thread for `hold` once answered. Answers how many lookups there were.
+    async fn crowd(memo: &Arc<Memo<&'static str, i32>>, askers: usize, lookup: Duration, hold: Duration) -> usize {
         let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let crowd: Vec<_> = (0..50)
+        let crowd: Vec<_> = (0..askers)
             .map(|_| {
                 let (memo, lookups) = (memo.clone(), lookups.clone());
                 tokio::spawn(async move {
-                    memo.get_or_find(&"key", || async {
-                        lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok::<_, ()>(Some(7))
-                    })
-                    .await
+                    let found = memo
+                        .get_or_find(&"key", || async {
+                            lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            tokio::time::sleep(lookup).await;
+                            Ok::<_, ()>(Some(7))
+                        })
+                        .await;
+                    std::thread::sleep(hold);
+                    found
                 })
             })
             .collect();
         for asker in crowd {
             assert_eq!(asker.await.unwrap(), Ok(Some(7)));
         }
-        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+        lookups.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_crowd_missing_the_same_key_looks_it_up_once() {
+        let memo = Arc::new(Memo::new(Duration::from_secs(60)));
+        assert_eq!(crowd(&memo, 50, Duration::from_millis(20), Duration::ZERO).await, 1);
         // Nothing found is not remembered: the next asker looks again.
         let missing = memo.get_or_find(&"other", || async { Ok::<_, ()>(None) }).await;
         assert_eq!(missing, Ok(None));
@@ -170,27 +179,7 @@ mod tests {
         // Each asker holds the only thread a while after its answer, so the last of the line
         // are served long after the ttl: they asked before the answer was found and take it.
         let memo = Arc::new(Memo::new(Duration::from_millis(10)));
-        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let crowd: Vec<_> = (0..40)
-            .map(|_| {
-                let (memo, lookups) = (memo.clone(), lookups.clone());
-                tokio::spawn(async move {
-                    let found = memo
-                        .get_or_find(&"key", || async {
-                            lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                            Ok::<_, ()>(Some(7))
-                        })
-                        .await;
-                    std::thread::sleep(Duration::from_millis(1));
-                    found
-                })
-            })
-            .collect();
-        for asker in crowd {
-            assert_eq!(asker.await.unwrap(), Ok(Some(7)));
-        }
-        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(crowd(&memo, 40, Duration::from_millis(5), Duration::from_millis(1)).await, 1);
         // One who comes after the ttl looks up again.
         std::thread::sleep(Duration::from_millis(15));
         assert_eq!(memo.get_or_find(&"key", || async { Ok::<_, ()>(Some(8)) }).await, Ok(Some(8)));

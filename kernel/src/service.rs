@@ -45,6 +45,8 @@ pub struct Kernel {
     api_keys: Arc<Memo<[u8; 32], (ApiKeyId, Principal)>>,
     /// Sites recently found, with their operator ([`SITE_MEMO_TTL`]).
     site_owners: Arc<Memo<SiteId, OperatorId>>,
+    /// One inbound chat message stored at a time per conversation (see `Kernel::accept_chat`).
+    pub(crate) chat_arrivals: Arc<crate::memo::Turns<crate::ids::ConversationId>>,
 }
 
 /// How long an authenticated API key is trusted without asking the database again. A key
@@ -85,6 +87,7 @@ impl Kernel {
             chat_signal: tokio::sync::broadcast::channel(1024).0,
             api_keys: Arc::new(Memo::new(API_KEY_MEMO_TTL)),
             site_owners: Arc::new(Memo::new(SITE_MEMO_TTL)),
+            chat_arrivals: Arc::default(),
         }
     }
 

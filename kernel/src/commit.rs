@@ -347,25 +347,31 @@ pub(crate) struct KnownDevice {
     pub site: Option<SiteId>,
 }
 
-/// A site's snapshot as of a feed position, and when it was taken.
-type Snapshot = (u64, Instant, Arc<crate::ingest::SiteSnapshot>);
-
 /// Device lookups by operator and external id: what was found (or that nothing was), and when.
 type DeviceLookups = HashMap<OperatorId, HashMap<String, (Option<Arc<KnownDevice>>, Instant)>>;
 
-#[derive(Default)]
 pub(crate) struct IngestCaches {
     devices: Mutex<DeviceLookups>,
     /// Each device's health, and when it was last handed to the writer.
     health: Mutex<HashMap<DeviceId, (DeviceHealth, Option<Instant>)>>,
     /// Each space's newest state, with the commit epoch it was computed in.
     live: Mutex<HashMap<SpaceId, (Revised, u64)>>,
-    /// Site snapshots for new subscribers: reused while no change happened and for at most
-    /// [`SNAPSHOT_TTL`], so a crowd of clients connecting at once costs one query.
-    snapshots: Mutex<HashMap<SiteId, Snapshot>>,
-    /// One snapshot query per site at a time: a crowd arriving while it runs waits for it
-    /// instead of each sending its own (which, past the pool's size, queue and time out).
-    snapshot_builds: crate::memo::Turns<SiteId>,
+    /// Site snapshots for new subscribers, with the feed position each was taken at: reused
+    /// while no change happened and for at most [`SNAPSHOT_TTL`], one query per site at a time,
+    /// so a crowd of clients connecting at once costs one query (past the pool's size, one
+    /// each would queue and time out).
+    pub(crate) snapshots: crate::memo::Memo<SiteId, (u64, Arc<crate::ingest::SiteSnapshot>)>,
+}
+
+impl Default for IngestCaches {
+    fn default() -> Self {
+        Self {
+            devices: Mutex::default(),
+            health: Mutex::default(),
+            live: Mutex::default(),
+            snapshots: crate::memo::Memo::new(SNAPSHOT_TTL),
+        }
+    }
 }
 
 /// How long a site snapshot may be reused (its ages and confidences are as of its `at`).
@@ -438,38 +444,6 @@ impl IngestCaches {
 
     pub(crate) fn forget_live(&self, space: SpaceId) {
         self.live.lock().expect("invariant: cache lock is never poisoned").remove(&space);
-    }
-
-    /// A snapshot of the site taken at feed position `seq` or later (a subscriber that
-    /// subscribed at `seq` receives every later change, and skips those the snapshot holds),
-    /// less than [`SNAPSHOT_TTL`] ago or since `asked` (a subscriber that waited in line for
-    /// a snapshot query takes its result however long the line took; see `Memo::found_since`).
-    pub(crate) fn snapshot(
-        &self,
-        site: SiteId,
-        seq: u64,
-        asked: Option<Instant>,
-    ) -> Option<Arc<crate::ingest::SiteSnapshot>> {
-        let snapshots = self.snapshots.lock().expect("invariant: cache lock is never poisoned");
-        snapshots
-            .get(&site)
-            .filter(|(at_seq, taken, _)| {
-                *at_seq >= seq && (taken.elapsed() < SNAPSHOT_TTL || asked.is_some_and(|asked| *taken >= asked))
-            })
-            .map(|(_, _, snapshot)| snapshot.clone())
-    }
-
-    /// The lock a site's snapshot query holds; see `snapshot_builds`.
-    pub(crate) fn snapshot_build(&self, site: SiteId) -> Arc<tokio::sync::Mutex<()>> {
-        self.snapshot_builds.of(&site)
-    }
-
-    pub(crate) fn remember_snapshot(&self, site: SiteId, seq: u64, snapshot: Arc<crate::ingest::SiteSnapshot>) {
-        let mut snapshots = self.snapshots.lock().expect("invariant: cache lock is never poisoned");
-        if snapshots.len() >= 10_000 {
-            snapshots.clear();
-        }
-        snapshots.insert(site, (seq, Instant::now(), snapshot));
     }
 
     pub(crate) fn forget_health(&self, device: DeviceId) {

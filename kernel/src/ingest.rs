@@ -862,31 +862,26 @@ impl Kernel {
     }
 
     /// The site's availability for a subscriber that subscribed at feed position `seq`: a
-    /// recent snapshot taken at `seq` or later, else a fresh one. One query per site at a time:
-    /// a crowd connecting meanwhile waits for it and takes its result.
+    /// recent snapshot taken at `seq` or later (the subscriber receives every later change and
+    /// skips those the snapshot holds), else a fresh one. One query per site at a time: a crowd
+    /// connecting meanwhile waits for it and takes its result.
     async fn site_snapshot(
         &self,
         operator_id: OperatorId,
         site: SiteId,
         seq: u64,
     ) -> KernelResult<std::sync::Arc<SiteSnapshot>> {
-        let asked = std::time::Instant::now();
-        if let Some(cached) = self.caches().snapshot(site, seq, None) {
-            return Ok(cached);
-        }
-        let build = self.caches().snapshot_build(site);
-        let _building = build.lock().await;
-        if let Some(cached) = self.caches().snapshot(site, seq, Some(asked)) {
-            return Ok(cached);
-        }
-        // The feed position as the rows are read: later than `seq` is fine.
-        let at_seq = self.feed().last_seq();
-        let fresh = std::sync::Arc::new(SiteSnapshot {
-            availability: self.site_availability_for(operator_id, site).await?,
-            rendered: Default::default(),
-        });
-        self.caches().remember_snapshot(site, at_seq, fresh.clone());
-        Ok(fresh)
+        let find = || async {
+            // The feed position as the rows are read: later than `seq` is fine.
+            let at_seq = self.feed().last_seq();
+            let availability = self.site_availability_for(operator_id, site).await?;
+            Ok::<_, KernelError>(Some((
+                at_seq,
+                std::sync::Arc::new(SiteSnapshot { availability, rendered: Default::default() }),
+            )))
+        };
+        let found = self.caches().snapshots.get_or_find_if(&site, |(at_seq, _)| *at_seq >= seq, find).await?;
+        found.map(|(_, snapshot)| snapshot).ok_or_else(|| KernelError::not_found("site"))
     }
 }
 

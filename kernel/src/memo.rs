@@ -60,13 +60,28 @@ impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<V>, E>>,
     {
+        self.get_or_find_if(key, |_| true, find).await
+    }
+
+    /// [`Memo::get_or_find`], taking from memory only a value `usable` accepts (one recent
+    /// enough for this request, say); `find`'s answer is taken as it is.
+    pub(crate) async fn get_or_find_if<E, F, Fut>(
+        &self,
+        key: &K,
+        usable: impl Fn(&V) -> bool,
+        find: F,
+    ) -> Result<Option<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<V>, E>>,
+    {
         let asked = Instant::now();
-        if let Some(value) = self.get(key) {
+        if let Some(value) = self.found(key, None, &usable) {
             return Ok(Some(value));
         }
         let lookup = self.lookups.of(key);
         let _turn = lookup.lock().await;
-        if let Some(value) = self.found_since(key, asked) {
+        if let Some(value) = self.found(key, Some(asked), &usable) {
             return Ok(Some(value));
         }
         let forgets = self.forgets.load(Ordering::Acquire);
@@ -81,21 +96,23 @@ impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
     }
 
     /// The value found for `key` less than `ttl` ago.
-    pub(crate) fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries.get(key).filter(|(_, found)| found.elapsed() < self.ttl).map(|(value, _)| value.clone())
+    #[cfg(test)]
+    fn get(&self, key: &K) -> Option<V> {
+        self.found(key, None, |_| true)
     }
 
-    /// The value found for `key` less than `ttl` ago, or at any time since `asked`: a value
-    /// found after a request came is as fresh as the request's own lookup would have been. A
-    /// crowd waiting in line for a lookup takes its answer however long the line took; were
-    /// it held to the ttl, the waiters served after the ttl would each look up again, one at
-    /// a time, and the line would only grow.
-    fn found_since(&self, key: &K, asked: Instant) -> Option<V> {
+    /// The value found for `key` that `usable` accepts, found less than `ttl` ago or at any
+    /// time since `asked`: a value found after a request came is as fresh as the request's own
+    /// lookup would have been. A crowd waiting in line for a lookup takes its answer however
+    /// long the line took; were it held to the ttl, the waiters served after the ttl would each
+    /// look up again, one at a time, and the line would only grow.
+    fn found(&self, key: &K, asked: Option<Instant>, usable: impl Fn(&V) -> bool) -> Option<V> {
         let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         entries
             .get(key)
-            .filter(|(_, found)| *found >= asked || found.elapsed() < self.ttl)
+            .filter(|(value, found)| {
+                usable(value) && (found.elapsed() < self.ttl || asked.is_some_and(|asked| *found >= asked))
+            })
             .map(|(value, _)| value.clone())
     }
 

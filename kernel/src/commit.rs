@@ -414,13 +414,13 @@ impl IngestCaches {
     pub(crate) fn update_health(
         &self,
         device: DeviceId,
-        stored: DeviceHealth,
+        stored: Option<&DeviceHealth>,
         urgent: bool,
         change: impl FnOnce(&mut DeviceHealth),
     ) -> Option<DeviceHealth> {
         let mut cache = self.health.lock().expect("invariant: cache lock is never poisoned");
         make_room(&mut cache, &device);
-        let (health, written) = cache.entry(device).or_insert((stored, None));
+        let (health, written) = cache.entry(device).or_insert_with(|| (stored.cloned().unwrap_or_default(), None));
         change(health);
         let due = urgent || written.is_none_or(|at| at.elapsed() >= HEALTH_EVERY);
         due.then(|| {

@@ -89,7 +89,6 @@ struct Prepared {
     input: UplinkInput,
     key: String,
     known: std::sync::Arc<KnownDevice>,
-    stored_health: DeviceHealth,
     received_at: DateTime<Utc>,
     event_time: DateTime<Utc>,
 }
@@ -215,10 +214,7 @@ impl Kernel {
         turn: IngestTurn,
         batch: Vec<(OperatorId, UplinkInput)>,
     ) -> Vec<KernelResult<IngestReport>> {
-        let mut prepared = Vec::with_capacity(batch.len());
-        for (operator, input) in batch {
-            prepared.push(self.prepare(operator, input).await);
-        }
+        let (prepared, healths) = self.prepare(batch).await;
         let uplinks = prepared.iter().filter_map(|p| p.as_ref().ok()).map(Prepared::sensor_uplink).collect();
         let mut readings = self.plugins().decode_many(uplinks).await.into_iter();
         let mut answers: Vec<Option<KernelResult<IngestReport>>> = Vec::with_capacity(prepared.len());
@@ -235,7 +231,7 @@ impl Kernel {
                 Err(error) => answers.push(Some(Err(error))),
             }
         }
-        let steps = self.apply_decoded(turn, decoded).await;
+        let steps = self.apply_decoded(turn, decoded, &healths).await;
         for (index, answer) in steps {
             answers[index] = Some(answer);
         }
@@ -245,21 +241,44 @@ impl Kernel {
             .collect()
     }
 
-    /// Finds the uplink's device (unknown devices are rejected here).
-    async fn prepare(&self, operator: OperatorId, input: UplinkInput) -> KernelResult<Prepared> {
-        let received_at = now();
-        let event_time = input.event_time.map(|time| time.min(received_at + MAX_CLOCK_SKEW)).unwrap_or(received_at);
-        let key = crate::device::normalise_external_id(&input.device_key);
-        let Some(known) = self.known_device(operator, &key).await? else {
-            let error = ValidationError::new(
-                "device",
-                format!("no device with external_id '{key}' is registered for this operator"),
-            );
-            self.rejects().reject("ingest", "unknown_device", &key, &error.message);
-            return Err(error.into());
-        };
-        let stored_health = self.stored_health(operator, known.device.id).await?;
-        Ok(Prepared { operator, input, key, known, stored_health, received_at, event_time })
+    /// Finds the uplinks' devices (unknown devices are rejected here) and their stored health:
+    /// from the caches, the rest in one query per operator.
+    async fn prepare(
+        &self,
+        batch: Vec<(OperatorId, UplinkInput)>,
+    ) -> (Vec<KernelResult<Prepared>>, HashMap<DeviceId, DeviceHealth>) {
+        let keyed: Vec<(OperatorId, UplinkInput, String)> = batch
+            .into_iter()
+            .map(|(operator, input)| {
+                let key = crate::device::normalise_external_id(&input.device_key);
+                (operator, input, key)
+            })
+            .collect();
+        let known = self.known_devices(keyed.iter().map(|(operator, _, key)| (*operator, key.as_str()))).await;
+        let mut prepared = Vec::with_capacity(keyed.len());
+        for (operator, input, key) in keyed {
+            let received_at = now();
+            let event_time = input.event_time.map(|time| time.min(received_at + MAX_CLOCK_SKEW)).unwrap_or(received_at);
+            prepared.push(match known.get(&operator).and_then(|keys| keys.get(&key)) {
+                Some(Ok(Some(known))) => {
+                    Ok(Prepared { operator, input, key, known: known.clone(), received_at, event_time })
+                }
+                Some(Ok(None)) | None => {
+                    let error = ValidationError::new(
+                        "device",
+                        format!("no device with external_id '{key}' is registered for this operator"),
+                    );
+                    self.rejects().reject("ingest", "unknown_device", &key, &error.message);
+                    Err(error.into())
+                }
+                Some(Err(error)) => Err(error.clone().into()),
+            });
+        }
+        let devices = prepared.iter().filter_map(|p| p.as_ref().ok()).map(|p| (p.operator, p.known.device.id));
+        match self.stored_healths(devices).await {
+            Ok(healths) => (prepared, healths),
+            Err(error) => (prepared.into_iter().map(|p| p.and(Err(error.clone().into()))).collect(), HashMap::new()),
+        }
     }
 
     /// The rest of the uplinks' way, once decoded: the spaces' state and device health under
@@ -268,6 +287,7 @@ impl Kernel {
         &self,
         mut turn: IngestTurn,
         decoded: Vec<(usize, Prepared, Result<SensorReading, PluginPortError>)>,
+        healths: &HashMap<DeviceId, DeviceHealth>,
     ) -> Vec<(usize, KernelResult<IngestReport>)> {
         // Every space the batch touches, locked in one order (so batches never deadlock) until
         // its writes are queued: the next reading of a space starts from this one's state.
@@ -294,7 +314,8 @@ impl Kernel {
         let mut publish = Vec::new();
         let mut written = std::collections::HashSet::new();
         for (index, prepared, reading) in decoded {
-            let step = self.step(prepared, reading, &mut lives, &config, &mut tally);
+            let stored_health = healths.get(&prepared.known.device.id);
+            let step = self.step(prepared, stored_health, reading, &mut lives, &config, &mut tally);
             answers.push((index, step.answer, step.write.is_some()));
             if let Some(space) = step.write.as_ref().and_then(|write| write.space.as_ref()) {
                 written.insert(space.space);
@@ -399,12 +420,13 @@ impl Kernel {
     fn step(
         &self,
         prepared: Prepared,
+        stored_health: Option<&DeviceHealth>,
         reading: Result<SensorReading, PluginPortError>,
         lives: &mut HashMap<SpaceId, Revised>,
         config: &LiveConfig,
         tally: &mut Tally,
     ) -> Step {
-        let Prepared { operator, input, key, known, stored_health, received_at, event_time } = prepared;
+        let Prepared { operator, input, key, known, received_at, event_time } = prepared;
         let (device, site) = (&known.device, known.site);
         let reading = match reading {
             Ok(reading) => reading,
@@ -540,31 +562,78 @@ impl Kernel {
         self.feed().publish_remote(operator, site, space, shown, at);
     }
 
-    /// The device an external id names, and its space's site (cached for a few seconds).
-    async fn known_device(&self, operator: OperatorId, key: &str) -> KernelResult<Option<std::sync::Arc<KnownDevice>>> {
-        if let Some(known) = self.caches().device(operator, key) {
-            return Ok(known);
-        }
-        let known = match self.store().find_device_by_external_id(operator, key).await? {
-            Some(device) => {
-                let site = match device.space_id {
-                    Some(space) => self.store().get_space(operator, space).await?.map(|space| space.site_id),
-                    None => None,
-                };
-                Some(std::sync::Arc::new(KnownDevice { device, site }))
+    /// The devices these external ids name, with their spaces' sites: from the cache, the rest
+    /// in one query per operator (cached for a few seconds, ids naming nothing too). A failed
+    /// query fails the keys it was for.
+    async fn known_devices<'k>(
+        &self,
+        keys: impl Iterator<Item = (OperatorId, &'k str)>,
+    ) -> HashMap<OperatorId, HashMap<String, Result<Option<std::sync::Arc<KnownDevice>>, crate::StoreError>>> {
+        let mut known: HashMap<OperatorId, HashMap<String, _>> = HashMap::new();
+        let mut missing: HashMap<OperatorId, Vec<String>> = HashMap::new();
+        for (operator, key) in keys {
+            let found = known.entry(operator).or_default();
+            if found.contains_key(key) {
+                continue;
             }
-            None => None,
-        };
-        self.caches().remember_device(operator, key, known.clone());
-        Ok(known)
+            let cached = self.caches().device(operator, key);
+            if cached.is_none() {
+                missing.entry(operator).or_default().push(key.to_owned());
+            }
+            found.insert(key.to_owned(), Ok(cached.flatten()));
+        }
+        for (operator, keys) in missing {
+            let answers = known.entry(operator).or_default();
+            match self.store().find_devices_by_external_ids(operator, &keys).await {
+                Ok(found) => {
+                    let mut found: HashMap<String, std::sync::Arc<KnownDevice>> = found
+                        .into_iter()
+                        .map(|(device, site)| {
+                            (device.details.external_id.clone(), std::sync::Arc::new(KnownDevice { device, site }))
+                        })
+                        .collect();
+                    for key in keys {
+                        let device = found.remove(&key);
+                        self.caches().remember_device(operator, &key, device.clone());
+                        answers.insert(key, Ok(device));
+                    }
+                }
+                Err(error) => {
+                    for key in keys {
+                        answers.insert(key, Err(error.clone()));
+                    }
+                }
+            }
+        }
+        known
     }
 
-    /// A device's health as last stored (the cache holds anything newer).
-    async fn stored_health(&self, operator: OperatorId, device: DeviceId) -> KernelResult<DeviceHealth> {
-        if let Some(health) = self.caches().health(device) {
-            return Ok(health);
+    /// Each device's health as last stored (the cache holds anything newer): from the cache,
+    /// the rest in one query per operator; never stored is the default.
+    async fn stored_healths(
+        &self,
+        devices: impl Iterator<Item = (OperatorId, DeviceId)>,
+    ) -> Result<HashMap<DeviceId, DeviceHealth>, crate::StoreError> {
+        let mut healths = HashMap::new();
+        let mut missing: HashMap<OperatorId, Vec<DeviceId>> = HashMap::new();
+        for (operator, device) in devices {
+            if healths.contains_key(&device) {
+                continue;
+            }
+            match self.caches().health(device) {
+                Some(health) => {
+                    healths.insert(device, health);
+                }
+                None => {
+                    healths.insert(device, DeviceHealth::default());
+                    missing.entry(operator).or_default().push(device);
+                }
+            }
         }
-        Ok(self.store().get_device_health(operator, device).await?.unwrap_or_default())
+        for (operator, devices) in missing {
+            healths.extend(self.store().list_device_health(operator, &devices).await?);
+        }
+        Ok(healths)
     }
 
     /// Waits until the ingest writes queued so far are committed (so the database holds the
@@ -671,7 +740,8 @@ impl Kernel {
     pub async fn device_health(&self, caller: &Principal, device_id: DeviceId) -> KernelResult<DeviceHealth> {
         let operator = operator_scope(caller, Access::Read)?;
         self.store().get_device(operator, device_id).await?.ok_or_else(|| KernelError::not_found("device"))?;
-        self.stored_health(operator, device_id).await
+        let mut healths = self.stored_healths(std::iter::once((operator, device_id))).await?;
+        Ok(healths.remove(&device_id).unwrap_or_default())
     }
 
     /// Counts by status and vehicle type, and every space's shown state.

@@ -44,7 +44,13 @@ pub trait SharedLiveStates: Send + Sync {
 /// everything else.
 #[async_trait]
 pub trait LiveStore: Send + Sync {
-    async fn find_device_by_external_id(&self, operator: OperatorId, external_id: &str) -> StoreResult<Option<Device>>;
+    /// The devices these external ids name (ids naming none are left out), each with its
+    /// space's site.
+    async fn find_devices_by_external_ids(
+        &self,
+        operator: OperatorId,
+        external_ids: &[String],
+    ) -> StoreResult<Vec<(Device, Option<SiteId>)>>;
     async fn get_space_live(&self, operator: OperatorId, space: SpaceId) -> StoreResult<Option<SpaceLive>>;
     /// The live rows of these spaces (spaces never heard of have none).
     async fn list_space_live(&self, operator: OperatorId, spaces: &[SpaceId])
@@ -75,7 +81,12 @@ pub trait LiveStore: Send + Sync {
         to: DateTime<Utc>,
         limit: u64,
     ) -> StoreResult<Vec<SpaceEvent>>;
-    async fn get_device_health(&self, operator: OperatorId, device: DeviceId) -> StoreResult<Option<DeviceHealth>>;
+    /// The stored health of these devices (devices never stored have none).
+    async fn list_device_health(
+        &self,
+        operator: OperatorId,
+        devices: &[DeviceId],
+    ) -> StoreResult<Vec<(DeviceId, DeviceHealth)>>;
     async fn save_device_health(
         &self,
         operator: OperatorId,

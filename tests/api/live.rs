@@ -448,6 +448,74 @@ async fn batches_apply_in_the_order_they_came(app: &TestApp) {
     assert_eq!(answered[0].as_ref().unwrap().result, IngestResult::Changed);
 }
 
+/// A batch looks its devices up together: after a restart (cold caches) one batch holds a known
+/// sensor twice, an unbound one, an id nobody registered and another operator's id; each gets its
+/// own answer, and the sensor's health goes on from what was stored before the restart.
+async fn a_batch_looks_its_devices_up_together(backend: crate::helpers::Backend) {
+    use berth_kernel::ingest::{IngestResult, UplinkInput};
+    let mut app = TestApp::spawn(backend).await;
+    let tenant = app.new_tenant("coimbra").await;
+    let other = app.new_tenant("vigo").await;
+    let (_, spaces) = tenant.site_with_spaces(&app, "Garage", 1).await;
+    let bound = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
+    let device = app.post("/v1/devices", &tenant.admin_key, bound).await.expect(201);
+    let unbound = json!({"external_id": "70B3D57ED0000002", "vendor": "bosch", "model": "tps110"});
+    app.post("/v1/devices", &tenant.admin_key, unbound).await.expect(201);
+    let theirs = json!({"external_id": "70B3D57ED0000003", "vendor": "bosch", "model": "tps110"});
+    app.post("/v1/devices", &other.admin_key, theirs).await.expect(201);
+    let operator = berth_kernel::ids::OperatorId::parse(&tenant.operator_id).unwrap();
+    let reading = |device: &str, occupied: u8, counter: u32| {
+        let input = UplinkInput {
+            device_key: device.into(),
+            f_port: 1,
+            payload: vec![occupied],
+            counter: Some(counter),
+            event_time: None,
+        };
+        (operator, input)
+    };
+    let first = app.kernel().ingest_many(vec![reading(BOSCH_EUI, 1, 1)]).await;
+    assert_eq!(first[0].as_ref().unwrap().result, IngestResult::Changed);
+
+    app.restart().await;
+    let batch = vec![
+        reading(BOSCH_EUI, 0, 2),
+        reading("70B3D57ED00000FF", 1, 1),
+        reading("70B3D57ED0000002", 1, 1),
+        reading("70B3D57ED0000003", 1, 1),
+        reading(BOSCH_EUI, 1, 3),
+    ];
+    let answers = app.kernel().ingest_many(batch).await;
+    let results: Vec<Result<IngestResult, String>> = answers
+        .iter()
+        .map(|answer| answer.as_ref().map(|report| report.result).map_err(|error| error.to_string()))
+        .collect();
+    assert_eq!(results[0], Ok(IngestResult::Changed));
+    assert!(results[1].as_ref().unwrap_err().contains("no device with external_id '70B3D57ED00000FF'"), "{results:?}");
+    assert_eq!(results[2], Ok(IngestResult::Unbound));
+    assert!(results[3].as_ref().unwrap_err().contains("no device with external_id '70B3D57ED0000003'"), "{results:?}");
+    assert_eq!(results[4], Ok(IngestResult::Changed));
+    assert_eq!(answers[4].as_ref().unwrap().space_id.map(|space| space.to_string()), Some(spaces[0].clone()));
+    let device_id = device["id"].as_str().unwrap();
+    let health = app.get(&format!("/v1/devices/{device_id}/health"), &tenant.staff_key).await.expect(200);
+    assert_eq!(health["accepted"], 3, "one stored before the restart, two after: {health}");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_looks_its_devices_up_together_sqlite() {
+    a_batch_looks_its_devices_up_together(crate::helpers::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_looks_its_devices_up_together_postgres() {
+    if crate::helpers::postgres_url().is_none() {
+        eprintln!("BERTH_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
+        return;
+    }
+    a_batch_looks_its_devices_up_together(crate::helpers::Backend::Postgres).await;
+}
+
 crate::on_each_backend!(
     batches_apply_in_the_order_they_came,
     a_failed_commit_leaves_no_trace,

@@ -1,6 +1,6 @@
 //! [`LiveStore`]: live space state, its history and device health.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use berth_kernel::StoreError;
@@ -54,16 +54,6 @@ fn event_to_row(event: &SpaceEvent) -> space_event::Model {
 }
 
 /// Puts `row` in `rows`, replacing an earlier row with the same key.
-fn keep_newest<T>(rows: &mut Vec<T>, index: &mut HashMap<Uuid, usize>, key: Uuid, row: T) {
-    match index.get(&key) {
-        Some(&at) => rows[at] = row,
-        None => {
-            index.insert(key, rows.len());
-            rows.push(row);
-        }
-    }
-}
-
 fn shown_row(operator: OperatorId, space: SpaceId, state: SpaceState) -> ShownRow {
     ShownRow {
         id: space.as_uuid(),
@@ -178,14 +168,44 @@ fn event_from_row(row: space_event::Model) -> Result<SpaceEvent, StoreError> {
 
 #[async_trait]
 impl LiveStore for SqlStore {
-    async fn find_device_by_external_id(&self, operator: OperatorId, external_id: &str) -> StoreResult<Option<Device>> {
-        let row = device::Entity::find()
-            .filter(device::Column::OperatorId.eq(operator.as_uuid()))
-            .filter(device::Column::ExternalId.eq(external_id))
-            .one(&self.db)
-            .await
-            .map_err(backend)?;
-        Ok(row.map(device_from_row))
+    async fn find_devices_by_external_ids(
+        &self,
+        operator: OperatorId,
+        external_ids: &[String],
+    ) -> StoreResult<Vec<(Device, Option<SiteId>)>> {
+        let mut devices = Vec::new();
+        for chunk in external_ids.chunks(500) {
+            let rows = device::Entity::find()
+                .filter(device::Column::OperatorId.eq(operator.as_uuid()))
+                .filter(device::Column::ExternalId.is_in(chunk.iter().map(String::as_str)))
+                .all(&self.db)
+                .await
+                .map_err(backend)?;
+            devices.extend(rows.into_iter().map(device_from_row));
+        }
+        let spaces: Vec<Uuid> = devices.iter().filter_map(|device| device.space_id).map(|id| id.as_uuid()).collect();
+        let mut sites = std::collections::HashMap::with_capacity(spaces.len());
+        for chunk in spaces.chunks(500) {
+            let rows: Vec<(Uuid, Uuid)> = space::Entity::find()
+                .select_only()
+                .column(space::Column::Id)
+                .column(space::Column::SiteId)
+                .filter(space::Column::OperatorId.eq(operator.as_uuid()))
+                .filter(space::Column::Id.is_in(chunk.to_vec()))
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(backend)?;
+            sites.extend(rows);
+        }
+        Ok(devices
+            .into_iter()
+            .map(|device| {
+                let site =
+                    device.space_id.and_then(|space| sites.get(&space.as_uuid())).copied().map(SiteId::from_uuid);
+                (device, site)
+            })
+            .collect())
     }
 
     async fn get_space_live(&self, operator: OperatorId, space: SpaceId) -> StoreResult<Option<SpaceLive>> {
@@ -246,29 +266,23 @@ impl LiveStore for SqlStore {
 
     async fn save_live_batch(&self, batch: &[LiveWrite]) -> StoreResult<()> {
         let at = berth_kernel::service::now();
-        // Newest per space and per device; every event.
+        // Newest per space and per device (read newest first, so each row is built once);
+        // every event, in order.
         let mut rows = Rows::default();
-        let mut live_index: HashMap<Uuid, usize> = HashMap::new();
-        let mut shown_index: HashMap<Uuid, usize> = HashMap::new();
-        let mut health_index: HashMap<Uuid, usize> = HashMap::new();
-        for write in batch {
-            if let Some(health) = &write.health {
-                let health = health_to_row(write.operator, write.device, health, at);
-                keep_newest(&mut rows.healths, &mut health_index, health.device_id, health);
+        let (mut lives, mut shown, mut healths) = (HashSet::new(), HashSet::new(), HashSet::new());
+        for write in batch.iter().rev() {
+            if let Some(health) = write.health.as_ref().filter(|_| healths.insert(write.device.as_uuid())) {
+                rows.healths.push(health_to_row(write.operator, write.device, health, at));
             }
             let Some(space) = &write.space else { continue };
-            let live = live_to_row(write.operator, space.space, &space.live, at);
-            keep_newest(&mut rows.lives, &mut live_index, live.space_id, live);
-            rows.events.extend(space.event.iter().map(event_to_row));
-            if let Some(state) = space.shown {
-                keep_newest(
-                    &mut rows.shown,
-                    &mut shown_index,
-                    space.space.as_uuid(),
-                    shown_row(write.operator, space.space, state),
-                );
+            if lives.insert(space.space.as_uuid()) {
+                rows.lives.push(live_to_row(write.operator, space.space, &space.live, at));
+            }
+            if let Some(state) = space.shown.filter(|_| shown.insert(space.space.as_uuid())) {
+                rows.shown.push(shown_row(write.operator, space.space, state));
             }
         }
+        rows.events.extend(batch.iter().filter_map(|write| write.space.as_ref()?.event.as_ref()).map(event_to_row));
         self.write_rows(&rows).await
     }
 
@@ -318,26 +332,35 @@ impl LiveStore for SqlStore {
         Ok(events)
     }
 
-    async fn get_device_health(&self, operator: OperatorId, device: DeviceId) -> StoreResult<Option<DeviceHealth>> {
-        let row = device_health::Entity::find_by_id(device.as_uuid())
-            .filter(device_health::Column::OperatorId.eq(operator.as_uuid()))
-            .one(&self.db)
-            .await
-            .map_err(backend)?;
-        row.map(|row| {
-            Ok(DeviceHealth {
-                last_seen: row.last_seen,
-                battery_mv: row.battery_mv.and_then(|mv| u32::try_from(mv).ok()),
-                temperature_c: row.temperature_c,
-                last_object_json: row.last_object,
-                last_error: row.last_error,
-                last_error_at: row.last_error_at,
-                accepted: row.accepted.max(0) as u64,
-                rejected: serde_json::from_str(&row.rejected)
-                    .map_err(|e| corrupt("device_health", row.device_id, format!("rejected: {e}")))?,
-            })
-        })
-        .transpose()
+    async fn list_device_health(
+        &self,
+        operator: OperatorId,
+        devices: &[DeviceId],
+    ) -> StoreResult<Vec<(DeviceId, DeviceHealth)>> {
+        let mut healths = Vec::with_capacity(devices.len());
+        for chunk in devices.chunks(500) {
+            let rows = device_health::Entity::find()
+                .filter(device_health::Column::OperatorId.eq(operator.as_uuid()))
+                .filter(device_health::Column::DeviceId.is_in(chunk.iter().map(|id| id.as_uuid())))
+                .all(&self.db)
+                .await
+                .map_err(backend)?;
+            for row in rows {
+                let health = DeviceHealth {
+                    last_seen: row.last_seen,
+                    battery_mv: row.battery_mv.and_then(|mv| u32::try_from(mv).ok()),
+                    temperature_c: row.temperature_c,
+                    last_object_json: row.last_object,
+                    last_error: row.last_error,
+                    last_error_at: row.last_error_at,
+                    accepted: row.accepted.max(0) as u64,
+                    rejected: serde_json::from_str(&row.rejected)
+                        .map_err(|e| corrupt("device_health", row.device_id, format!("rejected: {e}")))?,
+                };
+                healths.push((DeviceId::from_uuid(row.device_id), health));
+            }
+        }
+        Ok(healths)
     }
 
     async fn save_device_health(

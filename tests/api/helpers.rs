@@ -359,8 +359,8 @@ macro_rules! on_each_backend {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await;
-                    super::$name(&app).await;
+                    let mut app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await;
+                    super::$name(&mut app).await;
                     app.cleanup().await;
                 }
 
@@ -370,8 +370,8 @@ macro_rules! on_each_backend {
                         eprintln!("BERTH_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
                         return;
                     }
-                    let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await;
-                    super::$name(&app).await;
+                    let mut app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await;
+                    super::$name(&mut app).await;
                     app.cleanup().await;
                 }
             }

@@ -451,12 +451,11 @@ async fn batches_apply_in_the_order_they_came(app: &TestApp) {
 /// A batch looks its devices up together: after a restart (cold caches) one batch holds a known
 /// sensor twice, an unbound one, an id nobody registered and another operator's id; each gets its
 /// own answer, and the sensor's health goes on from what was stored before the restart.
-async fn a_batch_looks_its_devices_up_together(backend: crate::helpers::Backend) {
+async fn a_batch_looks_its_devices_up_together(app: &mut TestApp) {
     use berth_kernel::ingest::{IngestResult, UplinkInput};
-    let mut app = TestApp::spawn(backend).await;
     let tenant = app.new_tenant("coimbra").await;
     let other = app.new_tenant("vigo").await;
-    let (_, spaces) = tenant.site_with_spaces(&app, "Garage", 1).await;
+    let (_, spaces) = tenant.site_with_spaces(app, "Garage", 1).await;
     let bound = json!({"external_id": BOSCH_EUI, "vendor": "bosch", "model": "tps110", "space_id": spaces[0]});
     let device = app.post("/v1/devices", &tenant.admin_key, bound).await.expect(201);
     let unbound = json!({"external_id": "70B3D57ED0000002", "vendor": "bosch", "model": "tps110"});
@@ -499,24 +498,10 @@ async fn a_batch_looks_its_devices_up_together(backend: crate::helpers::Backend)
     let device_id = device["id"].as_str().unwrap();
     let health = app.get(&format!("/v1/devices/{device_id}/health"), &tenant.staff_key).await.expect(200);
     assert_eq!(health["accepted"], 3, "one stored before the restart, two after: {health}");
-    app.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_looks_its_devices_up_together_sqlite() {
-    a_batch_looks_its_devices_up_together(crate::helpers::Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_looks_its_devices_up_together_postgres() {
-    if crate::helpers::postgres_url().is_none() {
-        eprintln!("BERTH_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
-        return;
-    }
-    a_batch_looks_its_devices_up_together(crate::helpers::Backend::Postgres).await;
 }
 
 crate::on_each_backend!(
+    a_batch_looks_its_devices_up_together,
     batches_apply_in_the_order_they_came,
     a_failed_commit_leaves_no_trace,
     a_moved_sensor_drives_its_new_space,

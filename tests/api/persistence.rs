@@ -5,12 +5,11 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::json;
 
-use crate::helpers::{ADMIN_KEY, Backend, TestApp, postgres_url};
+use crate::helpers::{ADMIN_KEY, TestApp};
 
-async fn survives_graceful_restart(backend: Backend) {
-    let mut app = TestApp::spawn(backend).await;
+async fn survives_graceful_restart(app: &mut TestApp) {
     let tenant = app.new_tenant("acme").await;
-    let (site_id, space_ids) = tenant.site_with_spaces(&app, "Lot", 20).await;
+    let (site_id, space_ids) = tenant.site_with_spaces(app, "Lot", 20).await;
     let driver = app.new_driver("ana@example.com").await;
     app.post("/v1/drivers/me/vehicles", &driver, json!({"plate": "AA11BB"})).await.expect(201);
 
@@ -22,22 +21,9 @@ async fn survives_graceful_restart(backend: Backend) {
     // Keys and driver tokens (signed with the persisted secret) still work.
     let vehicles = app.get("/v1/drivers/me/vehicles", &driver).await.expect(200);
     assert_eq!(vehicles["items"][0]["plate"], "AA11BB");
-    app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn survives_restart_sqlite() {
-    survives_graceful_restart(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn survives_restart_postgres() {
-    if postgres_url().is_none() {
-        eprintln!("BERTH_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
-        return;
-    }
-    survives_graceful_restart(Backend::Postgres).await;
-}
+crate::on_each_backend!(survives_graceful_restart);
 
 /// Starts `berth serve` as a child process and returns it with its base URL.
 pub fn spawn_binary(data_dir: &std::path::Path) -> (Child, String) {

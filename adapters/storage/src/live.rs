@@ -19,11 +19,14 @@ use crate::convert::{corrupt, device_from_row, space_from_row};
 use crate::entity::{device, device_health, space, space_event, space_live};
 use crate::{SqlStore, backend};
 
+/// Ids per `IN (…)` list: keeps bind parameters under SQLite's and PostgreSQL's limits.
+const IN_LIST_IDS: usize = 500;
+
 impl SqlStore {
     /// The live rows of these spaces, chunked so bind parameters stay under every database's limit.
     async fn live_rows(&self, operator: OperatorId, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, SpaceLive)>> {
         let mut live = Vec::new();
-        for chunk in ids.chunks(500) {
+        for chunk in ids.chunks(IN_LIST_IDS) {
             let rows = space_live::Entity::find()
                 .filter(space_live::Column::OperatorId.eq(operator.as_uuid()))
                 .filter(space_live::Column::SpaceId.is_in(chunk.to_vec()))
@@ -53,7 +56,6 @@ fn event_to_row(event: &SpaceEvent) -> space_event::Model {
     }
 }
 
-/// Puts `row` in `rows`, replacing an earlier row with the same key.
 fn shown_row(operator: OperatorId, space: SpaceId, state: SpaceState) -> ShownRow {
     ShownRow {
         id: space.as_uuid(),
@@ -174,7 +176,7 @@ impl LiveStore for SqlStore {
         external_ids: &[String],
     ) -> StoreResult<Vec<(Device, Option<SiteId>)>> {
         let mut devices = Vec::new();
-        for chunk in external_ids.chunks(500) {
+        for chunk in external_ids.chunks(IN_LIST_IDS) {
             let rows = device::Entity::find()
                 .filter(device::Column::OperatorId.eq(operator.as_uuid()))
                 .filter(device::Column::ExternalId.is_in(chunk.iter().map(String::as_str)))
@@ -185,7 +187,7 @@ impl LiveStore for SqlStore {
         }
         let spaces: Vec<Uuid> = devices.iter().filter_map(|device| device.space_id).map(|id| id.as_uuid()).collect();
         let mut sites = std::collections::HashMap::with_capacity(spaces.len());
-        for chunk in spaces.chunks(500) {
+        for chunk in spaces.chunks(IN_LIST_IDS) {
             let rows: Vec<(Uuid, Uuid)> = space::Entity::find()
                 .select_only()
                 .column(space::Column::Id)
@@ -338,7 +340,7 @@ impl LiveStore for SqlStore {
         devices: &[DeviceId],
     ) -> StoreResult<Vec<(DeviceId, DeviceHealth)>> {
         let mut healths = Vec::with_capacity(devices.len());
-        for chunk in devices.chunks(500) {
+        for chunk in devices.chunks(IN_LIST_IDS) {
             let rows = device_health::Entity::find()
                 .filter(device_health::Column::OperatorId.eq(operator.as_uuid()))
                 .filter(device_health::Column::DeviceId.is_in(chunk.iter().map(|id| id.as_uuid())))

@@ -317,6 +317,55 @@ pub fn parse_chirpstack(body: &[u8], event: Option<&str>) -> Result<Envelope, En
 /// `payload_base64` may replace `payload_hex`; `counter` and `time` are optional. `device` is the
 /// device's external id (DevEUI or serial), from the topic or the body's `device`.
 pub fn parse_native(body: &[u8], device: Option<&str>) -> Result<Envelope, EnvelopeError> {
+    match parse_plain_native(body, device) {
+        Some(envelope) => Ok(envelope),
+        None => parse_native_value(body, device),
+    }
+}
+
+/// The native envelope in its plain form (the fields of their usual types, strings without
+/// escapes), read without building a JSON tree: every uplink a sensor fleet sends this way
+/// takes this path. `None` for anything else, which [`parse_native_value`] reads, or explains.
+fn parse_plain_native(body: &[u8], device: Option<&str>) -> Option<Envelope> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Plain<'a> {
+        device: Option<&'a str>,
+        f_port: u8,
+        payload_hex: Option<&'a str>,
+        payload_base64: Option<&'a str>,
+        counter: Option<u32>,
+        time: Option<&'a str>,
+    }
+    // A derived struct would also read a JSON array.
+    if body.len() > MAX_ENVELOPE_BYTES || body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let plain: Plain<'_> = serde_json::from_slice(body).ok()?;
+    let device = plain.device.filter(|name| !name.is_empty()).or(device)?;
+    let payload = match (plain.payload_hex, plain.payload_base64) {
+        (Some(hex), None) => hex_payload("payload_hex", hex).ok()?,
+        (None, Some(text)) => base64_payload("payload_base64", text).ok()?,
+        _ => return None,
+    };
+    let received_at = match plain.time {
+        Some(text) => Some(DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc)),
+        None => None,
+    };
+    Some(application_uplink(Uplink {
+        network: Network::Native,
+        dev_eui: normalise_eui(device),
+        device_name: Some(device.to_owned()),
+        f_port: plain.f_port,
+        payload,
+        f_cnt: plain.counter,
+        received_at,
+        dedup_id: None,
+    }))
+}
+
+/// The native envelope read as a JSON tree: any form, with an error that names what is wrong.
+fn parse_native_value(body: &[u8], device: Option<&str>) -> Result<Envelope, EnvelopeError> {
     let value = json(body)?;
     let object = value.as_object().expect("invariant: json() returns objects");
     for key in object.keys() {
@@ -356,29 +405,48 @@ fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02X}")).collect()
 }
 
-/// What an MQTT topic says about the message on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Topic {
+/// What an MQTT topic says about the message on it (borrowed from the topic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic<'a> {
     /// `v3/{app}[@{tenant}]/devices/{device}/{event...}`
-    TheThingsStack { device: String, event: String },
+    TheThingsStack { device: &'a str, event: &'a str },
     /// `application/{app}/device/{devEui}/event/{event}`
-    ChirpStack { dev_eui: String, event: String },
+    ChirpStack { dev_eui: &'a str, event: &'a str },
     /// `berth/v1/{operator}/uplink/{device}`
-    Native { operator: String, device: String },
+    Native { operator: &'a str, device: &'a str },
 }
 
-pub fn parse_topic(topic: &str) -> Option<Topic> {
-    let parts: Vec<&str> = topic.split('/').collect();
-    match parts.as_slice() {
-        ["v3", _app, "devices", device, event @ ..] if !event.is_empty() => {
-            Some(Topic::TheThingsStack { device: (*device).to_owned(), event: event.join("/") })
+impl<'a> Topic<'a> {
+    /// The device the topic names.
+    pub fn device(&self) -> &'a str {
+        match *self {
+            Topic::TheThingsStack { device, .. } | Topic::Native { device, .. } => device,
+            Topic::ChirpStack { dev_eui, .. } => dev_eui,
         }
-        ["application", _app, "device", dev_eui, "event", event] => {
-            Some(Topic::ChirpStack { dev_eui: (*dev_eui).to_owned(), event: (*event).to_owned() })
+    }
+}
+
+/// The first `N` segments of a topic, the last holding the rest; `None` with fewer.
+fn segments<const N: usize>(topic: &str) -> Option<[&str; N]> {
+    let mut parts = topic.splitn(N, '/');
+    let mut out = [""; N];
+    for slot in &mut out {
+        *slot = parts.next()?;
+    }
+    Some(out)
+}
+
+pub fn parse_topic(topic: &str) -> Option<Topic<'_>> {
+    let whole = |last: &str| !last.contains('/');
+    match segments::<6>(topic) {
+        Some(["application", _app, "device", dev_eui, "event", event]) if whole(event) => {
+            return Some(Topic::ChirpStack { dev_eui, event });
         }
-        ["berth", "v1", operator, "uplink", device] => {
-            Some(Topic::Native { operator: (*operator).to_owned(), device: (*device).to_owned() })
-        }
+        _ => {}
+    }
+    match segments::<5>(topic)? {
+        ["v3", _app, "devices", device, event] => Some(Topic::TheThingsStack { device, event }),
+        ["berth", "v1", operator, "uplink", device] if whole(device) => Some(Topic::Native { operator, device }),
         _ => None,
     }
 }
@@ -386,10 +454,10 @@ pub fn parse_topic(topic: &str) -> Option<Topic> {
 /// Reads an MQTT message by its topic.
 pub fn parse_mqtt(topic: &str, body: &[u8]) -> Result<Envelope, EnvelopeError> {
     match parse_topic(topic) {
-        Some(Topic::TheThingsStack { device, event }) if event == "up" => parse_ttn(body, Some(&device)),
+        Some(Topic::TheThingsStack { device, event: "up" }) => parse_ttn(body, Some(device)),
         Some(Topic::TheThingsStack { event, .. }) => Ok(Envelope::Ignored(format!("{event} (not an uplink)"))),
-        Some(Topic::ChirpStack { event, .. }) => parse_chirpstack(body, Some(&event)),
-        Some(Topic::Native { device, .. }) => parse_native(body, Some(&device)),
+        Some(Topic::ChirpStack { event, .. }) => parse_chirpstack(body, Some(event)),
+        Some(Topic::Native { device, .. }) => parse_native(body, Some(device)),
         None => malformed(format!("topic '{topic}' is not a berth, The Things Stack or ChirpStack topic")),
     }
 }

@@ -111,21 +111,25 @@ fn chirpstack_v4_quirks() {
 fn topics_route_to_their_parser() {
     assert_eq!(
         parse_topic("v3/app1@ttn/devices/eui-70b3d57ed0000001/up"),
-        Some(Topic::TheThingsStack { device: "eui-70b3d57ed0000001".into(), event: "up".into() })
+        Some(Topic::TheThingsStack { device: "eui-70b3d57ed0000001", event: "up" })
     );
     assert_eq!(
         parse_topic("v3/app1/devices/dev1/down/ack"),
-        Some(Topic::TheThingsStack { device: "dev1".into(), event: "down/ack".into() })
+        Some(Topic::TheThingsStack { device: "dev1", event: "down/ack" })
     );
     assert_eq!(
         parse_topic("application/ca739e26/device/70b3d57ed0000001/event/up"),
-        Some(Topic::ChirpStack { dev_eui: "70b3d57ed0000001".into(), event: "up".into() })
+        Some(Topic::ChirpStack { dev_eui: "70b3d57ed0000001", event: "up" })
     );
     assert_eq!(
         parse_topic("berth/v1/acme/uplink/70B3D57ED0000001"),
-        Some(Topic::Native { operator: "acme".into(), device: "70B3D57ED0000001".into() })
+        Some(Topic::Native { operator: "acme", device: "70B3D57ED0000001" })
     );
     assert_eq!(parse_topic("something/else"), None);
+    for extra in ["berth/v1/acme/uplink/D1/more", "application/7/device/0004a30b/event/up/more", "v3/app1/devices/dev1"]
+    {
+        assert_eq!(parse_topic(extra), None, "{extra}");
+    }
     let dir = envelopes_dir();
     let ttn = std::fs::read(dir.join("ttn-v3-up.bosch-parking.json")).unwrap();
     let Envelope::Uplink(uplink) = parse_mqtt("v3/app@ttn/devices/eui-1000000000000001/up", &ttn).unwrap() else {
@@ -146,6 +150,41 @@ fn native_envelopes() {
     let body = br#"{"device": "SERIAL-9", "f_port": 3, "payload_base64": "ARI="}"#;
     let Envelope::Uplink(uplink) = parse_native(body, None).unwrap() else { panic!() };
     assert_eq!((uplink.dev_eui, uplink.device_name.as_deref()), (None, Some("SERIAL-9")));
+}
+
+/// The plain native form is read without a JSON tree; whatever it reads, the tree reads the same,
+/// and whatever it leaves (other types, escapes, duplicates, errors) the tree reads or refuses.
+#[test]
+fn the_plain_native_path_reads_as_the_tree_does() {
+    let bodies: &[&[u8]] = &[
+        br#"{"f_port": 1, "payload_hex": "0112", "counter": 7, "time": "2026-11-26T10:00:00+01:00"}"#,
+        br#" {"payload_base64": "ARI=", "f_port": 2, "counter": null, "time": null}"#,
+        br#"{"device": "SERIAL-9", "f_port": 3, "payload_base64": "ARI="}"#,
+        br#"{"device": "", "f_port": 3, "payload_hex": "0x01"}"#,
+        br#"{"device": "70b3d57ed0000002", "f_port": 0, "payload_hex": "01"}"#,
+        br#"{"device": "caf\u00e9", "f_port": 3, "payload_hex": "01"}"#,
+        br#"{"f_port": 1, "f_port": 2, "payload_hex": "01"}"#,
+        br#"{"f_port": 1.0, "payload_hex": "01"}"#,
+        br#"{"f_port": "1", "payload_hex": "01"}"#,
+        br#"{"f_port": null, "payload_hex": "01"}"#,
+        br#"{"f_port": 1, "payload_hex": "01", "counter": 4294967296}"#,
+        br#"{"f_port": 1, "payload_hex": "01", "counter": -1}"#,
+        br#"{"f_port": 1, "payload_hex": "01", "payload_base64": "AQ=="}"#,
+        br#"{"f_port": 1, "payload_hex": "01"} trailing"#,
+        br#"[1, "01"]"#,
+    ];
+    for body in bodies {
+        for device in [Some("70b3d57ed0000001"), None] {
+            let tree = parse_native_value(body, device);
+            if let Some(plain) = parse_plain_native(body, device) {
+                assert_eq!(Ok(plain), tree, "{}", String::from_utf8_lossy(body));
+            }
+            assert_eq!(parse_native(body, device), tree, "{}", String::from_utf8_lossy(body));
+        }
+    }
+    let plain = |body: &[u8]| parse_plain_native(body, Some("dev")).is_some();
+    assert!(plain(bodies[0]) && plain(bodies[1]) && plain(bodies[2]));
+    assert!(!plain(bodies[6]) && !plain(bodies[7]) && !plain(bodies[14]));
 }
 
 #[test]

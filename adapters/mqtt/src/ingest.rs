@@ -727,7 +727,7 @@ impl Handler {
             Some(Topic::Native { operator, .. }) => Some(operator),
             _ => None,
         };
-        let reference = match (configured, named.as_deref()) {
+        let reference = match (configured, named) {
             (Some(configured), Some(named)) if configured != named => {
                 rejects.reject(
                     "mqtt",
@@ -798,13 +798,7 @@ fn outcome_of(result: Result<berth_kernel::ingest::IngestReport, KernelError>) -
 
 /// The device segment of a known topic, for rate-limiting log lines; else the whole topic.
 fn device_of(topic: &str) -> &str {
-    let parts: Vec<&str> = topic.split('/').collect();
-    match parts.as_slice() {
-        ["v3", _, "devices", device, ..]
-        | ["application", _, "device", device, ..]
-        | ["berth", "v1", _, "uplink", device] => device,
-        _ => topic,
-    }
+    berth_lorawan::parse_topic(topic).map_or(topic, |known| known.device())
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ impl Prepared {
 }
 
 /// Device clocks run fast; an event this far in the future is taken as now.
-const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
+pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
 /// Striped locks: readings for one space apply one at a time.
 pub(crate) const LIVE_LOCKS: usize = 64;
 

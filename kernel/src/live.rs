@@ -286,6 +286,23 @@ mod tests {
         "2026-11-26T10:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::minutes(minutes)
     }
 
+    /// Whatever an event's `at` (up to the skew allowance after it was recorded, or long
+    /// before: a late upload), its id is at or above the bound for any `from <= at`.
+    #[test]
+    fn an_events_id_is_never_below_the_bound_for_its_time() {
+        for ahead in [Duration::zero(), Duration::minutes(5), Duration::hours(-30)] {
+            let recorded = Utc::now();
+            let id = uuid::Uuid::now_v7();
+            let at = recorded + ahead;
+            assert!(id >= SpaceEvent::lowest_id_from(at), "{ahead}");
+            assert!(id >= SpaceEvent::lowest_id_from(at - Duration::milliseconds(1)), "{ahead}");
+        }
+        // And the bound does skip: an event recorded an hour before `from` is below it.
+        let old = uuid::Uuid::now_v7();
+        assert!(old < SpaceEvent::lowest_id_from(Utc::now() + Duration::hours(1)));
+        assert_eq!(SpaceEvent::lowest_id_from(at(0)).get_version_num(), 7);
+    }
+
     #[test]
     fn revisions_rise_past_their_base_and_follow_the_clock() {
         let clock = u64::try_from(at(0).timestamp_micros()).unwrap();
@@ -470,6 +487,19 @@ pub struct SpaceEvent {
     pub recorded_at: DateTime<Utc>,
     /// The override's reason and who set it.
     pub detail: Option<String>,
+}
+
+impl SpaceEvent {
+    /// The lowest id an event with `at` at or after `from` can have, for a store to skip the
+    /// history before it. An event's id is a UUIDv7 taken when the event is recorded, and no
+    /// event is recorded more than the ingest's clock-skew allowance (5 minutes) before its `at`
+    /// (sensed times further ahead are taken as the time received; overrides are at the
+    /// request time): so its id's milliseconds are at least those of `from` minus the
+    /// allowance, and the lowest UUIDv7 of that millisecond sorts at or below it.
+    pub fn lowest_id_from(from: DateTime<Utc>) -> uuid::Uuid {
+        let millis = (from - crate::ingest::MAX_CLOCK_SKEW).timestamp_millis().max(0) as u64;
+        uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,10 +73,13 @@ pub trait LiveStore: Send + Sync {
     async fn list_space_events(&self, operator: OperatorId, space: SpaceId, limit: u64)
     -> StoreResult<Vec<SpaceEvent>>;
     /// State changes of these spaces with `from <= at < to`, oldest first, at most `limit`.
+    /// No such event has an id below `ids_from` ([`SpaceEvent::lowest_id_from`]), so a store
+    /// reads each space's history from there on, not from its beginning.
     async fn list_events_between(
         &self,
         operator: OperatorId,
         spaces: &[SpaceId],
+        ids_from: uuid::Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         limit: u64,

@@ -1243,7 +1243,8 @@ impl Kernel {
         let spaces: Vec<(SpaceId, SpaceStatus)> =
             availability.spaces.iter().map(|(space, shown)| (space.id, shown.status)).collect();
         let ids: Vec<SpaceId> = spaces.iter().map(|(id, _)| *id).collect();
-        let events = self.store().list_events_between(operator, &ids, from, to, MAX_HISTORY_EVENTS).await?;
+        let ids_from = crate::live::SpaceEvent::lowest_id_from(from);
+        let events = self.store().list_events_between(operator, &ids, ids_from, from, to, MAX_HISTORY_EVENTS).await?;
         if events.len() as u64 >= MAX_HISTORY_EVENTS {
             tracing::warn!(events = events.len(), %from, %to, "occupancy history truncated to the oldest events");
         }

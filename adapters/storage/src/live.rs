@@ -309,15 +309,19 @@ impl LiveStore for SqlStore {
         &self,
         operator: OperatorId,
         spaces: &[SpaceId],
+        ids_from: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         limit: u64,
     ) -> StoreResult<Vec<SpaceEvent>> {
         let mut events = Vec::new();
         for chunk in spaces.chunks(1000) {
+            // `space_events_by_space` is (space, id): the id bound makes each space's part a
+            // range from `ids_from` on instead of its whole history.
             let rows = space_event::Entity::find()
                 .filter(space_event::Column::OperatorId.eq(operator.as_uuid()))
                 .filter(space_event::Column::SpaceId.is_in(chunk.iter().map(|space| space.as_uuid())))
+                .filter(space_event::Column::Id.gte(ids_from))
                 .filter(space_event::Column::At.gte(from))
                 .filter(space_event::Column::At.lt(to))
                 .order_by_asc(space_event::Column::At)

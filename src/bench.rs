@@ -183,7 +183,7 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
 }
 
 /// Adds spaces to the site until it has `n`.
-async fn add_spaces(
+pub(crate) async fn add_spaces(
     kernel: &Kernel,
     admin: &berth_kernel::auth::Principal,
     site: berth_kernel::ids::SiteId,

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_chat;
+pub mod bench_history;
 pub mod bench_market;
 pub mod config;
 pub mod demo;

@@ -178,6 +178,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Occupancy reads over a long state-change history: the last hour's and a 28-day window's
+    /// events of one site, read from the window's first possible event id and, for comparison,
+    /// from each space's first event.
+    History {
+        /// State changes to store, spread evenly over `days` up to now.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: usize,
+        /// Spaces of the site (at most 1000).
+        #[arg(long, default_value_t = 500)]
+        spaces: usize,
+        #[arg(long, default_value_t = 330)]
+        days: u32,
+        /// An empty PostgreSQL database; a fresh SQLite file otherwise.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// The SSE clients of `bench ingest` (run by it in a child process).
     #[command(hide = true)]
     SseClients {
@@ -371,6 +387,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench { command: BenchCommand::Search { sites, spaces_per_site, rate, seconds } } => {
             berth::bench_market::search(sites, spaces_per_site, rate, seconds).await
+        }
+        Command::Bench { command: BenchCommand::History { events, spaces, days, database_url } } => {
+            berth::bench_history::history(events, spaces, days, database_url).await
         }
         Command::Bench { command: BenchCommand::Bookings { database_url, spaces, requests, concurrency } } => {
             berth::bench_market::bookings(database_url, spaces, requests, concurrency).await

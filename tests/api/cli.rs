@@ -244,6 +244,7 @@ fn benchmarks_run_at_small_sizes() {
         ),
         (&["bench", "bookings", "--spaces", "2", "--requests", "20", "--concurrency", "4"], "double bookings: 0"),
         (&["bench", "chat", "--rate", "5", "--seconds", "1"], "answered 5 (refused 0, unanswered 0)"),
+        (&["bench", "history", "--events", "3001", "--spaces", "10", "--days", "60"], "last 28 days (1400 events)"),
     ] {
         let (ok, stdout, stderr) = berth(args, &[]);
         assert!(ok && stdout.contains(expect), "{args:?}: {stdout}\n{stderr}");

@@ -17,6 +17,9 @@ use chrono::Utc;
 use crate::bench::{ms, percentiles};
 use crate::config::{Config, Secret};
 
+/// Changes stored per transaction while loading the history.
+const BATCH: usize = 10_000;
+
 pub async fn history(events: usize, spaces: usize, days: u32, database_url: Option<String>) -> anyhow::Result<()> {
     anyhow::ensure!((1..=1000).contains(&spaces), "--spaces must be 1 to 1000");
     anyhow::ensure!(days >= 1, "--days must be at least 1");
@@ -59,7 +62,7 @@ async fn run(
     let first_ms = now.timestamp_millis() - span_ms;
     let device = DeviceId::new();
     let started = Instant::now();
-    let mut batch = Vec::with_capacity(10_000);
+    let mut batch = Vec::with_capacity(BATCH);
     for index in 0..events {
         let millis = first_ms + (span_ms as i128 * index as i128 / events.max(1) as i128) as i64;
         let at = chrono::DateTime::from_timestamp_millis(millis).context("time in range")?;
@@ -86,7 +89,7 @@ async fn run(
         };
         let live = SpaceWrite { space, live: SpaceLive::default(), revision: 0, event: Some(event), shown: None };
         batch.push(LiveWrite { operator, device, health: None, space: Some(live) });
-        if batch.len() == batch.capacity() || index + 1 == events {
+        if batch.len() == BATCH || index + 1 == events {
             store.save_live_batch(&batch).await?;
             batch.clear();
         }

@@ -438,11 +438,13 @@ fn segments<const N: usize>(topic: &str) -> Option<[&str; N]> {
 
 pub fn parse_topic(topic: &str) -> Option<Topic<'_>> {
     let whole = |last: &str| !last.contains('/');
-    match segments::<6>(topic) {
-        Some(["application", _app, "device", dev_eui, "event", event]) if whole(event) => {
-            return Some(Topic::ChirpStack { dev_eui, event });
-        }
-        _ => {}
+    if topic.starts_with("application/") {
+        return match segments::<6>(topic)? {
+            ["application", _app, "device", dev_eui, "event", event] if whole(event) => {
+                Some(Topic::ChirpStack { dev_eui, event })
+            }
+            _ => None,
+        };
     }
     match segments::<5>(topic)? {
         ["v3", _app, "devices", device, event] => Some(Topic::TheThingsStack { device, event }),
@@ -453,7 +455,12 @@ pub fn parse_topic(topic: &str) -> Option<Topic<'_>> {
 
 /// Reads an MQTT message by its topic.
 pub fn parse_mqtt(topic: &str, body: &[u8]) -> Result<Envelope, EnvelopeError> {
-    match parse_topic(topic) {
+    parse_mqtt_on(topic, parse_topic(topic), body)
+}
+
+/// Reads an MQTT message by its topic, already parsed (`known`: [`parse_topic`] of `topic`).
+pub fn parse_mqtt_on(topic: &str, known: Option<Topic<'_>>, body: &[u8]) -> Result<Envelope, EnvelopeError> {
+    match known {
         Some(Topic::TheThingsStack { device, event: "up" }) => parse_ttn(body, Some(device)),
         Some(Topic::TheThingsStack { event, .. }) => Ok(Envelope::Ignored(format!("{event} (not an uplink)"))),
         Some(Topic::ChirpStack { event, .. }) => parse_chirpstack(body, Some(event)),

@@ -709,8 +709,9 @@ impl Handler {
     /// Reads a message: whose uplink it is, or what became of it if it is not one to ingest.
     async fn parse(&self, topic: &str, payload: &[u8]) -> Result<(OperatorId, UplinkInput), Outcome> {
         let rejects = self.kernel.rejects();
-        let device_hint = device_of(topic);
-        let envelope = match berth_lorawan::parse_mqtt(topic, payload) {
+        let known = berth_lorawan::parse_topic(topic);
+        let device_hint = device_of(topic, known);
+        let envelope = match berth_lorawan::parse_mqtt_on(topic, known, payload) {
             Ok(envelope) => envelope,
             Err(error) => {
                 rejects.reject("mqtt", error.reason(), device_hint, &error);
@@ -723,7 +724,7 @@ impl Handler {
         };
         let configured =
             self.subscriptions.iter().find(|s| filter_matches(&s.filter, topic)).and_then(|s| s.operator.as_deref());
-        let named = match berth_lorawan::parse_topic(topic) {
+        let named = match known {
             Some(Topic::Native { operator, .. }) => Some(operator),
             _ => None,
         };
@@ -797,8 +798,8 @@ fn outcome_of(result: Result<berth_kernel::ingest::IngestReport, KernelError>) -
 }
 
 /// The device segment of a known topic, for rate-limiting log lines; else the whole topic.
-fn device_of(topic: &str) -> &str {
-    berth_lorawan::parse_topic(topic).map_or(topic, |known| known.device())
+fn device_of<'a>(topic: &'a str, known: Option<Topic<'a>>) -> &'a str {
+    known.map_or(topic, |known| known.device())
 }
 
 #[cfg(test)]
@@ -826,9 +827,13 @@ mod tests {
 
     #[test]
     fn device_segments() {
-        assert_eq!(device_of("v3/app@ttn/devices/eui-1/up"), "eui-1");
-        assert_eq!(device_of("application/7/device/0004a30b/event/up"), "0004a30b");
-        assert_eq!(device_of("berth/v1/acme/uplink/D1"), "D1");
-        assert_eq!(device_of("elsewhere"), "elsewhere");
+        for (topic, device) in [
+            ("v3/app@ttn/devices/eui-1/up", "eui-1"),
+            ("application/7/device/0004a30b/event/up", "0004a30b"),
+            ("berth/v1/acme/uplink/D1", "D1"),
+            ("elsewhere", "elsewhere"),
+        ] {
+            assert_eq!(device_of(topic, berth_lorawan::parse_topic(topic)), device);
+        }
     }
 }

@@ -38,6 +38,8 @@ pub struct IngestBench {
     pub streams_per_connection: usize,
     /// A database URL instead of a fresh SQLite file (PostgreSQL: give an empty database).
     pub database_url: Option<String>,
+    /// Percent of the throughput runs' uplinks that change their space; the rest are heartbeats.
+    pub changes_percent: u8,
 }
 
 pub async fn ingest(options: IngestBench) -> anyhow::Result<()> {
@@ -75,9 +77,11 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     let base = format!("http://{}", server.addr);
     println!("berth bench ingest: {backend}, embedded broker, {} sensors, {} cores", fleet.len(), cores());
 
-    // The messages: every sensor flips its state each time, so each uplink is a change.
+    // The messages: by default every sensor flips its state each time, so each uplink is a
+    // change (a history row); with `changes_percent` below 100, the others are heartbeats.
     let mut traffic = Traffic::new(fleet);
-    let messages: Vec<(String, Vec<u8>)> = (0..options.messages).map(|_| traffic.next().1).collect();
+    let messages: Vec<(String, Vec<u8>)> =
+        (0..options.messages).map(|_| traffic.next_of(options.changes_percent).1).collect();
 
     // 1. The raw broker, same messages, same QoS.
     let raw = CountingSubscriber::start(&broker, "bench-raw-subscriber", "bench/raw/#").await?;
@@ -113,10 +117,11 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     let ingest_cpu = micros_each(cpu_seconds() - cpu_before, messages.len());
     let applied = stats.applied.load(std::sync::atomic::Ordering::Relaxed) - applied_before;
     println!(
-        "ingest (broker → plugin → state → {backend}): {:>9.0} uplinks/s  ({:.1}% of the raw broker; {applied} of {} applied)",
+        "ingest (broker → plugin → state → {backend}): {:>9.0} uplinks/s  ({:.1}% of the raw broker; {applied} of {} applied, {}% changes)",
         ingest_rate,
         100.0 * ingest_rate / raw_rate,
-        messages.len()
+        messages.len(),
+        options.changes_percent
     );
     // Both phases run the same publisher and broker in this process, so the difference is what
     // berth adds per uplink.
@@ -209,7 +214,7 @@ pub(crate) async fn add_spaces(
     Ok(())
 }
 
-/// Each sensor flips on every message.
+/// Each sensor's uplinks in turn: changes (a flip of its state) or heartbeats.
 struct Traffic {
     fleet: Vec<SimulatedSensor>,
     next: usize,
@@ -223,13 +228,25 @@ impl Traffic {
         Self { fleet, next: 0, counters: vec![0; n], occupied: vec![false; n] }
     }
 
+    /// The next sensor's uplink, a change.
     fn next(&mut self) -> (SpaceId, (String, Vec<u8>)) {
+        self.next_of(100)
+    }
+
+    /// The next sensor's uplink: `percent` of each sensor's uplinks are changes, evenly spread
+    /// (its n-th is one when `n × percent / 100` steps up), the others heartbeats.
+    fn next_of(&mut self, percent: u8) -> (SpaceId, (String, Vec<u8>)) {
         let index = self.next % self.fleet.len();
         self.next += 1;
         self.counters[index] += 1;
-        self.occupied[index] = !self.occupied[index];
+        let n = u64::from(self.counters[index]);
+        let change = n * u64::from(percent) / 100 != (n - 1) * u64::from(percent) / 100;
+        if change {
+            self.occupied[index] = !self.occupied[index];
+        }
         let sensor = &self.fleet[index];
-        let message = uplink_message(crate::demo::DEMO_SLUG, sensor, self.counters[index], self.occupied[index], false);
+        let message =
+            uplink_message(crate::demo::DEMO_SLUG, sensor, self.counters[index], self.occupied[index], !change);
         (sensor.space_id, message)
     }
 }
@@ -664,5 +681,30 @@ mod tests {
         assert_eq!(space.id.to_string(), "0190a5b6-0000-7000-8000-000000000001");
         assert_eq!(space.at.to_rfc3339(), "2026-11-28T08:00:00.500+00:00");
         assert!(parser.buffer.is_empty());
+    }
+
+    #[test]
+    fn traffic_changes_the_share_asked_for() {
+        let fleet = (0..3)
+            .map(|index| crate::simulator::SimulatedSensor {
+                external_id: format!("000000000000000{index}"),
+                vendor: "tekzitel",
+                model: "tekzipark",
+                space_id: berth_kernel::ids::SpaceId::new(),
+            })
+            .collect();
+        let mut traffic = Traffic::new(fleet);
+        for (percent, changes) in [(100, 40), (25, 10), (10, 4), (1, 0)] {
+            let before = traffic.occupied.clone();
+            let mut flips = vec![0; 3];
+            for _ in 0..3 * 40 {
+                let index = traffic.next % 3;
+                let was = traffic.occupied[index];
+                traffic.next_of(percent);
+                flips[index] += usize::from(traffic.occupied[index] != was);
+            }
+            assert_eq!(flips, [changes; 3], "{percent}%");
+            assert_eq!(traffic.occupied, if changes % 2 == 0 { before } else { before.iter().map(|o| !o).collect() });
+        }
     }
 }

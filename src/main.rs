@@ -143,6 +143,11 @@ enum BenchCommand {
         /// Database instead of a fresh SQLite file (an empty PostgreSQL database, say).
         #[arg(long)]
         database_url: Option<String>,
+        /// Percent of the throughput runs' uplinks that change their space (the others are
+        /// heartbeats): 100, the default, is the worst case (a history row per uplink); a car
+        /// park's share depends on its turnover and its sensors' heartbeat interval.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+        changes: u8,
     },
     /// Chat: Telegram webhook in → reply sent through the fake Bot API, at a fixed rate.
     Chat {
@@ -340,7 +345,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Plugin { command } => run_plugin_command(command),
         Command::Bench {
             command:
-                BenchCommand::Ingest { messages, devices, rate, seconds, subscribers, streams_per_connection, database_url },
+                BenchCommand::Ingest {
+                    messages,
+                    devices,
+                    rate,
+                    seconds,
+                    subscribers,
+                    streams_per_connection,
+                    database_url,
+                    changes,
+                },
         } => {
             // The server's own log, only when asked for: it would interleave with the figures.
             if std::env::var_os("RUST_LOG").is_some() {
@@ -354,6 +368,7 @@ async fn main() -> anyhow::Result<()> {
                 subscribers,
                 streams_per_connection,
                 database_url,
+                changes_percent: changes,
             };
             berth::bench::ingest(options).await
         }

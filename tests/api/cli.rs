@@ -235,8 +235,10 @@ fn benchmarks_run_at_small_sizes() {
                 "1",
                 "--subscribers",
                 "10",
+                "--changes",
+                "25",
             ][..],
-            "uplinks",
+            "25% changes",
         ),
         (
             &["bench", "search", "--sites", "5", "--spaces-per-site", "5", "--rate", "5", "--seconds", "1"],

@@ -21,24 +21,35 @@ use futures_util::StreamExt;
 use crate::config::{Config, MqttMode, Secret};
 use crate::simulator::{SimulatedSensor, uplink_message};
 
-#[derive(Debug, Clone)]
+/// `berth bench ingest`'s options, which are its command-line arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct IngestBench {
-    /// Uplinks for the throughput runs (1 and 2).
+    /// Uplinks for the throughput runs.
+    #[arg(long, default_value_t = 50_000)]
     pub messages: usize,
     /// Simulated sensors, each on a space of its own.
+    #[arg(long, default_value_t = 2_000)]
     pub devices: usize,
-    /// Uplinks per second for the latency run (3).
+    /// Uplinks per second for the latency run.
+    #[arg(long, default_value_t = 5_000)]
     pub rate: u32,
-    /// How long the latency run lasts.
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
-    /// SSE subscribers for run 4 (0 skips it).
+    /// Concurrent SSE subscribers (0 skips that run).
+    #[arg(long, default_value_t = 10_000)]
     pub subscribers: usize,
-    /// Run 4's streams per connection: 1 is HTTP/1.1, a connection each; more share HTTP/2
-    /// (h2c) connections, as behind a proxy that multiplexes its clients onto a few.
+    /// SSE streams per connection: 1 is HTTP/1.1, a connection each; more share HTTP/2
+    /// connections (at most 1,000 each), as behind a proxy that multiplexes its clients.
+    #[arg(long, default_value_t = 1)]
     pub streams_per_connection: usize,
-    /// A database URL instead of a fresh SQLite file (PostgreSQL: give an empty database).
+    /// Database instead of a fresh SQLite file (an empty PostgreSQL database, say).
+    #[arg(long)]
     pub database_url: Option<String>,
-    /// Percent of the throughput runs' uplinks that change their space; the rest are heartbeats.
+    /// Percent of the throughput runs' uplinks that change their space (the others are
+    /// heartbeats): 100, the default, is the worst case (a history row per uplink); a car
+    /// park's share depends on its turnover and its sensors' heartbeat interval.
+    #[arg(long = "changes", value_name = "PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub changes_percent: u8,
 }
 

@@ -120,35 +120,7 @@ enum BenchCommand {
     },
     /// MQTT ingest end to end: raw broker rate vs uplinks applied per second, publish → SSE
     /// latency at a fixed rate, and many SSE subscribers on one node.
-    Ingest {
-        /// Uplinks for the throughput runs.
-        #[arg(long, default_value_t = 50_000)]
-        messages: usize,
-        /// Simulated sensors, each on a space of its own.
-        #[arg(long, default_value_t = 2_000)]
-        devices: usize,
-        /// Uplinks per second for the latency run.
-        #[arg(long, default_value_t = 5_000)]
-        rate: u32,
-        /// Seconds of the latency run.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Concurrent SSE subscribers (0 skips that run).
-        #[arg(long, default_value_t = 10_000)]
-        subscribers: usize,
-        /// SSE streams per connection: 1 is HTTP/1.1, a connection each; more share HTTP/2
-        /// connections (at most 1,000 each).
-        #[arg(long, default_value_t = 1)]
-        streams_per_connection: usize,
-        /// Database instead of a fresh SQLite file (an empty PostgreSQL database, say).
-        #[arg(long)]
-        database_url: Option<String>,
-        /// Percent of the throughput runs' uplinks that change their space (the others are
-        /// heartbeats): 100, the default, is the worst case (a history row per uplink); a car
-        /// park's share depends on its turnover and its sensors' heartbeat interval.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
-        changes: u8,
-    },
+    Ingest(berth::bench::IngestBench),
     /// Chat: Telegram webhook in → reply sent through the fake Bot API, at a fixed rate.
     Chat {
         /// Updates per second (open loop).
@@ -343,33 +315,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Demo { listen } => run_demo(config, listen).await,
         Command::Plugin { command } => run_plugin_command(command),
-        Command::Bench {
-            command:
-                BenchCommand::Ingest {
-                    messages,
-                    devices,
-                    rate,
-                    seconds,
-                    subscribers,
-                    streams_per_connection,
-                    database_url,
-                    changes,
-                },
-        } => {
+        Command::Bench { command: BenchCommand::Ingest(options) } => {
             // The server's own log, only when asked for: it would interleave with the figures.
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing(&config);
             }
-            let options = berth::bench::IngestBench {
-                messages,
-                devices,
-                rate,
-                seconds,
-                subscribers,
-                streams_per_connection,
-                database_url,
-                changes_percent: changes,
-            };
             berth::bench::ingest(options).await
         }
         Command::Rules { command: RulesCommand::Test { dir } } => {

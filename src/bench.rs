@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use berth_kernel::Kernel;
 use berth_kernel::ids::SpaceId;
-use berth_mqtt::{CountingSubscriber, Publisher};
+use berth_mqtt::{BrokerAddress, CountingSubscriber, Publisher};
 use futures_util::StreamExt;
 
 use crate::config::{Config, MqttMode, Secret};
@@ -51,6 +51,11 @@ pub struct IngestBench {
     /// park's share depends on its turnover and its sensors' heartbeat interval.
     #[arg(long = "changes", value_name = "PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub changes_percent: u8,
+    /// Rounds of the two throughput runs, alternated (raw, ingest, raw, ingest…), each with
+    /// messages of its own; with more than one, the report ends with the medians, steadier
+    /// than any one round on a busy machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
 }
 
 pub async fn ingest(options: IngestBench) -> anyhow::Result<()> {
@@ -91,52 +96,48 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     // The messages: by default every sensor flips its state each time, so each uplink is a
     // change (a history row); with `changes_percent` below 100, the others are heartbeats.
     let mut traffic = Traffic::new(fleet);
-    let messages: Vec<(String, Vec<u8>)> =
-        (0..options.messages).map(|_| traffic.next_of(options.changes_percent).1).collect();
-
-    // 1. The raw broker, same messages, same QoS.
-    let raw = CountingSubscriber::start(&broker, "bench-raw-subscriber", "bench/raw/#").await?;
-    let publisher = Publisher::connect(&broker, "bench-raw-publisher", None);
-    let (started, cpu_before) = (Instant::now(), cpu_seconds());
-    for (index, (_, body)) in messages.iter().enumerate() {
-        publisher.publish(&format!("bench/raw/{}", index % options.devices.max(1)), body.clone()).await?;
-    }
-    wait_for(|| raw.received() >= messages.len() as u64, Duration::from_secs(300)).await?;
-    let raw_rate = messages.len() as f64 / started.elapsed().as_secs_f64();
-    let raw_cpu = micros_each(cpu_seconds() - cpu_before, messages.len());
-    drop(raw);
-    publisher.disconnect().await;
-    println!("raw broker (QoS 1 publish → subscriber):  {:>9.0} messages/s  ({raw_cpu:.1} µs of CPU each)", raw_rate);
-
-    // 2. Ingest: the same messages on berth's topics.
-    let processed = || {
-        use std::sync::atomic::Ordering::Relaxed;
-        stats.applied.load(Relaxed)
-            + stats.rejected.load(Relaxed)
-            + stats.ignored.load(Relaxed)
-            + stats.failed.load(Relaxed)
-    };
-    let before = processed();
-    let applied_before = stats.applied.load(std::sync::atomic::Ordering::Relaxed);
     let publisher = Publisher::connect(&broker, "bench-sensors", None);
-    let (started, cpu_before) = (Instant::now(), cpu_seconds());
-    for (topic, body) in &messages {
-        publisher.publish(topic, body.clone()).await?;
+    let mut rounds = Vec::new();
+    for round in 1..=options.rounds {
+        if options.rounds > 1 {
+            println!("round {round} of {}:", options.rounds);
+        }
+        let messages: Vec<(String, Vec<u8>)> =
+            (0..options.messages).map(|_| traffic.next_of(options.changes_percent).1).collect();
+        let raw = raw_run(&broker, &messages, options.devices.max(1)).await?;
+        let ingest = ingest_run(&publisher, &stats, &messages).await?;
+        println!(
+            "ingest (broker → plugin → state → {backend}): {:>9.0} uplinks/s  ({:.1}% of the raw broker; {} of {} applied, {}% changes)",
+            ingest.rate,
+            100.0 * ingest.rate / raw.rate,
+            ingest.applied,
+            messages.len(),
+            options.changes_percent
+        );
+        // Both runs use the same publisher and broker in this process, so the difference is
+        // what berth adds per uplink.
+        println!(
+            "  CPU per uplink: {:.1} µs in all ({:.1} µs more than a raw message)",
+            ingest.cpu,
+            ingest.cpu - raw.cpu
+        );
+        rounds.push((raw.rate, ingest.rate));
     }
-    wait_for(|| processed() >= before + messages.len() as u64, Duration::from_secs(600)).await?;
-    let ingest_rate = messages.len() as f64 / started.elapsed().as_secs_f64();
-    let ingest_cpu = micros_each(cpu_seconds() - cpu_before, messages.len());
-    let applied = stats.applied.load(std::sync::atomic::Ordering::Relaxed) - applied_before;
-    println!(
-        "ingest (broker → plugin → state → {backend}): {:>9.0} uplinks/s  ({:.1}% of the raw broker; {applied} of {} applied, {}% changes)",
-        ingest_rate,
-        100.0 * ingest_rate / raw_rate,
-        messages.len(),
-        options.changes_percent
-    );
-    // Both phases run the same publisher and broker in this process, so the difference is what
-    // berth adds per uplink.
-    println!("  CPU per uplink: {ingest_cpu:.1} µs in all ({:.1} µs more than a raw message)", ingest_cpu - raw_cpu);
+    if rounds.len() > 1 {
+        let median = |mut values: Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let ratios: Vec<f64> = rounds.iter().map(|(raw, ingest)| 100.0 * ingest / raw).collect();
+        println!(
+            "medians of {} rounds: raw broker {:.0} messages/s, ingest {:.0} uplinks/s, {:.1}% of the raw broker (rounds: {})",
+            rounds.len(),
+            median(rounds.iter().map(|(raw, _)| *raw).collect()),
+            median(rounds.iter().map(|(_, ingest)| *ingest).collect()),
+            median(ratios.clone()),
+            ratios.iter().map(|ratio| format!("{ratio:.1}%")).collect::<Vec<_>>().join(", ")
+        );
+    }
 
     // 3. Publish → SSE client latency at a fixed rate.
     let path = format!("/v1/sites/{garage}/availability/stream");
@@ -196,6 +197,59 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     publisher.disconnect().await;
     server.stop().await?;
     Ok(())
+}
+
+/// One throughput run's figures.
+struct Run {
+    /// Messages (raw) or uplinks (ingest) per second.
+    rate: f64,
+    /// The process's CPU time per message, in µs.
+    cpu: f64,
+    /// Uplinks applied (ingest).
+    applied: u64,
+}
+
+/// The raw broker, same messages, same QoS, to a subscriber that only counts them.
+async fn raw_run(broker: &BrokerAddress, messages: &[(String, Vec<u8>)], topics: usize) -> anyhow::Result<Run> {
+    let raw = CountingSubscriber::start(broker, "bench-raw-subscriber", "bench/raw/#").await?;
+    let publisher = Publisher::connect(broker, "bench-raw-publisher", None);
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
+    for (index, (_, body)) in messages.iter().enumerate() {
+        publisher.publish(&format!("bench/raw/{}", index % topics), body.clone()).await?;
+    }
+    wait_for(|| raw.received() >= messages.len() as u64, Duration::from_secs(300)).await?;
+    let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    let cpu = micros_each(cpu_seconds() - cpu_before, messages.len());
+    drop(raw);
+    publisher.disconnect().await;
+    println!("raw broker (QoS 1 publish → subscriber):  {rate:>9.0} messages/s  ({cpu:.1} µs of CPU each)");
+    Ok(Run { rate, cpu, applied: 0 })
+}
+
+/// Ingest: the same messages on berth's topics, until berth has processed every one.
+async fn ingest_run(
+    publisher: &Publisher,
+    stats: &berth_mqtt::IngestStats,
+    messages: &[(String, Vec<u8>)],
+) -> anyhow::Result<Run> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let processed = || {
+        stats.applied.load(Relaxed)
+            + stats.rejected.load(Relaxed)
+            + stats.ignored.load(Relaxed)
+            + stats.failed.load(Relaxed)
+    };
+    let (before, applied_before) = (processed(), stats.applied.load(Relaxed));
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
+    for (topic, body) in messages {
+        publisher.publish(topic, body.clone()).await?;
+    }
+    wait_for(|| processed() >= before + messages.len() as u64, Duration::from_secs(600)).await?;
+    Ok(Run {
+        rate: messages.len() as f64 / started.elapsed().as_secs_f64(),
+        cpu: micros_each(cpu_seconds() - cpu_before, messages.len()),
+        applied: stats.applied.load(Relaxed) - applied_before,
+    })
 }
 
 /// Adds spaces to the site until it has `n`.

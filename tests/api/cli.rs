@@ -237,8 +237,10 @@ fn benchmarks_run_at_small_sizes() {
                 "10",
                 "--changes",
                 "25",
+                "--rounds",
+                "2",
             ][..],
-            "25% changes",
+            "medians of 2 rounds",
         ),
         (
             &["bench", "search", "--sites", "5", "--spaces-per-site", "5", "--rate", "5", "--seconds", "1"],

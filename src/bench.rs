@@ -126,7 +126,8 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     if rounds.len() > 1 {
         let median = |mut values: Vec<f64>| {
             values.sort_by(f64::total_cmp);
-            values[values.len() / 2]
+            let middle = values.len() / 2;
+            if values.len().is_multiple_of(2) { (values[middle - 1] + values[middle]) / 2.0 } else { values[middle] }
         };
         let ratios: Vec<f64> = rounds.iter().map(|(raw, ingest)| 100.0 * ingest / raw).collect();
         println!(

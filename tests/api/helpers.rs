@@ -145,6 +145,17 @@ impl TestApp {
         db.close().await.expect("close");
     }
 
+    /// One number from the test database, over a connection of its own.
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect(self.config.database_url()).await.expect("connect to the test database");
+        let statement = sea_orm::Statement::from_string(db.get_database_backend(), sql);
+        let row = db.query_one(statement).await.unwrap_or_else(|error| panic!("{sql}: {error}")).expect("a row");
+        let value: i64 = row.try_get_by_index(0).unwrap_or_else(|error| panic!("{sql}: {error}"));
+        db.close().await.expect("close");
+        value
+    }
+
     /// The running server's MQTT side, when the test turned MQTT on.
     pub fn mqtt(&self) -> &berth::MqttRunning {
         self.server.as_ref().expect("server running").mqtt.as_ref().expect("MQTT is on for this test")

@@ -4,6 +4,8 @@
 //!
 //! - SQLite: multi-row `INSERT … VALUES (…), (…) ON CONFLICT … DO UPDATE` and one
 //!   `UPDATE … FROM (VALUES …)` per chunk, in a few chunk sizes so every statement stays prepared.
+//!   History rows go to `space_events_recent`, which has no per-space index, and move into
+//!   `space_events` about once a second ([`move_recent_history`]).
 //! - PostgreSQL: one statement per table per batch, whatever its size, each column bound as an
 //!   array and turned back into rows by `UNNEST`.
 //!
@@ -199,7 +201,19 @@ fn sqlite_live_sql(rows: usize) -> String {
 }
 
 fn sqlite_event_sql(rows: usize) -> String {
-    insert_sql("space_events", &EVENT_COLUMNS, rows, false)
+    let mut columns = EVENT_COLUMNS.to_vec();
+    columns.push("slice");
+    insert_sql("space_events_recent", &columns, rows, false)
+}
+
+/// The slice of the spaces a space's recent history moves with: the top bits of the id's last
+/// byte, which is random in a UUIDv7 (and in a v4).
+pub(crate) fn history_slice(space: Uuid) -> u8 {
+    space.as_bytes()[15] / (256 / u16::from(HISTORY_SLICES)) as u8
+}
+
+fn bind_recent_event<'q>(query: SqliteQuery<'q>, row: &'q space_event::Model) -> SqliteQuery<'q> {
+    bind_event(query, row).bind(i16::from(history_slice(row.space_id)))
 }
 
 fn sqlite_health_sql(rows: usize) -> String {
@@ -236,10 +250,42 @@ async fn sqlite_rows<T>(
 pub(crate) async fn write_sqlite(pool: &SqlitePool, rows: &Rows) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlite_rows(&mut tx, &rows.lives, &LIVE_SQL, bind_live).await?;
-    sqlite_rows(&mut tx, &rows.events, &EVENT_SQL, bind_event).await?;
+    sqlite_rows(&mut tx, &rows.events, &EVENT_SQL, bind_recent_event).await?;
     sqlite_rows(&mut tx, &rows.shown, &SHOWN_SQL, bind_shown).await?;
     sqlite_rows(&mut tx, &rows.healths, &HEALTH_SQL, bind_health).await?;
     tx.commit().await
+}
+
+/// Slices of the spaces whose recent history moves together (see [`move_recent_history`]).
+pub(crate) const HISTORY_SLICES: u8 = 8;
+
+/// Moves the rows of one slice of the spaces ([`history_slice`]) from `space_events_recent` into
+/// `space_events`, in one transaction, sorted by space and id.
+///
+/// Why: `space_events_by_space` is (space, id), so a commit's history rows land on one index
+/// page per space. Written at each commit, that was a page per space per commit (2,000 spaces:
+/// 8 MB of WAL for every commit, each page read back and copied into the database file), most
+/// of the ingest writer's time. Moved about once a second, each page is written about once a
+/// second and the rows arrive in index order; a slice at a time, spread over the second, so no
+/// commit waits for a whole second's move. Readers see both tables in one snapshot (`live.rs`).
+pub(crate) async fn move_recent_history(pool: &SqlitePool, slice: u8) -> Result<u64, sqlx::Error> {
+    static SQL: OnceLock<[String; 2]> = OnceLock::new();
+    let [insert, delete] = SQL.get_or_init(|| {
+        let columns = EVENT_COLUMNS.join(", ");
+        [
+            format!(
+                "INSERT INTO space_events ({columns}) SELECT {columns} FROM space_events_recent \
+                 WHERE slice = ? ORDER BY space_id, id"
+            ),
+            "DELETE FROM space_events_recent WHERE slice = ?".to_owned(),
+        ]
+    });
+    let slice = i16::from(slice);
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(insert).bind(slice).execute(&mut *tx).await?.rows_affected();
+    sqlx::query(delete).bind(slice).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(moved)
 }
 
 /// `INSERT INTO table (columns) SELECT * FROM UNNEST($1::type[], …)`, upserting when asked.

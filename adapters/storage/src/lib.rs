@@ -69,6 +69,57 @@ pub struct SqlStore {
     booking_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// SQLite's background checkpointer; it stops with the last clone.
     _checkpointer: Option<std::sync::Arc<Checkpointer>>,
+    /// The schedule of SQLite's moves of recent history rows into `space_events`.
+    recent_history: std::sync::Arc<RecentHistory>,
+}
+
+/// How often SQLite's recent history rows move into `space_events` (see
+/// `batch::move_recent_history`): readers scan at most about this much of the newest history
+/// without an index.
+const MOVE_RECENT_EVERY: Duration = Duration::from_secs(1);
+
+/// The schedule of the moves of recent history: every [`MOVE_RECENT_EVERY`] a round starts, in
+/// which slice `i` of the spaces moves after the first write from `i / HISTORY_SLICES` of the
+/// interval on (so the work spreads over the second); and whether moves fail.
+struct RecentHistory {
+    /// When the last round started, and the next slice of the round under way (none: done).
+    round: std::sync::Mutex<(std::time::Instant, Option<u8>)>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Default for RecentHistory {
+    fn default() -> Self {
+        Self { round: std::sync::Mutex::new((std::time::Instant::now(), None)), failing: Default::default() }
+    }
+}
+
+impl RecentHistory {
+    /// The slice to move after this write, if any.
+    fn next_slice(&self) -> Option<u8> {
+        let mut round = self.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (started, next) = &mut *round;
+        if next.is_none() && started.elapsed() >= MOVE_RECENT_EVERY {
+            *started = std::time::Instant::now();
+            *next = Some(0);
+        }
+        let slice = (*next)?;
+        (started.elapsed() >= MOVE_RECENT_EVERY * u32::from(slice) / u32::from(batch::HISTORY_SLICES)).then_some(slice)
+    }
+
+    /// Records a move's outcome and goes on to the next slice: a failure is logged once per
+    /// streak (the rows stay where readers find them, and the next round moves them).
+    fn moved(&self, slice: u8, outcome: Result<u64, sea_orm::sqlx::Error>) {
+        use std::sync::atomic::Ordering;
+        match outcome {
+            Ok(_) => self.failing.store(false, Ordering::Relaxed),
+            Err(error) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(%error, "moving recent history rows failed; retrying every {MOVE_RECENT_EVERY:?}");
+            }
+            Err(_) => {}
+        }
+        let mut round = self.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        round.1 = (slice + 1 < batch::HISTORY_SLICES).then_some(slice + 1);
+    }
 }
 
 /// How often SQLite's WAL is copied back into the database file, off the committing connection.
@@ -155,7 +206,12 @@ impl SqlStore {
         let db = Database::connect(options).await.map_err(ConnectError::Connect)?;
         let checkpointer =
             is_sqlite.then(|| std::sync::Arc::new(Checkpointer::start(db.get_sqlite_connection_pool().clone())));
-        Ok(Self { db, booking_writer: std::sync::Arc::default(), _checkpointer: checkpointer })
+        Ok(Self {
+            db,
+            booking_writer: std::sync::Arc::default(),
+            _checkpointer: checkpointer,
+            recent_history: std::sync::Arc::default(),
+        })
     }
 
     /// Applies pending migrations; safe to call on every start.

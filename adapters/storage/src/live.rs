@@ -11,13 +11,27 @@ use berth_kernel::live::{DeviceHealth, Override, SpaceEvent, SpaceEventKind, Spa
 use berth_kernel::ports::{LiveStore, StoreResult};
 use berth_kernel::space::{Space, SpaceState, SpaceStatus};
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+};
 use uuid::Uuid;
 
 use crate::batch::{Rows, ShownRow};
 use crate::convert::{corrupt, device_from_row, space_from_row};
 use crate::entity::{device, device_health, space, space_event, space_live};
 use crate::{SqlStore, backend};
+
+/// The same query on `space_events_recent`, the newest history rows that SQLite's ingest writer
+/// has not moved into `space_events` yet (always empty on PostgreSQL). Run in the transaction
+/// that read `space_events`, so a move between the two reads neither hides nor doubles a row.
+fn on_recent(
+    query: sea_orm::Select<space_event::Entity>,
+    db: &impl ConnectionTrait,
+) -> sea_orm::SelectorRaw<sea_orm::SelectModel<space_event::Model>> {
+    let mut statement = query.build(db.get_database_backend());
+    statement.sql = statement.sql.replace("\"space_events\"", "\"space_events_recent\"");
+    space_event::Entity::find().from_raw_sql(statement)
+}
 
 /// Ids per `IN (…)` list: keeps bind parameters under SQLite's and PostgreSQL's limits.
 const IN_LIST_IDS: usize = 500;
@@ -70,7 +84,17 @@ impl SqlStore {
     /// Writes one commit's rows in one transaction.
     async fn write_rows(&self, rows: &Rows) -> StoreResult<()> {
         let written = match self.db.get_database_backend() {
-            sea_orm::DbBackend::Sqlite => crate::batch::write_sqlite(self.db.get_sqlite_connection_pool(), rows).await,
+            sea_orm::DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                let written = crate::batch::write_sqlite(pool, rows).await;
+                if written.is_ok()
+                    && let Some(slice) = self.recent_history.next_slice()
+                {
+                    let moved = crate::batch::move_recent_history(pool, slice).await;
+                    self.recent_history.moved(slice, moved);
+                }
+                written
+            }
             sea_orm::DbBackend::Postgres => {
                 crate::batch::write_postgres(self.db.get_postgres_connection_pool(), rows).await
             }
@@ -294,14 +318,17 @@ impl LiveStore for SqlStore {
         space: SpaceId,
         limit: u64,
     ) -> StoreResult<Vec<SpaceEvent>> {
-        let rows = space_event::Entity::find()
+        let query = space_event::Entity::find()
             .filter(space_event::Column::OperatorId.eq(operator.as_uuid()))
             .filter(space_event::Column::SpaceId.eq(space.as_uuid()))
             .order_by_desc(space_event::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(backend)?;
+            .limit(limit);
+        let txn = self.db.begin().await.map_err(backend)?;
+        let mut rows = query.clone().all(&txn).await.map_err(backend)?;
+        rows.extend(on_recent(query, &txn).all(&txn).await.map_err(backend)?);
+        txn.commit().await.map_err(backend)?;
+        rows.sort_by_key(|row| std::cmp::Reverse(row.id));
+        rows.truncate(limit as usize);
         rows.into_iter().map(event_from_row).collect()
     }
 
@@ -315,24 +342,25 @@ impl LiveStore for SqlStore {
         limit: u64,
     ) -> StoreResult<Vec<SpaceEvent>> {
         let mut events = Vec::new();
+        let txn = self.db.begin().await.map_err(backend)?;
         for chunk in spaces.chunks(1000) {
             // `space_events_by_space` is (space, id): the id bound makes each space's part a
             // range from `ids_from` on instead of its whole history.
-            let rows = space_event::Entity::find()
+            let query = space_event::Entity::find()
                 .filter(space_event::Column::OperatorId.eq(operator.as_uuid()))
                 .filter(space_event::Column::SpaceId.is_in(chunk.iter().map(|space| space.as_uuid())))
                 .filter(space_event::Column::Id.gte(ids_from))
                 .filter(space_event::Column::At.gte(from))
                 .filter(space_event::Column::At.lt(to))
                 .order_by_asc(space_event::Column::At)
-                .limit(limit)
-                .all(&self.db)
-                .await
-                .map_err(backend)?;
+                .limit(limit);
+            let mut rows = query.clone().all(&txn).await.map_err(backend)?;
+            rows.extend(on_recent(query, &txn).all(&txn).await.map_err(backend)?);
             for row in rows {
                 events.push(event_from_row(row)?);
             }
         }
+        txn.commit().await.map_err(backend)?;
         events.sort_by_key(|event| event.at);
         events.truncate(limit as usize);
         Ok(events)

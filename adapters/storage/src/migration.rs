@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0005Payments),
             Box::new(M0006Conversations),
             Box::new(M0007Handoffs),
+            Box::new(M0008RecentHistory),
         ]
     }
 }
@@ -425,6 +426,11 @@ enum SpaceLive {
 #[derive(DeriveIden)]
 enum SpaceEvents {
     Table,
+    /// `space_events_recent`: the same columns, without the per-space index.
+    #[sea_orm(iden = "space_events_recent")]
+    Recent,
+    /// In `space_events_recent`: which slice of the spaces a row moves with.
+    Slice,
     Id,
     OperatorId,
     SpaceId,
@@ -1325,5 +1331,65 @@ impl MigrationTrait for M0007Handoffs {
             manager.alter_table(Table::alter().table(Conversations::Table).drop_column(column).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// Recent history: on SQLite the ingest writer appends history rows to `space_events_recent`,
+/// which has no per-space index, and moves them into `space_events` about once a second, one
+/// slice of the spaces at a time (see `batch.rs`). Keyed by (slice, id) without a rowid, so an
+/// append is one B-tree insert and a slice is one range. The same table exists on PostgreSQL,
+/// always empty, so reads are the same on both.
+struct M0008RecentHistory;
+
+impl MigrationName for M0008RecentHistory {
+    fn name(&self) -> &str {
+        "m0008_recent_history"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0008RecentHistory {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let table = Table::create()
+            .table(SpaceEvents::Recent)
+            .col(ColumnDef::new(SpaceEvents::Slice).small_integer().not_null())
+            .col(ColumnDef::new(SpaceEvents::Id).uuid().not_null())
+            .col(ColumnDef::new(SpaceEvents::OperatorId).uuid().not_null())
+            .col(ColumnDef::new(SpaceEvents::SpaceId).uuid().not_null())
+            .col(ColumnDef::new(SpaceEvents::DeviceId).uuid().null())
+            .col(text(SpaceEvents::Kind))
+            .col(text(SpaceEvents::FromStatus))
+            .col(text(SpaceEvents::ToStatus))
+            .col(timestamp(SpaceEvents::At))
+            .col(timestamp(SpaceEvents::RecordedAt))
+            .col(text_null(SpaceEvents::Detail))
+            .primary_key(Index::create().col(SpaceEvents::Slice).col(SpaceEvents::Id))
+            .foreign_key(&mut fk(
+                SpaceEvents::Recent,
+                SpaceEvents::SpaceId,
+                Spaces::Table,
+                Spaces::Id,
+                ForeignKeyAction::Cascade,
+            ))
+            .to_owned();
+        match manager.get_database_backend() {
+            sea_orm::DatabaseBackend::Sqlite => {
+                let sql = format!("{} WITHOUT ROWID", table.to_string(SqliteQueryBuilder));
+                manager.get_connection().execute_unprepared(&sql).await.map(drop)
+            }
+            _ => manager.create_table(table).await,
+        }
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "INSERT INTO space_events (id, operator_id, space_id, device_id, kind, from_status, to_status, at, \
+                 recorded_at, detail) SELECT id, operator_id, space_id, device_id, kind, from_status, to_status, at, \
+                 recorded_at, detail FROM space_events_recent",
+            )
+            .await?;
+        manager.drop_table(Table::drop().table(SpaceEvents::Recent).to_owned()).await
     }
 }

@@ -268,7 +268,7 @@ pub(crate) const HISTORY_SLICES: u8 = 8;
 /// of the ingest writer's time. Moved about once a second, each page is written about once a
 /// second and the rows arrive in index order; a slice at a time, spread over the second, so no
 /// commit waits for a whole second's move. Readers see both tables in one snapshot (`live.rs`).
-pub(crate) async fn move_recent_history(pool: &SqlitePool, slice: u8) -> Result<u64, sqlx::Error> {
+pub(crate) async fn move_recent_history(pool: &SqlitePool, slice: u8) -> Result<(), sqlx::Error> {
     static SQL: OnceLock<[String; 2]> = OnceLock::new();
     let [insert, delete] = SQL.get_or_init(|| {
         let columns = EVENT_COLUMNS.join(", ");
@@ -282,10 +282,9 @@ pub(crate) async fn move_recent_history(pool: &SqlitePool, slice: u8) -> Result<
     });
     let slice = i16::from(slice);
     let mut tx = pool.begin().await?;
-    let moved = sqlx::query(insert).bind(slice).execute(&mut *tx).await?.rows_affected();
+    sqlx::query(insert).bind(slice).execute(&mut *tx).await?;
     sqlx::query(delete).bind(slice).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(moved)
+    tx.commit().await
 }
 
 /// `INSERT INTO table (columns) SELECT * FROM UNNEST($1::type[], …)`, upserting when asked.

@@ -108,10 +108,10 @@ impl RecentHistory {
 
     /// Records a move's outcome and goes on to the next slice: a failure is logged once per
     /// streak (the rows stay where readers find them, and the next round moves them).
-    fn moved(&self, slice: u8, outcome: Result<u64, sea_orm::sqlx::Error>) {
+    fn moved(&self, slice: u8, outcome: Result<(), sea_orm::sqlx::Error>) {
         use std::sync::atomic::Ordering;
         match outcome {
-            Ok(_) => self.failing.store(false, Ordering::Relaxed),
+            Ok(()) => self.failing.store(false, Ordering::Relaxed),
             Err(error) if !self.failing.swap(true, Ordering::Relaxed) => {
                 tracing::warn!(%error, "moving recent history rows failed; retrying every {MOVE_RECENT_EVERY:?}");
             }

@@ -4,8 +4,8 @@
 //!
 //! - SQLite: multi-row `INSERT … VALUES (…), (…) ON CONFLICT … DO UPDATE` and one
 //!   `UPDATE … FROM (VALUES …)` per chunk, in a few chunk sizes so every statement stays prepared.
-//!   History rows go to `space_events_recent`, which has no per-space index, and move into
-//!   `space_events` about once a second ([`move_recent_history`]).
+//!   History rows go to `space_events_recent`, keyed by (slice, id), and move into
+//!   `space_events`, keyed by (space, id), about once a second ([`move_recent_history`]).
 //! - PostgreSQL: one statement per table per batch, whatever its size, each column bound as an
 //!   array and turned back into rows by `UNNEST`.
 //!
@@ -262,12 +262,13 @@ pub(crate) const HISTORY_SLICES: u8 = 8;
 /// Moves the rows of one slice of the spaces ([`history_slice`]) from `space_events_recent` into
 /// `space_events`, in one transaction, sorted by space and id.
 ///
-/// Why: `space_events_by_space` is (space, id), so a commit's history rows land on one index
-/// page per space. Written at each commit, that was a page per space per commit (2,000 spaces:
-/// 8 MB of WAL for every commit, each page read back and copied into the database file), most
-/// of the ingest writer's time. Moved about once a second, each page is written about once a
-/// second and the rows arrive in index order; a slice at a time, spread over the second, so no
-/// commit waits for a whole second's move. Readers see both tables in one snapshot (`live.rs`).
+/// Why: on SQLite `space_events` is keyed by (space, id) (migration m0009; before, its index
+/// `space_events_by_space` was), so a commit's history rows land on one page per space. Written
+/// at each commit, that was a page per space per commit (2,000 spaces: 8 MB of WAL for every
+/// commit, each page read back and copied into the database file), most of the ingest writer's
+/// time. Moved about once a second, each page is written about once a second and the rows arrive
+/// in key order; a slice at a time, spread over the second, so no commit waits for a whole
+/// second's move. Readers see both tables in one snapshot (`live.rs`).
 pub(crate) async fn move_recent_history(pool: &SqlitePool, slice: u8) -> Result<(), sqlx::Error> {
     static SQL: OnceLock<[String; 2]> = OnceLock::new();
     let [insert, delete] = SQL.get_or_init(|| {

@@ -797,6 +797,63 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// m0009 rebuilds SQLite's history keyed by (space, id) without a rowid, keeping every row;
+    /// going down restores the rowid table and its per-space index with the same rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn history_is_rebuilt_keyed_by_space_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("berth.db").display()),
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(10),
+        };
+        let store = SqlStore::connect(&settings).await.unwrap();
+        let db = &store.db;
+        let text = |sql: &str| {
+            let sql = sql.to_owned();
+            async move {
+                let rows = db.query_all(sea_orm::Statement::from_string(DbBackend::Sqlite, sql)).await.unwrap();
+                rows.iter().map(|row| row.try_get_by_index::<String>(0).unwrap()).collect::<Vec<String>>()
+            }
+        };
+        let schema =
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'space_events' AND sql IS NOT NULL ORDER BY type DESC";
+        let history = "SELECT space_id || ' ' || id FROM space_events ORDER BY space_id, id";
+        migration::Migrator::up(db, Some(8)).await.unwrap();
+        // The rows' spaces do not exist: only the rebuild is under test.
+        db.execute_unprepared("PRAGMA foreign_keys = OFF").await.unwrap();
+        let rows = [("b", "3"), ("a", "2"), ("b", "1"), ("a", "4")];
+        for (space, id) in rows {
+            db.execute_unprepared(&format!(
+                "INSERT INTO space_events (id, operator_id, space_id, device_id, kind, from_status, to_status, at, \
+                 recorded_at, detail) VALUES ('{id}', 'o', '{space}', NULL, 'change', 'free', 'occupied', \
+                 '2026-11-29T00:00:00Z', '2026-11-29T00:00:00Z', NULL)"
+            ))
+            .await
+            .unwrap();
+        }
+        let expected = ["a 2", "a 4", "b 1", "b 3"];
+        assert_eq!(text(history).await, expected);
+
+        migration::Migrator::up(db, None).await.unwrap();
+        let tables = text(schema).await;
+        assert_eq!(tables.len(), 1, "no index beside the table: {tables:?}");
+        assert!(tables[0].contains(r#"PRIMARY KEY ("space_id", "id")"#) && tables[0].ends_with("WITHOUT ROWID"));
+        assert!(tables[0].contains("ON DELETE CASCADE"), "{}", tables[0]);
+        assert_eq!(text(history).await, expected);
+        // Stored in key order: the table itself answers a space's history.
+        assert_eq!(text("SELECT space_id || ' ' || id FROM space_events").await, expected);
+
+        migration::Migrator::down(db, Some(1)).await.unwrap();
+        let tables = text(schema).await;
+        assert_eq!(tables.len(), 2, "{tables:?}");
+        assert!(!tables[0].contains("WITHOUT ROWID") && tables[1].contains("space_events_by_space"), "{tables:?}");
+        assert_eq!(text(history).await, expected);
+        migration::Migrator::up(db, None).await.unwrap();
+        assert_eq!(text(history).await, expected);
+        store.close().await.unwrap();
+    }
+
     #[test]
     fn redacts_passwords_in_urls() {
         assert_eq!(redact_url("postgres://bob:secret@db:5432/x"), "postgres://bob:***@db:5432/x");

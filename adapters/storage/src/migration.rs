@@ -1414,11 +1414,11 @@ impl MigrationName for M0009HistoryBySpace {
 const EVENT_COLUMNS: &str =
     "id, operator_id, space_id, device_id, kind, from_status, to_status, at, recorded_at, detail";
 
-/// `space_events`' columns as the table `name`, keyed by (space, id) or by id alone, with
-/// SQLite's `tail`.
-fn sqlite_events_table(name: &str, by_space: bool, tail: &str) -> String {
+/// `CREATE TABLE space_events_rebuilt` with `space_events`' columns: keyed by (space, id) without
+/// a rowid (m0009), or by id alone as m0001 made it.
+fn sqlite_events_table(by_space: bool) -> String {
     let mut table = Table::create();
-    table.table(Alias::new(name));
+    table.table(Alias::new("space_events_rebuilt"));
     if by_space {
         table
             .col(ColumnDef::new(SpaceEvents::Id).uuid().not_null())
@@ -1437,20 +1437,25 @@ fn sqlite_events_table(name: &str, by_space: bool, tail: &str) -> String {
         .col(timestamp(SpaceEvents::RecordedAt))
         .col(text_null(SpaceEvents::Detail))
         .foreign_key(&mut fk(
-            Alias::new(name),
+            Alias::new("space_events_rebuilt"),
             SpaceEvents::SpaceId,
             Spaces::Table,
             Spaces::Id,
             ForeignKeyAction::Cascade,
         ));
-    format!("{}{tail}", table.to_string(SqliteQueryBuilder))
+    let sql = table.to_string(SqliteQueryBuilder);
+    if by_space { format!("{sql} WITHOUT ROWID") } else { sql }
 }
 
-/// Rebuilds SQLite's `space_events` as `create` makes `space_events_rebuilt`, in one
-/// transaction: the rows are copied in (space, id) order, then `after` runs.
-async fn rebuild_sqlite_events(manager: &SchemaManager<'_>, create: String, after: &[&str]) -> Result<(), DbErr> {
+/// Rebuilds SQLite's `space_events` as [`sqlite_events_table`] makes it, in one transaction:
+/// the rows are copied in (space, id) order, then `after` runs. Nothing on PostgreSQL.
+async fn rebuild_sqlite_events(manager: &SchemaManager<'_>, by_space: bool, after: &[&str]) -> Result<(), DbErr> {
     use sea_orm::TransactionTrait;
+    if manager.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
+        return Ok(());
+    }
     let txn = manager.get_connection().begin().await?;
+    let create = sqlite_events_table(by_space);
     let copy = format!(
         "INSERT INTO space_events_rebuilt ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM space_events \
          ORDER BY space_id, id"
@@ -1471,19 +1476,11 @@ async fn rebuild_sqlite_events(manager: &SchemaManager<'_>, create: String, afte
 #[async_trait::async_trait]
 impl MigrationTrait for M0009HistoryBySpace {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
-            return Ok(());
-        }
-        let create = sqlite_events_table("space_events_rebuilt", true, " WITHOUT ROWID");
-        rebuild_sqlite_events(manager, create, &[]).await
+        rebuild_sqlite_events(manager, true, &[]).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
-            return Ok(());
-        }
-        let create = sqlite_events_table("space_events_rebuilt", false, "");
         let index = "CREATE INDEX space_events_by_space ON space_events (space_id, id)";
-        rebuild_sqlite_events(manager, create, &[index]).await
+        rebuild_sqlite_events(manager, false, &[index]).await
     }
 }

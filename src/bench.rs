@@ -146,6 +146,9 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
     let stream = sse_reader(&base, &path, &credentials.operator_staff_key, changes).await?;
     let mut sent: HashMap<SpaceId, VecDeque<Instant>> = HashMap::new();
     let mut latencies = Vec::new();
+    // Each latency with the second of the run its uplink was published in.
+    let mut by_second: Vec<Vec<Duration>> = Vec::new();
+    let started = Instant::now();
     let per_tick = (options.rate / 100).max(1);
     let mut ticker = tokio::time::interval(Duration::from_millis(10));
     let until = Instant::now() + Duration::from_secs(options.seconds);
@@ -160,7 +163,7 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
         }
         while let Ok((space, at)) = seen.try_recv() {
             if let Some(start) = sent.get_mut(&space).and_then(VecDeque::pop_front) {
-                latencies.push(at - start);
+                record(&mut latencies, &mut by_second, started, start, at);
             }
         }
     }
@@ -169,7 +172,7 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
         match tokio::time::timeout(Duration::from_millis(200), seen.recv()).await {
             Ok(Some((space, at))) => {
                 if let Some(start) = sent.get_mut(&space).and_then(VecDeque::pop_front) {
-                    latencies.push(at - start);
+                    record(&mut latencies, &mut by_second, started, start, at);
                 }
             }
             _ => continue,
@@ -186,6 +189,11 @@ async fn run(options: &IngestBench, data_dir: &std::path::Path) -> anyhow::Resul
         latencies.len(),
         published
     );
+    // After the throughput runs' bursts the first seconds pay for their backlog; this line shows
+    // how long that lasts.
+    let seconds: Vec<String> =
+        by_second.iter_mut().map(|samples| format!("{:.0}", ms(percentiles(samples).1))).collect();
+    println!("  p99 by second of publishing (ms): {}", seconds.join(" "));
 
     // 4. Many subscribers on this node, watching the on-street zone (60 bays, 20 with sensors);
     // the clients live in a child process.
@@ -619,6 +627,16 @@ async fn wait_for(done: impl Fn() -> bool, limit: Duration) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(())
+}
+
+/// Keeps a latency, in all and under the second of the run `start` fell in.
+fn record(all: &mut Vec<Duration>, by_second: &mut Vec<Vec<Duration>>, run: Instant, start: Instant, at: Instant) {
+    let second = (start - run).as_secs() as usize;
+    if by_second.len() <= second {
+        by_second.resize_with(second + 1, Vec::new);
+    }
+    by_second[second].push(at - start);
+    all.push(at - start);
 }
 
 pub(crate) fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {

@@ -78,6 +78,11 @@ pub struct SqlStore {
 /// without an index.
 const MOVE_RECENT_EVERY: Duration = Duration::from_secs(1);
 
+/// Rows a move may take at least, whatever the size of the commit before it: a few
+/// milliseconds' work, so a slice left with seconds of rows after a burst drains in pieces
+/// between the commits that follow (see `batch::move_recent_history`).
+const MOVE_AT_LEAST: usize = 1_000;
+
 /// The schedule of the moves of recent history: every [`MOVE_RECENT_EVERY`] a round starts, in
 /// which slice `i` of the spaces moves after the first write from `i / HISTORY_SLICES` of the
 /// interval on (so the work spreads over the second); and whether moves fail.
@@ -106,12 +111,17 @@ impl RecentHistory {
         (started.elapsed() >= MOVE_RECENT_EVERY * u32::from(slice) / u32::from(batch::HISTORY_SLICES)).then_some(slice)
     }
 
-    /// Records a move's outcome and goes on to the next slice: a failure is logged once per
-    /// streak (the rows stay where readers find them, and the next round moves them).
-    fn moved(&self, slice: u8, outcome: Result<(), sea_orm::sqlx::Error>) {
+    /// Records a move's outcome: the round goes on to the next slice once this one is empty (or
+    /// its move failed: a failure is logged once per streak, the rows stay where readers find
+    /// them, and the next round moves them).
+    fn moved(&self, slice: u8, outcome: Result<bool, sea_orm::sqlx::Error>) {
         use std::sync::atomic::Ordering;
         match outcome {
-            Ok(()) => self.failing.store(false, Ordering::Relaxed),
+            Ok(false) => {
+                self.failing.store(false, Ordering::Relaxed);
+                return;
+            }
+            Ok(true) => self.failing.store(false, Ordering::Relaxed),
             Err(error) if !self.failing.swap(true, Ordering::Relaxed) => {
                 tracing::warn!(%error, "moving recent history rows failed; retrying every {MOVE_RECENT_EVERY:?}");
             }
@@ -794,6 +804,59 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the WAL was never copied back");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        store.close().await.unwrap();
+    }
+
+    /// A move takes a slice's oldest rows up to its limit and says whether the slice is empty;
+    /// each row ends in `space_events` once, and the other slices stay where they were.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recent_history_moves_in_pieces_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("berth.db").display()),
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(10),
+        };
+        let store = SqlStore::connect(&settings).await.unwrap();
+        store.migrate().await.unwrap();
+        let db = &store.db;
+        let pool = db.get_sqlite_connection_pool();
+        let count = |sql: &'static str| async move {
+            sea_orm::sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap()
+        };
+        // The rows' spaces do not exist: only the moves are under test.
+        sea_orm::sqlx::query("PRAGMA foreign_keys = OFF").execute(pool).await.unwrap();
+        let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        for (index, id) in ids.iter().enumerate() {
+            // Rows 0–3 in slice 2, two spaces interleaved; row 4 in slice 3.
+            let slice = if index == 4 { 3 } else { 2 };
+            let space = Uuid::from_u128(index as u128 % 2);
+            sea_orm::sqlx::query(
+                "INSERT INTO space_events_recent (slice, id, operator_id, space_id, device_id, kind, from_status, \
+                 to_status, at, recorded_at, detail) VALUES (?, ?, ?, ?, NULL, 'change', 'free', 'occupied', \
+                 '2026-11-29T00:00:00+00:00', '2026-11-29T00:00:00+00:00', NULL)",
+            )
+            .bind(slice)
+            .bind(id)
+            .bind(Uuid::nil())
+            .bind(space)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        assert!(!batch::move_recent_history(pool, 2, 3).await.unwrap(), "one row of slice 2 is left");
+        let left: Vec<Uuid> = sea_orm::sqlx::query_scalar("SELECT id FROM space_events_recent ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(left, [ids[3], ids[4]], "the three oldest of slice 2 moved");
+        assert_eq!(count("SELECT count(*) FROM space_events").await, 3);
+        assert!(batch::move_recent_history(pool, 2, 3).await.unwrap(), "slice 2 is empty");
+        assert!(batch::move_recent_history(pool, 2, 3).await.unwrap(), "an empty slice moves nothing");
+        let moved: Vec<Uuid> =
+            sea_orm::sqlx::query_scalar("SELECT id FROM space_events ORDER BY id").fetch_all(pool).await.unwrap();
+        assert_eq!(moved, ids[..4]);
+        assert_eq!(count("SELECT count(*) FROM space_events_recent WHERE slice = 3").await, 1);
         store.close().await.unwrap();
     }
 

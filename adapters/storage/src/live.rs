@@ -90,7 +90,10 @@ impl SqlStore {
                 if written.is_ok()
                     && let Some(slice) = self.recent_history.next_slice()
                 {
-                    let moved = crate::batch::move_recent_history(pool, slice).await;
+                    // Up to twice this commit's rows: moves keep ahead of the inflow, and after a
+                    // burst no commit waits long behind one.
+                    let limit = (2 * rows.events.len()).max(crate::MOVE_AT_LEAST);
+                    let moved = crate::batch::move_recent_history(pool, slice, limit).await;
                     self.recent_history.moved(slice, moved);
                 }
                 written

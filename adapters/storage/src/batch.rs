@@ -258,9 +258,9 @@ pub(crate) async fn write_sqlite(pool: &SqlitePool, rows: &Rows) -> Result<(), s
 
 /// Slices of the spaces whose recent history moves together (see [`move_recent_history`]). A
 /// move's time follows the pages it touches, about one per space of the slice: with 32 slices of
-/// 2,000 spaces, `berth bench ingest`'s p99 at 5,000 uplinks/s was 10–36 ms from second to
-/// second once settled, against 22–60 ms with 8. Rows keep the slice they were written with, so
-/// changing this needs no migration.
+/// 2,000 spaces (and whole-slice moves), `berth bench ingest`'s p99 at 5,000 uplinks/s was
+/// 14–36 ms from second to second once settled, against 22–60 ms with 8. Rows keep the slice
+/// they were written with, so changing this needs no migration.
 pub(crate) const HISTORY_SLICES: u8 = 32;
 
 /// Moves the rows of one slice of the spaces ([`history_slice`]) from `space_events_recent` into
@@ -274,7 +274,7 @@ pub(crate) const HISTORY_SLICES: u8 = 32;
 /// time. Moved about once a second, each page is written about once a second and the rows arrive
 /// in key order; a slice at a time, spread over the second, so no commit waits for a whole
 /// second's move. The limit keeps a move after a burst (when the slices hold seconds of rows)
-/// from holding up the commits behind it: the rest moves after the next commits.
+/// from holding up the commits behind it for long: the rest moves after the next commits.
 pub(crate) async fn move_recent_history(pool: &SqlitePool, slice: u8, limit: usize) -> Result<bool, sqlx::Error> {
     static SQL: OnceLock<[String; 5]> = OnceLock::new();
     let [boundary, insert_all, delete_all, insert_before, delete_before] = SQL.get_or_init(|| {

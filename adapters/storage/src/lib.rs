@@ -78,9 +78,9 @@ pub struct SqlStore {
 /// without an index.
 const MOVE_RECENT_EVERY: Duration = Duration::from_secs(1);
 
-/// Rows a move may take at least, whatever the size of the commit before it: a few
-/// milliseconds' work, so a slice left with seconds of rows after a burst drains in pieces
-/// between the commits that follow (see `batch::move_recent_history`).
+/// Rows a move may take at least, whatever the size of the commit before it (about 10 ms of
+/// work): a slice left with seconds of rows after a burst drains in pieces between the commits
+/// that follow (see `batch::move_recent_history`).
 const MOVE_AT_LEAST: usize = 1_000;
 
 /// The schedule of the moves of recent history: every [`MOVE_RECENT_EVERY`] a round starts, in
@@ -116,16 +116,20 @@ impl RecentHistory {
     /// them, and the next round moves them).
     fn moved(&self, slice: u8, outcome: Result<bool, sea_orm::sqlx::Error>) {
         use std::sync::atomic::Ordering;
-        match outcome {
-            Ok(false) => {
+        let slice_done = match outcome {
+            Ok(emptied) => {
                 self.failing.store(false, Ordering::Relaxed);
-                return;
+                emptied
             }
-            Ok(true) => self.failing.store(false, Ordering::Relaxed),
-            Err(error) if !self.failing.swap(true, Ordering::Relaxed) => {
-                tracing::warn!(%error, "moving recent history rows failed; retrying every {MOVE_RECENT_EVERY:?}");
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "moving recent history rows failed; retrying every {MOVE_RECENT_EVERY:?}");
+                }
+                true
             }
-            Err(_) => {}
+        };
+        if !slice_done {
+            return;
         }
         let mut round = self.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         round.1 = (slice + 1 < batch::HISTORY_SLICES).then_some(slice + 1);
@@ -781,18 +785,23 @@ impl Store for SqlStore {
 mod tests {
     use super::*;
 
+    /// A store on a new SQLite file in `dir`, not migrated.
+    async fn sqlite_store(dir: &std::path::Path, max_connections: u32) -> SqlStore {
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}", dir.join("berth.db").display()),
+            max_connections,
+            connect_timeout: Duration::from_secs(10),
+        };
+        SqlStore::connect(&settings).await.unwrap()
+    }
+
     /// Committing connections leave the WAL to the checkpointer: what migrations write reaches the
     /// database file without another commit, well under the backstop.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_checkpointer_copies_the_wal_back() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("berth.db");
-        let settings = DatabaseSettings {
-            url: format!("sqlite://{}", file.display()),
-            max_connections: 4,
-            connect_timeout: Duration::from_secs(10),
-        };
-        let store = SqlStore::connect(&settings).await.unwrap();
+        let store = sqlite_store(dir.path(), 4).await;
         store.migrate().await.unwrap();
         let wal_pages = std::fs::metadata(dir.path().join("berth.db-wal")).unwrap().len() / 4096;
         assert!(
@@ -812,12 +821,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn recent_history_moves_in_pieces_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = DatabaseSettings {
-            url: format!("sqlite://{}", dir.path().join("berth.db").display()),
-            max_connections: 1,
-            connect_timeout: Duration::from_secs(10),
-        };
-        let store = SqlStore::connect(&settings).await.unwrap();
+        let store = sqlite_store(dir.path(), 1).await;
         store.migrate().await.unwrap();
         let db = &store.db;
         let pool = db.get_sqlite_connection_pool();
@@ -865,12 +869,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn history_is_rebuilt_keyed_by_space_and_back() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = DatabaseSettings {
-            url: format!("sqlite://{}", dir.path().join("berth.db").display()),
-            max_connections: 1,
-            connect_timeout: Duration::from_secs(10),
-        };
-        let store = SqlStore::connect(&settings).await.unwrap();
+        let store = sqlite_store(dir.path(), 1).await;
         let db = &store.db;
         let text = |sql: &str| {
             let sql = sql.to_owned();

@@ -268,6 +268,9 @@ impl Writer {
                 }
                 self.answer(pending, result);
             }
+            // The store's deferred work comes after the answers, so no uplink waits for it;
+            // while other commits wait, only what is overdue.
+            while self.store.after_commit(self.queued.load(Ordering::Acquire) > 0).await {}
         }
     }
 

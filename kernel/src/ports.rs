@@ -70,6 +70,15 @@ pub trait LiveStore: Send + Sync {
     /// Many uplinks' writes in one transaction: for each space its newest live row and status
     /// columns, every history event, for each device its newest health.
     async fn save_live_batch(&self, batch: &[crate::commit::LiveWrite]) -> StoreResult<()>;
+    /// Work a store keeps out of [`LiveStore::save_live_batch`] (SQLite moves its recent
+    /// history rows into their indexed table). The ingest writer calls it after each commit,
+    /// once that commit's uplinks are answered and published, and again while it answers
+    /// `true`. `busy`: other commits are waiting, so do only what is overdue. A store logs its
+    /// own failures (the rows stay readable where they are). The default does nothing.
+    async fn after_commit(&self, busy: bool) -> bool {
+        let _ = busy;
+        false
+    }
     async fn list_space_events(&self, operator: OperatorId, space: SpaceId, limit: u64)
     -> StoreResult<Vec<SpaceEvent>>;
     /// State changes of these spaces with `from <= at < to`, oldest first, at most `limit`.

@@ -274,7 +274,7 @@ pub(crate) const HISTORY_SLICES: u8 = 32;
 /// time. Moved about once a second, each page is written about once a second and the rows arrive
 /// in key order; a slice at a time, spread over the second, so no commit waits for a whole
 /// second's move. The limit keeps a move after a burst (when the slices hold seconds of rows)
-/// from holding up the commits behind it for long: the rest moves after the next commits.
+/// from holding up the commits behind it for long: the rest moves in later pieces.
 pub(crate) async fn move_recent_history(pool: &SqlitePool, slice: u8, limit: usize) -> Result<bool, sqlx::Error> {
     static SQL: OnceLock<[String; 5]> = OnceLock::new();
     let [boundary, insert_all, delete_all, insert_before, delete_before] = SQL.get_or_init(|| {

@@ -71,36 +71,63 @@ pub struct SqlStore {
     _checkpointer: Option<std::sync::Arc<Checkpointer>>,
     /// The schedule of SQLite's moves of recent history rows into `space_events`.
     recent_history: std::sync::Arc<RecentHistory>,
+    /// SQLite: the connection of the ingest writer's commits and moves (see [`WRITER_CACHE_KIB`]).
+    writer: Option<sea_orm::sqlx::SqlitePool>,
 }
 
+/// The page cache of SQLite's ingest writer connection. A connection drops its cache whenever
+/// another one wrote since its last transaction, and a pool hands its connections out in turn:
+/// with commits spread over the pool, every commit and move read its pages again (from the WAL,
+/// by `pread`). On a connection of its own the writer keeps them between its transactions.
+const WRITER_CACHE_KIB: u32 = 65_536;
+
 /// How often SQLite's recent history rows move into `space_events` (see
-/// `batch::move_recent_history`): readers scan at most about this much of the newest history
-/// without an index.
+/// `batch::move_recent_history`): when ingest leaves the writer idle, readers scan at most about
+/// this much of the newest history without an index (under sustained load, up to
+/// [`MOVE_WHEN_BUSY_AFTER`] more).
 const MOVE_RECENT_EVERY: Duration = Duration::from_secs(1);
 
-/// Rows a move may take at least, whatever the size of the commit before it (about 10 ms of
-/// work): a slice left with seconds of rows after a burst drains in pieces between the commits
-/// that follow (see `batch::move_recent_history`).
-const MOVE_AT_LEAST: usize = 1_000;
+/// Rows a move takes at most while the ingest writer is idle, and at least while it is busy
+/// (15–20 ms of work on the machine `berth bench ingest` was measured on): a slice left with
+/// seconds of rows after a burst drains in pieces whenever no commit is waiting.
+const MOVE_AT_LEAST: usize = 500;
+
+/// While ingest commits are waiting, a slice moves only once it is this much overdue, then up to
+/// twice the last commit's rows per commit, so that under sustained load moves keep up.
+const MOVE_WHEN_BUSY_AFTER: Duration = Duration::from_secs(5);
 
 /// The schedule of the moves of recent history: every [`MOVE_RECENT_EVERY`] a round starts, in
-/// which slice `i` of the spaces moves after the first write from `i / HISTORY_SLICES` of the
-/// interval on (so the work spreads over the second); and whether moves fail.
+/// which slice `i` of the spaces is due from `i / HISTORY_SLICES` of the interval on (so the
+/// work spreads over the second) and moves when the ingest writer has nothing queued, or, while
+/// it has, once the slice is [`MOVE_WHEN_BUSY_AFTER`] overdue; and whether moves fail.
 struct RecentHistory {
     /// When the last round started, and the next slice of the round under way (none: done).
     round: std::sync::Mutex<(std::time::Instant, Option<u8>)>,
+    /// History rows of the last ingest commit: a piece while busy is up to twice that.
+    last_commit: std::sync::atomic::AtomicUsize,
     failing: std::sync::atomic::AtomicBool,
 }
 
 impl Default for RecentHistory {
     fn default() -> Self {
-        Self { round: std::sync::Mutex::new((std::time::Instant::now(), None)), failing: Default::default() }
+        Self {
+            round: std::sync::Mutex::new((std::time::Instant::now(), None)),
+            last_commit: Default::default(),
+            failing: Default::default(),
+        }
     }
 }
 
 impl RecentHistory {
-    /// The slice to move after this write, if any.
-    fn next_slice(&self) -> Option<u8> {
+    /// Records the history rows of a commit.
+    fn committed(&self, events: usize) {
+        self.last_commit.store(events, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The slice to move now, if any, and how many of its rows at most: [`MOVE_AT_LEAST`] when
+    /// the writer is idle, so a commit arriving meanwhile waits little; while `busy`, twice the
+    /// last commit's (at least that), so overdue moves keep up with the inflow.
+    fn next_move(&self, busy: bool) -> Option<(u8, usize)> {
         let mut round = self.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (started, next) = &mut *round;
         if next.is_none() && started.elapsed() >= MOVE_RECENT_EVERY {
@@ -108,7 +135,13 @@ impl RecentHistory {
             *next = Some(0);
         }
         let slice = (*next)?;
-        (started.elapsed() >= MOVE_RECENT_EVERY * u32::from(slice) / u32::from(batch::HISTORY_SLICES)).then_some(slice)
+        let mut due = MOVE_RECENT_EVERY * u32::from(slice) / u32::from(batch::HISTORY_SLICES);
+        let mut limit = MOVE_AT_LEAST;
+        if busy {
+            due += MOVE_WHEN_BUSY_AFTER;
+            limit = limit.max(2 * self.last_commit.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        (started.elapsed() >= due).then_some((slice, limit))
     }
 
     /// Records a move's outcome: the round goes on to the next slice once this one is empty (or
@@ -218,13 +251,27 @@ impl SqlStore {
             });
         }
         let db = Database::connect(options).await.map_err(ConnectError::Connect)?;
-        let checkpointer =
-            is_sqlite.then(|| std::sync::Arc::new(Checkpointer::start(db.get_sqlite_connection_pool().clone())));
+        let (checkpointer, writer) = if is_sqlite {
+            let pool = db.get_sqlite_connection_pool();
+            let writer_options = (*pool.connect_options()).clone().pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
+            let writer = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(settings.connect_timeout)
+                .test_before_acquire(false)
+                .connect_with(writer_options)
+                .await
+                .map_err(|error| ConnectError::Connect(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(error))))?;
+            (Some(std::sync::Arc::new(Checkpointer::start(pool.clone()))), Some(writer))
+        } else {
+            (None, None)
+        };
         Ok(Self {
             db,
             booking_writer: std::sync::Arc::default(),
             _checkpointer: checkpointer,
             recent_history: std::sync::Arc::default(),
+            writer,
         })
     }
 
@@ -249,6 +296,9 @@ impl SqlStore {
     }
 
     pub async fn close(self) -> Result<(), StoreError> {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         self.db.close().await.map_err(backend)
     }
 }
@@ -814,6 +864,33 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         store.close().await.unwrap();
+    }
+
+    /// A slice is due from its share of the round on; while the ingest writer is busy, only once
+    /// `MOVE_WHEN_BUSY_AFTER` overdue. A piece is `MOVE_AT_LEAST` rows when idle, twice the last
+    /// commit's rows (at least that) when busy, and the round moves on once a slice is empty.
+    #[test]
+    fn recent_history_waits_for_an_idle_writer_unless_overdue() {
+        let history = RecentHistory::default();
+        let rewind = |by: Duration| {
+            let mut round = history.round.lock().unwrap();
+            round.0 -= by;
+        };
+        assert_eq!(history.next_move(false), None, "the first round starts a second after the store");
+        rewind(MOVE_RECENT_EVERY);
+        assert_eq!(history.next_move(true), None, "slice 0 is due, not overdue");
+        assert_eq!(history.next_move(false), Some((0, MOVE_AT_LEAST)));
+        history.moved(0, Ok(false));
+        history.committed(5_000);
+        assert_eq!(history.next_move(false), Some((0, MOVE_AT_LEAST)), "the round stays on a slice until it is empty");
+        history.moved(0, Ok(true));
+        rewind(MOVE_RECENT_EVERY / 2);
+        assert_eq!(history.next_move(true), None);
+        assert_eq!(history.next_move(false), Some((1, MOVE_AT_LEAST)));
+        rewind(MOVE_WHEN_BUSY_AFTER);
+        assert_eq!(history.next_move(true), Some((1, 10_000)), "overdue: twice the last commit");
+        history.committed(10);
+        assert_eq!(history.next_move(true), Some((1, MOVE_AT_LEAST)));
     }
 
     /// A move takes a slice's oldest rows up to its limit and says whether the slice is empty;

@@ -81,20 +81,18 @@ fn shown_row(operator: OperatorId, space: SpaceId, state: SpaceState) -> ShownRo
 }
 
 impl SqlStore {
+    /// SQLite's ingest writer connection (see `WRITER_CACHE_KIB`).
+    fn sqlite_writer(&self) -> &sea_orm::sqlx::SqlitePool {
+        self.writer.as_ref().unwrap_or_else(|| self.db.get_sqlite_connection_pool())
+    }
+
     /// Writes one commit's rows in one transaction.
     async fn write_rows(&self, rows: &Rows) -> StoreResult<()> {
         let written = match self.db.get_database_backend() {
             sea_orm::DbBackend::Sqlite => {
-                let pool = self.db.get_sqlite_connection_pool();
-                let written = crate::batch::write_sqlite(pool, rows).await;
-                if written.is_ok()
-                    && let Some(slice) = self.recent_history.next_slice()
-                {
-                    // Up to twice this commit's rows: moves keep ahead of the inflow, and after a
-                    // burst no commit waits long behind one.
-                    let limit = (2 * rows.events.len()).max(crate::MOVE_AT_LEAST);
-                    let moved = crate::batch::move_recent_history(pool, slice, limit).await;
-                    self.recent_history.moved(slice, moved);
+                let written = crate::batch::write_sqlite(self.sqlite_writer(), rows).await;
+                if written.is_ok() {
+                    self.recent_history.committed(rows.events.len());
                 }
                 written
             }
@@ -313,6 +311,19 @@ impl LiveStore for SqlStore {
         }
         rows.events.extend(batch.iter().filter_map(|write| write.space.as_ref()?.event.as_ref()).map(event_to_row));
         self.write_rows(&rows).await
+    }
+
+    /// On SQLite, moves a piece of the recent history slice that is due (see
+    /// `batch::move_recent_history` and `RecentHistory`); while `busy`, only an overdue one.
+    async fn after_commit(&self, busy: bool) -> bool {
+        if self.db.get_database_backend() != sea_orm::DbBackend::Sqlite {
+            return false;
+        }
+        let Some((slice, limit)) = self.recent_history.next_move(busy) else { return false };
+        let moved = crate::batch::move_recent_history(self.sqlite_writer(), slice, limit).await;
+        let failed = moved.is_err();
+        self.recent_history.moved(slice, moved);
+        !busy && !failed
     }
 
     async fn list_space_events(

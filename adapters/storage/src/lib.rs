@@ -71,7 +71,8 @@ pub struct SqlStore {
     _checkpointer: Option<std::sync::Arc<Checkpointer>>,
     /// The schedule of SQLite's moves of recent history rows into `space_events`.
     recent_history: std::sync::Arc<RecentHistory>,
-    /// SQLite: the connection of the ingest writer's commits and moves (see [`WRITER_CACHE_KIB`]).
+    /// SQLite (and only SQLite): the connection of the ingest writer's commits and moves (see
+    /// [`WRITER_CACHE_KIB`]).
     writer: Option<sea_orm::sqlx::SqlitePool>,
 }
 
@@ -103,7 +104,8 @@ const MOVE_WHEN_BUSY_AFTER: Duration = Duration::from_secs(5);
 struct RecentHistory {
     /// When the last round started, and the next slice of the round under way (none: done).
     round: std::sync::Mutex<(std::time::Instant, Option<u8>)>,
-    /// History rows of the last ingest commit: a piece while busy is up to twice that.
+    /// History rows of the last live-state commit (nearly always the ingest writer's): a piece
+    /// while busy is up to twice that.
     last_commit: std::sync::atomic::AtomicUsize,
     failing: std::sync::atomic::AtomicBool,
 }

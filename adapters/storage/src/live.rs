@@ -316,11 +316,9 @@ impl LiveStore for SqlStore {
     /// On SQLite, moves a piece of the recent history slice that is due (see
     /// `batch::move_recent_history` and `RecentHistory`); while `busy`, only an overdue one.
     async fn after_commit(&self, busy: bool) -> bool {
-        if self.db.get_database_backend() != sea_orm::DbBackend::Sqlite {
-            return false;
-        }
+        let Some(writer) = &self.writer else { return false };
         let Some((slice, limit)) = self.recent_history.next_move(busy) else { return false };
-        let moved = crate::batch::move_recent_history(self.sqlite_writer(), slice, limit).await;
+        let moved = crate::batch::move_recent_history(writer, slice, limit).await;
         let failed = moved.is_err();
         self.recent_history.moved(slice, moved);
         !busy && !failed

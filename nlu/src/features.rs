@@ -81,9 +81,15 @@ pub fn shape(word: &str) -> String {
 /// Weights of the intent classifier's feature groups (before the vector is normalised).
 const CHAR_NGRAM_WEIGHT: f32 = 1.0;
 
-/// Features of an utterance for the intent classifier: word 1- and 2-grams, character 3- to
-/// 5-grams inside words, and the entity types the gazetteers see in it. (Word 3-grams, a lower
-/// weight for character n-grams and n-grams over gazetteer-masked text all measured worse.)
+/// Words at the head of an utterance, before its first gazetteer hit, that count as the head:
+/// "[what meals are served] on american flight 811 ..." carries the intent, the rest is context.
+const HEAD_WORDS: usize = 5;
+
+/// Features of an utterance for the intent classifier: word 1- and 2-grams, word pairs one word
+/// apart (inside the utterance: with its boundaries, a lone word looked like "yes"), character 3- to 5-grams inside words and across word boundaries, the words and word
+/// pairs of the head (up to [`HEAD_WORDS`] before the first gazetteer hit), and the entity types
+/// the gazetteers see in it. (Word 3-grams, a lower weight for character n-grams, n-grams over
+/// gazetteer-masked text and idf weights measured worse or no better: docs/chat.md.)
 pub fn utterance(tokens: &[Token], matches: &[Match], out: &mut Vec<(u64, f32)>) {
     out.clear();
     out.push((hash(0, &[]), 1.0));
@@ -99,6 +105,18 @@ pub fn utterance(tokens: &[Token], matches: &[Match], out: &mut Vec<(u64, f32)>)
             out.push((hash(n as u8 * 16, window), 1.0));
         }
     }
+    let inner = &words[1..words.len() - 1];
+    for window in inner.windows(3) {
+        out.push((hash(5, &[window[0], window[2]]), 1.0));
+    }
+    let head_end = matches.iter().map(|found| found.start).min().unwrap_or(tokens.len()).min(HEAD_WORDS);
+    // `words` has `<s>` first: the head's words are `words[1..=head_end]`, its pairs start at `<s>`.
+    for word in &words[1..=head_end] {
+        out.push((hash(6, &[word]), 1.0));
+    }
+    for pair in words[..=head_end].windows(2) {
+        out.push((hash(7, pair), 1.0));
+    }
     let mut buffer = String::new();
     for token in tokens {
         let padded: Vec<char> = std::iter::once('<').chain(token.text.chars()).chain(std::iter::once('>')).collect();
@@ -108,6 +126,24 @@ pub fn utterance(tokens: &[Token], matches: &[Match], out: &mut Vec<(u64, f32)>)
                 buffer.extend(window);
                 out.push((hash(3, &[&buffer]), CHAR_NGRAM_WEIGHT));
             }
+        }
+    }
+    // Character n-grams across word boundaries ("s are s", "l info"): word pairs that survive
+    // typos and inflection.
+    let text: Vec<char> = std::iter::once('<')
+        .chain(
+            tokens
+                .iter()
+                .enumerate()
+                .flat_map(|(idx, token)| (idx > 0).then_some(' ').into_iter().chain(token.text.chars())),
+        )
+        .chain(std::iter::once('>'))
+        .collect();
+    for n in 3..=5 {
+        for window in text.windows(n).filter(|window| window.contains(&' ')) {
+            buffer.clear();
+            buffer.extend(window);
+            out.push((hash(8, &[&buffer]), CHAR_NGRAM_WEIGHT));
         }
     }
     for found in matches {

@@ -318,9 +318,10 @@ impl LiveStore for SqlStore {
     async fn after_commit(&self, busy: bool) -> bool {
         let Some(writer) = &self.writer else { return false };
         let Some((slice, limit)) = self.recent_history.next_move(busy) else { return false };
+        let started = std::time::Instant::now();
         let moved = crate::batch::move_recent_history(writer, slice, limit).await;
         let failed = moved.is_err();
-        self.recent_history.moved(slice, moved);
+        self.recent_history.moved(slice, moved, started.elapsed());
         !busy && !failed
     }
 

@@ -86,9 +86,10 @@ const CHAR_NGRAM_WEIGHT: f32 = 1.0;
 const HEAD_WORDS: usize = 5;
 
 /// Features of an utterance for the intent classifier: word 1- and 2-grams, word pairs one word
-/// apart (inside the utterance: with its boundaries, a lone word looked like "yes"), character 3- to 5-grams inside words and across word boundaries, the words and word
-/// pairs of the head (up to [`HEAD_WORDS`] before the first gazetteer hit), and the entity types
-/// the gazetteers see in it. (Word 3-grams, a lower weight for character n-grams, n-grams over
+/// apart (inside the utterance: with its boundaries, a lone word looked like "yes"), character
+/// 3- to 5-grams inside words and across word boundaries, the words and word pairs of the head
+/// (up to [`HEAD_WORDS`] before the first gazetteer hit), and the entity types the gazetteers
+/// see in it. (Word 3-grams, a lower weight for character n-grams, n-grams over
 /// gazetteer-masked text and idf weights measured worse or no better: docs/chat.md.)
 pub fn utterance(tokens: &[Token], matches: &[Match], out: &mut Vec<(u64, f32)>) {
     out.clear();

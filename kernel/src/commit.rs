@@ -225,7 +225,21 @@ impl Writer {
         let mut taken: Vec<Pending> = Vec::new();
         let mut writes: Vec<LiveWrite> = Vec::new();
         let mut unshared: HashMap<SpaceId, Revised> = HashMap::new();
-        while let Some(first) = inbox.recv().await {
+        // When the store asked to be called again (`after_commit`), unless a commit comes first.
+        let mut deferred: Option<tokio::time::Instant> = None;
+        loop {
+            let first = match deferred {
+                None => inbox.recv().await,
+                Some(at) => tokio::select! {
+                    biased;
+                    first = inbox.recv() => first,
+                    () = tokio::time::sleep_until(at) => {
+                        deferred = self.after_commit().await;
+                        continue;
+                    }
+                },
+            };
+            let Some(first) = first else { break };
             taken.push(first);
             let mut size = taken[0].writes.len();
             while size < MAX_BATCH {
@@ -270,7 +284,19 @@ impl Writer {
             }
             // The store's deferred work comes after the answers, so no uplink waits for it;
             // while other commits wait, only what is overdue.
-            while self.store.after_commit(self.queued.load(Ordering::Acquire) > 0).await {}
+            deferred = self.after_commit().await;
+        }
+    }
+
+    /// Runs the store's deferred work while it asks to go on at once; returns when it asked to
+    /// be called again, if it did.
+    async fn after_commit(&self) -> Option<tokio::time::Instant> {
+        loop {
+            match self.store.after_commit(self.queued.load(Ordering::Acquire) > 0).await {
+                Some(wait) if wait.is_zero() => continue,
+                Some(wait) => return Some(tokio::time::Instant::now() + wait),
+                None => return None,
+            }
         }
     }
 

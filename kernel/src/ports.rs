@@ -72,12 +72,14 @@ pub trait LiveStore: Send + Sync {
     async fn save_live_batch(&self, batch: &[crate::commit::LiveWrite]) -> StoreResult<()>;
     /// Work a store keeps out of [`LiveStore::save_live_batch`] (SQLite moves its recent
     /// history rows into their indexed table). The ingest writer calls it after each commit,
-    /// once that commit's uplinks are answered and published, and again while it answers
-    /// `true`. `busy`: other commits are waiting, so do only what is overdue. A store logs its
-    /// own failures (the rows stay readable where they are). The default does nothing.
-    async fn after_commit(&self, busy: bool) -> bool {
+    /// once that commit's uplinks are answered and published, and again when asked: `Some(d)`
+    /// means call again after `d` (at once when zero) unless a commit comes first, `None` not
+    /// before the next commit. `busy`: other commits are waiting, so do only what is overdue. A
+    /// store logs its own failures (the rows stay readable where they are). The default does
+    /// nothing.
+    async fn after_commit(&self, busy: bool) -> Option<std::time::Duration> {
         let _ = busy;
-        false
+        None
     }
     async fn list_space_events(&self, operator: OperatorId, space: SpaceId, limit: u64)
     -> StoreResult<Vec<SpaceEvent>>;

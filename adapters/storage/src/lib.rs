@@ -118,7 +118,21 @@ struct RecentHistory {
     since_piece: std::sync::atomic::AtomicUsize,
     /// When the last piece ended and how long it took ([`MOVE_PACE`]).
     last_piece: std::sync::Mutex<(std::time::Instant, Duration)>,
+    /// History rows committed since the round under way (or the last) started: none, and once
+    /// that round is over the recent table is empty, so no round starts until a commit.
+    since_round: std::sync::atomic::AtomicUsize,
     failing: std::sync::atomic::AtomicBool,
+}
+
+/// What [`RecentHistory::next_move`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NextMove {
+    /// Move up to this many rows of this slice now.
+    Piece(u8, usize),
+    /// Nothing now; ask again after this long.
+    After(Duration),
+    /// Nothing until rows are committed.
+    Idle,
 }
 
 impl Default for RecentHistory {
@@ -127,6 +141,7 @@ impl Default for RecentHistory {
             round: std::sync::Mutex::new((std::time::Instant::now(), None)),
             since_piece: Default::default(),
             last_piece: std::sync::Mutex::new((std::time::Instant::now(), Duration::ZERO)),
+            since_round: Default::default(),
             failing: Default::default(),
         }
     }
@@ -136,31 +151,41 @@ impl RecentHistory {
     /// Records the history rows of a commit.
     fn committed(&self, events: usize) {
         self.since_piece.fetch_add(events, std::sync::atomic::Ordering::Relaxed);
+        self.since_round.fetch_add(events, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The slice to move now, if any, and how many of its rows at most: [`MOVE_AT_LEAST`] when
     /// the writer is idle, so a commit arriving meanwhile waits little; while `busy`, twice the
     /// rows committed since the last piece (at least that), so overdue moves keep up with the
-    /// inflow. None until [`MOVE_PACE`] times the last piece's duration has passed since it ended.
-    fn next_move(&self, busy: bool) -> Option<(u8, usize)> {
+    /// inflow. No piece until [`MOVE_PACE`] times the last piece's duration has passed since it
+    /// ended; otherwise, when the next is due.
+    fn next_move(&self, busy: bool) -> NextMove {
+        use std::sync::atomic::Ordering;
         let (ended, took) = *self.last_piece.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if ended.elapsed() < took * MOVE_PACE {
-            return None;
-        }
+        let paced = (took * MOVE_PACE).saturating_sub(ended.elapsed());
         let mut round = self.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (started, next) = &mut *round;
-        if next.is_none() && started.elapsed() >= MOVE_RECENT_EVERY {
+        if next.is_none() {
+            if self.since_round.load(Ordering::Relaxed) == 0 {
+                return NextMove::Idle;
+            }
+            let wait = MOVE_RECENT_EVERY.saturating_sub(started.elapsed());
+            if !wait.is_zero() {
+                return NextMove::After(wait);
+            }
             *started = std::time::Instant::now();
             *next = Some(0);
+            self.since_round.store(0, Ordering::Relaxed);
         }
-        let slice = (*next)?;
+        let Some(slice) = *next else { return NextMove::Idle };
         let mut due = MOVE_RECENT_EVERY * u32::from(slice) / u32::from(batch::HISTORY_SLICES);
         let mut limit = MOVE_AT_LEAST;
         if busy {
             due += MOVE_WHEN_BUSY_AFTER;
-            limit = limit.max(2 * self.since_piece.load(std::sync::atomic::Ordering::Relaxed));
+            limit = limit.max(2 * self.since_piece.load(Ordering::Relaxed));
         }
-        (started.elapsed() >= due).then_some((slice, limit))
+        let wait = due.saturating_sub(started.elapsed()).max(paced);
+        if wait.is_zero() { NextMove::Piece(slice, limit) } else { NextMove::After(wait) }
     }
 
     /// Records a move's outcome: the round goes on to the next slice once this one is empty (or
@@ -898,29 +923,63 @@ mod tests {
             let mut round = history.round.lock().unwrap();
             round.0 -= by;
         };
-        assert_eq!(history.next_move(false), None, "the first round starts a second after the store");
+        let piece = |next: NextMove| match next {
+            NextMove::Piece(slice, limit) => Some((slice, limit)),
+            NextMove::After(_) | NextMove::Idle => None,
+        };
+        assert_eq!(history.next_move(false), NextMove::Idle, "nothing committed, nothing to move");
+        history.committed(1);
+        assert!(
+            matches!(history.next_move(false), NextMove::After(_)),
+            "the first round starts a second after the store"
+        );
         rewind(MOVE_RECENT_EVERY);
-        assert_eq!(history.next_move(true), None, "slice 0 is due, not overdue");
-        assert_eq!(history.next_move(false), Some((0, MOVE_AT_LEAST)));
+        assert_eq!(piece(history.next_move(true)), None, "slice 0 is due, not overdue");
+        assert_eq!(piece(history.next_move(false)), Some((0, MOVE_AT_LEAST)));
         history.moved(0, Ok(false), Duration::ZERO);
         history.committed(2_000);
         history.committed(3_000);
-        assert_eq!(history.next_move(false), Some((0, MOVE_AT_LEAST)), "the round stays on a slice until it is empty");
+        assert_eq!(
+            piece(history.next_move(false)),
+            Some((0, MOVE_AT_LEAST)),
+            "the round stays on a slice until it is empty"
+        );
         history.moved(0, Ok(true), Duration::ZERO);
+        let next = history.next_move(false);
+        assert!(
+            matches!(next, NextMove::After(wait) if wait <= MOVE_RECENT_EVERY / 32),
+            "slice 1 is due soon: {next:?}"
+        );
         rewind(MOVE_RECENT_EVERY / 2);
-        assert_eq!(history.next_move(true), None);
-        assert_eq!(history.next_move(false), Some((1, MOVE_AT_LEAST)));
+        assert_eq!(piece(history.next_move(true)), None);
+        assert_eq!(piece(history.next_move(false)), Some((1, MOVE_AT_LEAST)));
         rewind(MOVE_WHEN_BUSY_AFTER);
         history.committed(2_000);
         history.committed(3_000);
-        assert_eq!(history.next_move(true), Some((1, 10_000)), "overdue: twice the rows since the last piece");
+        assert_eq!(piece(history.next_move(true)), Some((1, 10_000)), "overdue: twice the rows since the last piece");
         history.moved(1, Ok(false), Duration::ZERO);
         history.committed(10);
-        assert_eq!(history.next_move(true), Some((1, MOVE_AT_LEAST)));
+        assert_eq!(piece(history.next_move(true)), Some((1, MOVE_AT_LEAST)));
         // A piece that took an hour: the next waits three hours, even when idle.
         history.moved(1, Ok(false), Duration::from_secs(3600));
-        assert_eq!(history.next_move(false), None);
-        assert_eq!(history.next_move(true), None);
+        let NextMove::After(wait) = history.next_move(false) else { panic!("paced") };
+        assert!(wait > Duration::from_secs(3 * 3600 - 60), "{wait:?}");
+        history.moved(1, Ok(true), Duration::ZERO);
+        for slice in 2..batch::HISTORY_SLICES {
+            history.moved(slice, Ok(true), Duration::ZERO);
+        }
+        // The round is over (and its second long past); rows were committed during it, so
+        // another round follows at once. Once a round has seen no commit, none starts until one
+        // comes.
+        assert_eq!(piece(history.next_move(false)), Some((0, MOVE_AT_LEAST)));
+        for slice in 0..batch::HISTORY_SLICES {
+            history.moved(slice, Ok(true), Duration::ZERO);
+        }
+        assert_eq!(history.next_move(false), NextMove::Idle);
+        history.committed(1);
+        assert!(matches!(history.next_move(false), NextMove::After(_)), "the next round, a second after this one");
+        rewind(MOVE_RECENT_EVERY);
+        assert_eq!(piece(history.next_move(false)), Some((0, MOVE_AT_LEAST)));
     }
 
     /// A move takes a slice's oldest rows up to its limit and says whether the slice is empty;

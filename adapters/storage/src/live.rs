@@ -315,14 +315,20 @@ impl LiveStore for SqlStore {
 
     /// On SQLite, moves a piece of the recent history slice that is due (see
     /// `batch::move_recent_history` and `RecentHistory`); while `busy`, only an overdue one.
-    async fn after_commit(&self, busy: bool) -> bool {
-        let Some(writer) = &self.writer else { return false };
-        let Some((slice, limit)) = self.recent_history.next_move(busy) else { return false };
-        let started = std::time::Instant::now();
-        let moved = crate::batch::move_recent_history(writer, slice, limit).await;
-        let failed = moved.is_err();
-        self.recent_history.moved(slice, moved, started.elapsed());
-        !busy && !failed
+    async fn after_commit(&self, busy: bool) -> Option<std::time::Duration> {
+        let writer = self.writer.as_ref()?;
+        match self.recent_history.next_move(busy) {
+            crate::NextMove::Piece(slice, limit) => {
+                let started = std::time::Instant::now();
+                let moved = crate::batch::move_recent_history(writer, slice, limit).await;
+                let failed = moved.is_err();
+                self.recent_history.moved(slice, moved, started.elapsed());
+                (!busy && !failed).then_some(std::time::Duration::ZERO)
+            }
+            // While commits wait, the writer comes back after its next commit anyway.
+            crate::NextMove::After(wait) => (!busy).then_some(wait),
+            crate::NextMove::Idle => None,
+        }
     }
 
     async fn list_space_events(

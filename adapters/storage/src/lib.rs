@@ -165,19 +165,22 @@ impl RecentHistory {
         let paced = (took * MOVE_PACE).saturating_sub(ended.elapsed());
         let mut round = self.round.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (started, next) = &mut *round;
-        if next.is_none() {
-            if self.since_round.load(Ordering::Relaxed) == 0 {
-                return NextMove::Idle;
+        let slice = match *next {
+            Some(slice) => slice,
+            None => {
+                if self.since_round.load(Ordering::Relaxed) == 0 {
+                    return NextMove::Idle;
+                }
+                let wait = MOVE_RECENT_EVERY.saturating_sub(started.elapsed());
+                if !wait.is_zero() {
+                    return NextMove::After(wait);
+                }
+                *started = std::time::Instant::now();
+                *next = Some(0);
+                self.since_round.store(0, Ordering::Relaxed);
+                0
             }
-            let wait = MOVE_RECENT_EVERY.saturating_sub(started.elapsed());
-            if !wait.is_zero() {
-                return NextMove::After(wait);
-            }
-            *started = std::time::Instant::now();
-            *next = Some(0);
-            self.since_round.store(0, Ordering::Relaxed);
-        }
-        let Some(slice) = *next else { return NextMove::Idle };
+        };
         let mut due = MOVE_RECENT_EVERY * u32::from(slice) / u32::from(batch::HISTORY_SLICES);
         let mut limit = MOVE_AT_LEAST;
         if busy {
